@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from django import forms
+from django.contrib.auth import password_validation
+from django.contrib.auth.forms import AuthenticationForm
+
+from .models import Role, User
+
+
+class SignUpForm(forms.Form):
+    email = forms.EmailField(
+        widget=forms.EmailInput(attrs={"autocomplete": "email", "autofocus": True})
+    )
+    password = forms.CharField(
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        help_text=password_validation.password_validators_help_text_html(),
+        strip=False,
+    )
+    org_name = forms.CharField(
+        label="Organisation name",
+        max_length=100,
+        required=False,
+        help_text="Leave empty to name it after your email address.",
+    )
+
+    def __init__(self, *args, invited_email: str | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.invited_email = invited_email
+        if invited_email:
+            self.fields["email"].initial = invited_email
+            del self.fields["org_name"]
+
+    def clean_email(self) -> str:
+        email = self.cleaned_data["email"].strip().lower()
+        if User.objects.filter(email__iexact=email).exists():
+            raise forms.ValidationError("An account with this email exists. Sign in instead.")
+        if self.invited_email and email != self.invited_email.lower():
+            raise forms.ValidationError(f"This invitation is for {self.invited_email}.")
+        return email
+
+    def clean(self) -> dict:
+        data = super().clean()
+        password = data.get("password")
+        if password:
+            try:
+                password_validation.validate_password(password, User(email=data.get("email", "")))
+            except forms.ValidationError as e:
+                self.add_error("password", e)
+        if "org_name" in self.fields and not data.get("org_name") and data.get("email"):
+            data["org_name"] = data["email"].split("@")[0]
+        return data
+
+
+class EmailAuthenticationForm(AuthenticationForm):
+    username = forms.EmailField(
+        label="Email", widget=forms.EmailInput(attrs={"autocomplete": "email", "autofocus": True})
+    )
+
+
+class InviteForm(forms.Form):
+    email = forms.EmailField(widget=forms.EmailInput(attrs={"autocomplete": "off"}))
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
+
+    def __init__(self, *args, roles: list[tuple[str, str]], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["role"].choices = roles
+
+
+class RoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Role.choices)
+
+    def __init__(self, *args, roles: list[tuple[str, str]], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["role"].choices = roles

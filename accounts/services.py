@@ -1,0 +1,239 @@
+"""Workflows for users, organisations, memberships and invitations.
+
+Each function that changes state writes its audit event in the same transaction.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.core.mail import send_mail
+from django.db import transaction
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.text import slugify
+
+from audit.trail import Actor, record
+
+from .models import (
+    INVITATION_LIFETIME,
+    Invitation,
+    Membership,
+    Organization,
+    Role,
+    User,
+    hash_token,
+)
+
+RESERVED_SLUGS = {"new", "admin", "api", "static", "accounts", "internal"}
+
+
+class MembershipError(Exception):
+    """A membership change that cannot be carried out, with the reason."""
+
+
+def unique_org_slug(name: str) -> str:
+    base = slugify(name)[:40] or "org"
+    if base in RESERVED_SLUGS:
+        base = f"{base}-org"
+    slug, n = base, 1
+    while Organization.objects.filter(slug=slug).exists():
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
+
+
+def create_org(owner: User, name: str, actor: Actor, slug: str | None = None) -> Organization:
+    with transaction.atomic():
+        org = Organization.objects.create(slug=slug or unique_org_slug(name), name=name)
+        Membership.objects.create(org=org, user=owner, role=Role.OWNER)
+        record(
+            actor,
+            "org.created",
+            org=org,
+            target_type="org",
+            target_id=org.slug,
+            details={"name": name, "owner": owner.email},
+        )
+    return org
+
+
+def sign_up(email: str, password: str, org_name: str, request) -> tuple[User, Organization]:
+    """Create a user and an organisation the user owns."""
+    with transaction.atomic():
+        user = User.objects.create_user(email=email, password=password)
+        actor = Actor.from_request(request, user=user)
+        record(
+            actor,
+            "user.signed_up",
+            target_type="user",
+            target_id=str(user.pk),
+            details={"email": user.email},
+        )
+        org = create_org(user, org_name, actor)
+    return user, org
+
+
+def sign_up_by_invitation(
+    email: str, password: str, token: str, request
+) -> tuple[User, Organization]:
+    """Create a user who joins the inviting organisation instead of getting one of their own."""
+    with transaction.atomic():
+        user = User.objects.create_user(email=email, password=password)
+        actor = Actor.from_request(request, user=user)
+        record(
+            actor,
+            "user.signed_up",
+            target_type="user",
+            target_id=str(user.pk),
+            details={"email": user.email, "invited": True},
+        )
+        membership = accept_invitation(token, user, actor)
+    return user, membership.org
+
+
+def invite(by: Membership, actor: Actor, email: str, role: str, request=None) -> Invitation:
+    if not by.can_manage_members:
+        raise PermissionDenied("Only owners and admins can invite people.")
+    if role not in dict(by.assignable_roles()):
+        raise PermissionDenied("You cannot invite someone with that role.")
+    email = email.strip().lower()
+    org = by.org
+    if Membership.objects.filter(org=org, user__email__iexact=email).exists():
+        raise MembershipError(f"{email} is already a member of {org.name}.")
+    token = secrets.token_urlsafe(32)
+    with transaction.atomic():
+        # A new invitation replaces any pending one for the same address.
+        org.invitations.pending().filter(email__iexact=email).update(revoked_at=timezone.now())
+        invitation = Invitation.objects.create(
+            org=org,
+            email=email,
+            role=role,
+            token_hash=hash_token(token),
+            invited_by_id=by.user_id,
+            expires_at=timezone.now() + INVITATION_LIFETIME,
+        )
+        record(
+            actor,
+            "member.invited",
+            org=org,
+            target_type="invitation",
+            target_id=str(invitation.pk),
+            details={"email": email, "role": role},
+        )
+        link = settings.SITE_URL + reverse("accept_invitation", args=[token])
+        body = render_to_string(
+            "accounts/email/invitation.txt",
+            {"org": org, "inviter": by.user, "link": link, "invitation": invitation},
+        )
+        # The token appears in this email alone; it is sent once the invitation is stored.
+        transaction.on_commit(lambda: send_mail(f"Join {org.name} on Excloud", body, None, [email]))
+    return invitation
+
+
+def find_invitation(token: str) -> Invitation | None:
+    return Invitation.objects.select_related("org").filter(token_hash=hash_token(token)).first()
+
+
+def accept_invitation(token: str, user: User, actor: Actor) -> Membership:
+    with transaction.atomic():
+        invitation = (
+            Invitation.objects.select_for_update()
+            .select_related("org")
+            .filter(token_hash=hash_token(token))
+            .first()
+        )
+        if invitation is None or not invitation.is_pending:
+            raise MembershipError("This invitation is no longer valid. Ask for a new one.")
+        if invitation.email.lower() != user.email.lower():
+            raise MembershipError(
+                f"This invitation is for {invitation.email}. "
+                "Sign in with that address to accept it."
+            )
+        membership, created = Membership.objects.get_or_create(
+            org=invitation.org, user=user, defaults={"role": invitation.role}
+        )
+        invitation.accepted_at = timezone.now()
+        invitation.accepted_by = user
+        invitation.save(update_fields=["accepted_at", "accepted_by"])
+        record(
+            actor,
+            "member.joined",
+            org=invitation.org,
+            target_type="user",
+            target_id=str(user.pk),
+            details={"email": user.email, "role": membership.role, "invitation": invitation.pk},
+        )
+    return membership
+
+
+def revoke_invitation(by: Membership, actor: Actor, invitation: Invitation) -> None:
+    if not by.can_manage_members:
+        raise PermissionDenied("Only owners and admins can withdraw invitations.")
+    with transaction.atomic():
+        changed = Invitation.objects.filter(
+            pk=invitation.pk, accepted_at__isnull=True, revoked_at__isnull=True
+        ).update(revoked_at=timezone.now())
+        if not changed:
+            raise MembershipError("That invitation was already used or withdrawn.")
+        record(
+            actor,
+            "member.invitation_revoked",
+            org=by.org,
+            target_type="invitation",
+            target_id=str(invitation.pk),
+            details={"email": invitation.email},
+        )
+
+
+def _lock_owners(org: Organization) -> list[Membership]:
+    """Lock the org's owner rows so two changes cannot both remove 'the other' owner."""
+    return list(Membership.objects.select_for_update().filter(org=org, role=Role.OWNER))
+
+
+def change_role(by: Membership, actor: Actor, target: Membership, role: str) -> Membership:
+    if not by.can_manage_member(target) or role not in dict(by.assignable_roles()):
+        raise PermissionDenied("You cannot give that role to this member.")
+    with transaction.atomic():
+        owners = _lock_owners(by.org)
+        target = Membership.objects.select_for_update().get(pk=target.pk)
+        if target.role == role:
+            raise MembershipError(
+                f"{target.user.email} is already {target.get_role_display().lower()}."
+            )
+        if target.role == Role.OWNER and len(owners) == 1:
+            raise MembershipError("An organisation needs an owner: make someone else owner first.")
+        old = target.role
+        target.role = role
+        target.save(update_fields=["role"])
+        record(
+            actor,
+            "member.role_changed",
+            org=by.org,
+            target_type="user",
+            target_id=str(target.user_id),
+            details={"email": target.user.email, "from": old, "to": role},
+        )
+    return target
+
+
+def remove_member(by: Membership, actor: Actor, target: Membership) -> None:
+    if not by.can_manage_member(target):
+        raise PermissionDenied("You cannot remove this member.")
+    with transaction.atomic():
+        owners = _lock_owners(by.org)
+        target = Membership.objects.select_for_update().select_related("user").get(pk=target.pk)
+        if target.role == Role.OWNER and len(owners) == 1:
+            raise MembershipError("The last owner cannot be removed.")
+        target.delete()
+        record(
+            actor,
+            "member.removed",
+            org=by.org,
+            target_type="user",
+            target_id=str(target.user_id),
+            details={"email": target.user.email, "role": target.role},
+        )

@@ -1,0 +1,214 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from audit.trail import Actor
+
+from . import services
+from .access import membership_for
+from .forms import InviteForm, RoleForm, SignUpForm
+from .models import Invitation, Membership
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    if not request.user.is_authenticated:
+        return redirect("login")
+    first = (
+        Membership.objects.filter(user=request.user)
+        .select_related("org")
+        .order_by("created_at")
+        .first()
+    )
+    if first is None:
+        return redirect("org_list")
+    return redirect("key_list", slug=first.org.slug)
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        return redirect("home")
+    form = SignUpForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        user, org = services.sign_up(data["email"], data["password"], data["org_name"], request)
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, f"Welcome to Excloud. You own {org.name}; create its first key.")
+        return redirect("key_list", slug=org.slug)
+    return render(
+        request, "accounts/signup.html", {"form": form}, status=400 if form.errors else 200
+    )
+
+
+@require_GET
+@login_required
+def org_list(request: HttpRequest) -> HttpResponse:
+    memberships = (
+        Membership.objects.filter(user=request.user).select_related("org").order_by("org__name")
+    )
+    return render(request, "accounts/org_list.html", {"memberships": memberships})
+
+
+def _members_context(membership: Membership, invite_form: InviteForm | None = None) -> dict:
+    org = membership.org
+    members = list(org.memberships.select_related("user").order_by("user__email"))
+    for m in members:
+        m.manageable = membership.can_manage_member(m) and m.pk != membership.pk
+    invitations = org.invitations.pending().select_related("invited_by").order_by("-created_at")
+    roles = membership.assignable_roles()
+    return {
+        "membership": membership,
+        "org": org,
+        "members": members,
+        "invitations": invitations if membership.can_manage_members else [],
+        "invite_form": invite_form or InviteForm(roles=roles),
+        "roles": roles,
+    }
+
+
+@require_GET
+@login_required
+def member_list(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = membership_for(request, slug)
+    return render(request, "accounts/members.html", _members_context(membership))
+
+
+@require_POST
+@login_required
+def member_invite(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = membership_for(request, slug)
+    if not membership.can_manage_members:
+        raise PermissionDenied
+    form = InviteForm(request.POST, roles=membership.assignable_roles())
+    if form.is_valid():
+        try:
+            services.invite(
+                membership,
+                Actor.from_request(request),
+                form.cleaned_data["email"],
+                form.cleaned_data["role"],
+            )
+        except services.MembershipError as e:
+            form.add_error("email", str(e))
+        else:
+            messages.success(
+                request,
+                f"Invitation sent to {form.cleaned_data['email']}. The link works for 7 days.",
+            )
+            return redirect("member_list", slug=slug)
+    return render(request, "accounts/members.html", _members_context(membership, form), status=400)
+
+
+def _target_membership(membership: Membership, user_id: int) -> Membership:
+    return get_object_or_404(
+        Membership.objects.select_related("user"), org=membership.org, user_id=user_id
+    )
+
+
+@require_POST
+@login_required
+def member_role(request: HttpRequest, slug: str, user_id: int) -> HttpResponse:
+    membership = membership_for(request, slug)
+    target = _target_membership(membership, user_id)
+    if not membership.can_manage_member(target):
+        raise PermissionDenied
+    form = RoleForm(request.POST, roles=membership.assignable_roles())
+    if not form.is_valid():
+        messages.error(request, "Choose one of the roles offered.")
+        return redirect("member_list", slug=slug)
+    try:
+        services.change_role(
+            membership, Actor.from_request(request), target, form.cleaned_data["role"]
+        )
+    except services.MembershipError as e:
+        messages.error(request, str(e))
+    else:
+        messages.success(request, f"{target.user.email} is now {form.cleaned_data['role']}.")
+    return redirect("member_list", slug=slug)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def member_remove(request: HttpRequest, slug: str, user_id: int) -> HttpResponse:
+    membership = membership_for(request, slug)
+    target = _target_membership(membership, user_id)
+    if not membership.can_manage_member(target):
+        raise PermissionDenied
+    if request.method == "GET":
+        return render(
+            request,
+            "accounts/member_remove.html",
+            {"membership": membership, "org": membership.org, "target": target},
+        )
+    try:
+        services.remove_member(membership, Actor.from_request(request), target)
+    except services.MembershipError as e:
+        messages.error(request, str(e))
+    else:
+        messages.success(request, f"{target.user.email} was removed from {membership.org.name}.")
+    return redirect("member_list", slug=slug)
+
+
+@require_POST
+@login_required
+def invitation_revoke(request: HttpRequest, slug: str, invitation_id: int) -> HttpResponse:
+    membership = membership_for(request, slug)
+    invitation = get_object_or_404(Invitation, org=membership.org, pk=invitation_id)
+    if not membership.can_manage_members:
+        raise PermissionDenied
+    try:
+        services.revoke_invitation(membership, Actor.from_request(request), invitation)
+    except services.MembershipError as e:
+        messages.error(request, str(e))
+    else:
+        messages.success(request, f"The invitation for {invitation.email} was withdrawn.")
+    return redirect("member_list", slug=slug)
+
+
+@require_http_methods(["GET", "POST"])
+def accept_invitation(request: HttpRequest, token: str) -> HttpResponse:
+    invitation = services.find_invitation(token)
+    context = {"invitation": invitation, "token": token}
+    if invitation is None or not invitation.is_pending:
+        return render(request, "accounts/invitation_invalid.html", context, status=404)
+
+    if not request.user.is_authenticated:
+        form = SignUpForm(request.POST or None, invited_email=invitation.email)
+        if request.method == "POST" and form.is_valid():
+            try:
+                user, org = services.sign_up_by_invitation(
+                    form.cleaned_data["email"], form.cleaned_data["password"], token, request
+                )
+            except services.MembershipError as e:
+                form.add_error(None, str(e))
+            else:
+                login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+                messages.success(request, f"Welcome to {org.name}.")
+                return redirect("key_list", slug=org.slug)
+        context["form"] = form
+        context["login_url"] = reverse("login") + "?next=" + request.path
+        return render(
+            request, "accounts/invitation.html", context, status=400 if form.errors else 200
+        )
+
+    if request.method == "POST":
+        try:
+            membership = services.accept_invitation(
+                token, request.user, Actor.from_request(request)
+            )
+        except services.MembershipError as e:
+            messages.error(request, str(e))
+            return render(request, "accounts/invitation.html", context, status=400)
+        messages.success(
+            request, f"You joined {membership.org.name} as {membership.get_role_display().lower()}."
+        )
+        return redirect("key_list", slug=membership.org.slug)
+    return render(request, "accounts/invitation.html", context)

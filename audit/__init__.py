@@ -1,0 +1,1 @@
+"""The audit trail. ``record()`` is the one way in; see ``audit.trail``."""

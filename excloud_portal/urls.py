@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from accounts import views as accounts
+from accounts.forms import EmailAuthenticationForm
+from keys import views as keys
+
+org_patterns = [
+    path("keys/", keys.key_list, name="key_list"),
+    path("keys/new/", keys.key_create, name="key_create"),
+    path("keys/<str:key_id>/", keys.key_detail, name="key_detail"),
+    path("keys/<str:key_id>/deactivate/", keys.key_deactivate, name="key_deactivate"),
+    path("keys/<str:key_id>/reactivate/", keys.key_reactivate, name="key_reactivate"),
+    path("keys/<str:key_id>/revoke/", keys.key_revoke, name="key_revoke"),
+    path("members/", accounts.member_list, name="member_list"),
+    path("members/invite/", accounts.member_invite, name="member_invite"),
+    path("members/<int:user_id>/role/", accounts.member_role, name="member_role"),
+    path("members/<int:user_id>/remove/", accounts.member_remove, name="member_remove"),
+    path(
+        "invitations/<int:invitation_id>/revoke/",
+        accounts.invitation_revoke,
+        name="invitation_revoke",
+    ),
+]
+
+urlpatterns = [
+    path("", accounts.home, name="home"),
+    path("accounts/signup/", accounts.signup, name="signup"),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(
+            authentication_form=EmailAuthenticationForm, redirect_authenticated_user=True
+        ),
+        name="login",
+    ),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("invitations/<str:token>/", accounts.accept_invitation, name="accept_invitation"),
+    path("orgs/", accounts.org_list, name="org_list"),
+    path("orgs/<slug:slug>/", include(org_patterns)),
+]

@@ -1,0 +1,229 @@
+"""The only code that creates or changes access keys.
+
+Views, API handlers, tasks and management commands call these functions. Each change
+and its audit event are written in one transaction; status changes are conditional
+updates, so of two concurrent revokes exactly one succeeds and the other is told why.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from django.core.exceptions import PermissionDenied
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
+
+from accounts.models import Membership
+from audit.trail import Actor, record
+
+from . import credentials
+from .models import NAME_MAX_LENGTH, AccessKey, CreatedVia, KeyStatus
+
+NAME_RE = re.compile(r"^[A-Za-z0-9 ._-]+$")
+NAME_RULES = (
+    f"Use 1–{NAME_MAX_LENGTH} characters: letters, digits, spaces, dots, underscores and hyphens."
+)
+RESEAL_BATCH = 500
+
+
+class AccessKeyError(Exception):
+    """A request to create or change a key that cannot be carried out, with the reason."""
+
+
+class KeyNameTaken(AccessKeyError):
+    pass
+
+
+class InvalidKeyState(AccessKeyError):
+    pass
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    key: AccessKey
+    # The plaintext secret, present only when this call created the key. A repeated
+    # submission of the same form gets the existing key and no secret.
+    secret: str | None
+
+    @property
+    def is_new(self) -> bool:
+        return self.secret is not None
+
+
+def clean_key_name(name: str) -> str:
+    """Return the name with outer spaces removed, or raise AccessKeyError saying why not."""
+    name = (name or "").strip()
+    if not name:
+        raise AccessKeyError("Give the key a name.")
+    if len(name) > NAME_MAX_LENGTH:
+        raise AccessKeyError(f"Names are at most {NAME_MAX_LENGTH} characters. " + NAME_RULES)
+    if not NAME_RE.match(name):
+        raise AccessKeyError("That name has characters we don't allow. " + NAME_RULES)
+    return name
+
+
+def _name_taken_error(name: str) -> KeyNameTaken:
+    return KeyNameTaken(f"A live key named “{name}” already exists. Choose another name.")
+
+
+@sensitive_variables("secret")
+def create_key(
+    membership: Membership,
+    actor: Actor,
+    name: str,
+    *,
+    via: str = CreatedVia.WEB,
+    creation_token: str | None = None,
+) -> CreatedKey:
+    if not membership.can_create_keys:
+        raise PermissionDenied("Auditors cannot create keys.")
+    name = clean_key_name(name)
+    org = membership.org
+    with transaction.atomic():
+        if creation_token:
+            existing = AccessKey.objects.filter(org=org, creation_token=creation_token).first()
+            if existing is not None:
+                return CreatedKey(existing, None)
+        if AccessKey.objects.for_org(org).live().filter(name__iexact=name).exists():
+            raise _name_taken_error(name)
+
+        key_id = credentials.new_access_key_id()
+        secret = credentials.new_secret()
+        kek_id, sealed = credentials.seal(secret, key_id)
+        try:
+            with transaction.atomic():
+                key = AccessKey.objects.create(
+                    id=key_id,
+                    org=org,
+                    name=name,
+                    secret_sealed=sealed,
+                    secret_kek_id=kek_id,
+                    created_by_id=membership.user_id,
+                    created_via=via,
+                    creation_token=creation_token or None,
+                )
+        except IntegrityError:
+            # A concurrent request won: the same form submitted twice, or the same name.
+            if creation_token:
+                existing = AccessKey.objects.filter(org=org, creation_token=creation_token).first()
+                if existing is not None:
+                    return CreatedKey(existing, None)
+            raise _name_taken_error(name) from None
+        record(
+            actor,
+            "access_key.created",
+            org=org,
+            target_type="access_key",
+            target_id=key.id,
+            details={"name": key.name, "via": via},
+        )
+    return CreatedKey(key, secret)
+
+
+def _change_status(
+    key: AccessKey,
+    actor: Actor,
+    *,
+    allowed_from: tuple[str, ...],
+    to: str,
+    action: str,
+    reason: str = "",
+) -> AccessKey:
+    with transaction.atomic():
+        now = timezone.now()
+        changed = AccessKey.objects.filter(pk=key.pk, status__in=allowed_from).update(
+            status=to,
+            status_changed_at=now,
+            status_changed_by_id=actor.user_id,
+            status_reason=reason,
+        )
+        key.refresh_from_db()
+        if not changed:
+            raise InvalidKeyState(
+                f"Key “{key.name}” is {key.get_status_display().lower()}; nothing was changed."
+            )
+        details = {"name": key.name, "from": list(allowed_from), "to": to}
+        if reason:
+            details["reason"] = reason
+        record(
+            actor,
+            action,
+            org=key.org,
+            target_type="access_key",
+            target_id=key.id,
+            details=details,
+        )
+    return key
+
+
+def deactivate_key(membership: Membership, actor: Actor, key: AccessKey) -> AccessKey:
+    if not membership.can_change_key(key):
+        raise PermissionDenied("Only owners, admins and the key's creator can deactivate it.")
+    return _change_status(
+        key,
+        actor,
+        allowed_from=(KeyStatus.ACTIVE,),
+        to=KeyStatus.INACTIVE,
+        action="access_key.deactivated",
+    )
+
+
+def reactivate_key(membership: Membership, actor: Actor, key: AccessKey) -> AccessKey:
+    if not membership.can_reactivate_key(key):
+        raise PermissionDenied("Only owners and admins can reactivate this key.")
+    return _change_status(
+        key,
+        actor,
+        allowed_from=(KeyStatus.INACTIVE,),
+        to=KeyStatus.ACTIVE,
+        action="access_key.reactivated",
+    )
+
+
+def revoke_key(membership: Membership, actor: Actor, key: AccessKey, reason: str = "") -> AccessKey:
+    if not membership.can_change_key(key):
+        raise PermissionDenied("Only owners, admins and the key's creator can revoke it.")
+    return _change_status(
+        key,
+        actor,
+        allowed_from=(KeyStatus.ACTIVE, KeyStatus.INACTIVE),
+        to=KeyStatus.REVOKED,
+        action="access_key.revoked",
+        reason=reason.strip()[:200],
+    )
+
+
+def reseal_secrets(actor: Actor) -> int:
+    """Re-seal every stored secret under the newest key-encryption key; return the count.
+
+    Runs in batches, each its own transaction with the rows locked, so it can be
+    interrupted and re-run; rows already under the newest key are skipped.
+    """
+    current = credentials.keyring().current_id
+    total = 0
+    while True:
+        with transaction.atomic():
+            batch = list(
+                AccessKey.objects.exclude(secret_kek_id=current)
+                .select_for_update()
+                .only("id", "secret_sealed", "secret_kek_id")
+                .order_by("id")[:RESEAL_BATCH]
+            )
+            if not batch:
+                break
+            for key in batch:
+                secret = credentials.unseal(key.secret_kek_id, key.secret_sealed, key.id)
+                key.secret_kek_id, key.secret_sealed = credentials.seal(secret, key.id)
+                del secret
+            AccessKey.objects.bulk_update(batch, ["secret_kek_id", "secret_sealed"])
+            record(
+                actor,
+                "secret_keys.resealed",
+                target_type="key_encryption_key",
+                target_id=current,
+                details={"count": len(batch)},
+            )
+            total += len(batch)
+    return total

@@ -1,0 +1,220 @@
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import trigger_client_event
+
+from accounts.access import membership_for
+from accounts.models import Membership
+from audit.models import AuditEvent
+from audit.trail import Actor
+
+from . import services
+from .credentials import ACCESS_KEY_ID_RE
+from .forms import CreateKeyForm, RevokeKeyForm
+from .models import AccessKey
+
+PAGE_SIZE = 50
+HISTORY_SIZE = 50
+
+
+def _get_key(membership: Membership, key_id: str) -> AccessKey:
+    """The org's key with this ID; anything else, malformed or another org's, is 404."""
+    if not ACCESS_KEY_ID_RE.match(key_id):
+        raise Http404
+    return get_object_or_404(AccessKey.objects.for_table(), org=membership.org, pk=key_id)
+
+
+def _with_permissions(keys, membership: Membership):
+    for key in keys:
+        key.can_change = key.is_live and membership.can_change_key(key)
+        key.can_reactivate = membership.can_reactivate_key(key)
+    return keys
+
+
+def _encode_cursor(key: AccessKey) -> str:
+    raw = f"{key.created_at.isoformat()}|{key.pk}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(value: str) -> tuple[datetime, str] | None:
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+        created, key_id = raw.split("|", 1)
+        return datetime.fromisoformat(created), key_id
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+
+
+@require_GET
+@login_required
+def key_list(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = membership_for(request, slug)
+    tab = "retired" if request.GET.get("tab") == "retired" else "live"
+    query = request.GET.get("q", "").strip()[:100]
+    keys = AccessKey.objects.for_org(membership.org).for_table()
+    keys = keys.retired() if tab == "retired" else keys.live()
+    keys = keys.matching(query).newest_first()
+    cursor = _decode_cursor(request.GET.get("after", ""))
+    if cursor:
+        created, key_id = cursor
+        keys = keys.filter(Q(created_at__lt=created) | Q(created_at=created, id__lt=key_id))
+    page = list(keys[: PAGE_SIZE + 1])
+    next_cursor = _encode_cursor(page[PAGE_SIZE - 1]) if len(page) > PAGE_SIZE else None
+    context = {
+        "membership": membership,
+        "org": membership.org,
+        "keys": _with_permissions(page[:PAGE_SIZE], membership),
+        "tab": tab,
+        "query": query,
+        "next_cursor": next_cursor,
+        "paged": cursor is not None,
+        "form": CreateKeyForm() if membership.can_create_keys else None,
+    }
+    template = "keys/key_list.html"
+    if request.htmx and request.htmx.target == "key-table":
+        template += "#key-table"
+    return render(request, template, context)
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+@login_required
+def key_create(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = membership_for(request, slug)
+    if not membership.can_create_keys:
+        raise PermissionDenied("Auditors cannot create keys.")
+    context = {"membership": membership, "org": membership.org}
+    partial = "#create-panel" if request.htmx else ""
+    form = CreateKeyForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            created = services.create_key(
+                membership,
+                Actor.from_request(request),
+                form.cleaned_data["name"],
+                creation_token=form.cleaned_data["creation_token"],
+            )
+        except services.AccessKeyError as e:
+            form.add_error("name", str(e))
+        else:
+            context.update(
+                created=created,
+                key=_with_permissions([created.key], membership)[0],
+                form=CreateKeyForm(),
+            )
+            # The only response that ever holds the secret: rendered once, never stored.
+            response = render(request, "keys/key_created.html" + partial, context)
+            if request.htmx:
+                trigger_client_event(response, "keysChanged")
+            return response
+    context["form"] = form
+    status = 400 if form.errors and not request.htmx else 200
+    return render(request, "keys/key_create.html" + partial, context, status=status)
+
+
+@require_GET
+@login_required
+def key_detail(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
+    membership = membership_for(request, slug)
+    key = _with_permissions([_get_key(membership, key_id)], membership)[0]
+    history = AuditEvent.objects.filter(
+        org=membership.org, target_type="access_key", target_id=key.pk
+    ).order_by("-occurred_at", "-id")[:HISTORY_SIZE]
+    return render(
+        request,
+        "keys/key_detail.html",
+        {"membership": membership, "org": membership.org, "key": key, "history": history},
+    )
+
+
+def _after_change(
+    request: HttpRequest, membership: Membership, key: AccessKey, message: str, error: bool = False
+) -> HttpResponse:
+    """Answer a status change: the updated row for htmx, a redirect back otherwise."""
+    if request.htmx:
+        key = _with_permissions([_get_key(membership, key.pk)], membership)[0]
+        return render(
+            request,
+            "keys/_key_change.html",
+            {
+                "membership": membership,
+                "org": membership.org,
+                "key": key,
+                "message": message,
+                "error": error,
+            },
+        )
+    (messages.error if error else messages.success)(request, message)
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
+        target = reverse("key_list", args=[membership.org.slug])
+    return redirect(target)
+
+
+def _status_view(change, done: str):
+    @require_POST
+    @login_required
+    def view(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
+        membership = membership_for(request, slug)
+        key = _get_key(membership, key_id)
+        try:
+            key = change(membership, Actor.from_request(request), key)
+        except services.AccessKeyError as e:
+            return _after_change(request, membership, key, str(e), error=True)
+        return _after_change(request, membership, key, f"Key “{key.name}” {done}.")
+
+    return view
+
+
+key_deactivate = _status_view(
+    services.deactivate_key, "is deactivated; requests signed with it fail"
+)
+key_reactivate = _status_view(services.reactivate_key, "is active again")
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def key_revoke(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
+    membership = membership_for(request, slug)
+    key = _get_key(membership, key_id)
+    if not membership.can_change_key(key):
+        raise PermissionDenied
+    form = RevokeKeyForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            key = services.revoke_key(
+                membership, Actor.from_request(request), key, form.cleaned_data["reason"]
+            )
+        except services.AccessKeyError as e:
+            return _after_change(request, membership, key, str(e), error=True)
+        return _after_change(
+            request,
+            membership,
+            key,
+            f"Key “{key.name}” is revoked. Requests signed with it now fail.",
+        )
+    template = "keys/key_revoke_modal.html" if request.htmx else "keys/key_revoke.html"
+    return render(
+        request,
+        template,
+        {
+            "membership": membership,
+            "org": membership.org,
+            "key": key,
+            "form": form,
+            "next": request.GET.get("next", ""),
+        },
+    )

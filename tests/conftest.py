@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from accounts.models import Membership, Organization, Role, User
+from audit.trail import Actor
+from keys.services import create_key
+
+PASSWORD = "correct horse battery staple 42"
+
+
+def make_user(email: str) -> User:
+    return User.objects.create_user(email=email, password=PASSWORD)
+
+
+@pytest.fixture
+def org(db) -> Organization:
+    return Organization.objects.create(slug="acme", name="Acme")
+
+
+@pytest.fixture
+def other_org(db) -> Organization:
+    return Organization.objects.create(slug="globex", name="Globex")
+
+
+def _member(org: Organization, email: str, role: str) -> Membership:
+    return Membership.objects.create(org=org, user=make_user(email), role=role)
+
+
+@pytest.fixture
+def owner(org) -> Membership:
+    return _member(org, "owner@acme.test", Role.OWNER)
+
+
+@pytest.fixture
+def admin(org) -> Membership:
+    return _member(org, "admin@acme.test", Role.ADMIN)
+
+
+@pytest.fixture
+def member(org) -> Membership:
+    return _member(org, "member@acme.test", Role.MEMBER)
+
+
+@pytest.fixture
+def auditor(org) -> Membership:
+    return _member(org, "auditor@acme.test", Role.AUDITOR)
+
+
+@pytest.fixture
+def outsider(other_org) -> Membership:
+    """The owner of another organisation: sees nothing of Acme."""
+    return _member(other_org, "owner@globex.test", Role.OWNER)
+
+
+def client_for(membership: Membership) -> Client:
+    client = Client()
+    client.force_login(membership.user)
+    return client
+
+
+@pytest.fixture
+def owner_client(owner) -> Client:
+    return client_for(owner)
+
+
+@pytest.fixture
+def member_client(member) -> Client:
+    return client_for(member)
+
+
+def new_key(membership: Membership, name: str = "laptop"):
+    """Create a key as this member through the service; returns (key, secret)."""
+    created = create_key(membership, Actor.for_user(membership.user), name)
+    return created.key, created.secret
