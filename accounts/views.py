@@ -4,6 +4,7 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.db import IntegrityError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -39,10 +40,17 @@ def signup(request: HttpRequest) -> HttpResponse:
     form = SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        user, org = services.sign_up(data["email"], data["password"], data["org_name"], request)
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        messages.success(request, f"Welcome to Excloud. You own {org.name}; create its first key.")
-        return redirect("key_list", slug=org.slug)
+        try:
+            user, org = services.sign_up(data["email"], data["password"], data["org_name"], request)
+        except IntegrityError:
+            # Another sign-up with the same address won a race past the form's check.
+            form.add_error("email", "An account with this email exists. Sign in instead.")
+        else:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            messages.success(
+                request, f"Welcome to Excloud. You own {org.name}; create its first key."
+            )
+            return redirect("key_list", slug=org.slug)
     return render(
         request, "accounts/signup.html", {"form": form}, status=400 if form.errors else 200
     )
