@@ -37,7 +37,7 @@ def home(request: HttpRequest) -> HttpResponse:
 def signup(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("home")
-    form = SignUpForm(request.POST or None)
+    form = SignUpForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
@@ -189,7 +189,9 @@ def accept_invitation(request: HttpRequest, token: str) -> HttpResponse:
         return render(request, "accounts/invitation_invalid.html", context, status=404)
 
     if not request.user.is_authenticated:
-        form = SignUpForm(request.POST or None, invited_email=invitation.email)
+        form = SignUpForm(
+            request.POST if request.method == "POST" else None, invited_email=invitation.email
+        )
         if request.method == "POST" and form.is_valid():
             try:
                 user, org = services.sign_up_by_invitation(

@@ -108,6 +108,10 @@ def seal(secret: str, access_key_id: str) -> tuple[str, bytes]:
 def unseal(kek_id: str, blob: bytes, access_key_id: str) -> str:
     key = keyring().get(kek_id)
     blob = bytes(blob)
+    # A blob cut shorter than a nonce makes AESGCM raise ValueError rather than InvalidTag;
+    # it is tampering all the same.
+    if len(blob) < NONCE_BYTES:
+        raise SealError(f"secret of {access_key_id} is truncated")
     try:
         plain = AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], access_key_id.encode())
     except InvalidTag:

@@ -98,7 +98,7 @@ def key_create(request: HttpRequest, slug: str) -> HttpResponse:
         raise PermissionDenied("Auditors cannot create keys.")
     context = {"membership": membership, "org": membership.org}
     partial = "#create-panel" if request.htmx else ""
-    form = CreateKeyForm(request.POST or None)
+    form = CreateKeyForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         try:
             created = services.create_key(
@@ -192,7 +192,7 @@ def key_revoke(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
     key = _get_key(membership, key_id)
     if not membership.can_change_key(key):
         raise PermissionDenied
-    form = RevokeKeyForm(request.POST or None)
+    form = RevokeKeyForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         try:
             key = services.revoke_key(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import secrets
+
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.core.validators import validate_email, validate_slug
@@ -12,7 +14,8 @@ from audit.trail import Actor
 
 class Command(BaseCommand):
     help = (
-        "Create an organisation owned by EMAIL, creating that user (without a password) if missing."
+        "Create an organisation owned by EMAIL, creating that user (with no password anyone "
+        "knows) if missing."
     )
 
     def add_arguments(self, parser) -> None:
@@ -32,7 +35,10 @@ class Command(BaseCommand):
             user = User.objects.filter(email__iexact=owner).first()
             new_user = user is None
             if new_user:
-                user = User.objects.create_user(email=owner)
+                # A random password nobody knows, not an unusable one: Django's password
+                # reset refuses accounts with an unusable password, and the reset page is
+                # how the new owner chooses theirs.
+                user = User.objects.create_user(email=owner, password=secrets.token_urlsafe(32))
             org = create_org(user, name or slug, Actor.system("manage.py create_org"), slug=slug)
         self.stdout.write(f"Created organisation {org.slug} owned by {user.email}.")
         if new_user:
