@@ -74,3 +74,11 @@ def new_key(membership: Membership, name: str = "laptop"):
     """Create a key as this member through the service; returns (key, secret)."""
     created = create_key(membership, Actor.for_user(membership.user), name)
     return created.key, created.secret
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item, so fixtures can tell whether it failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report

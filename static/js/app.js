@@ -31,7 +31,9 @@ document.addEventListener("keydown", (event) => {
 // Focus the first field of a modal when it opens, so keyboard users land in it.
 document.addEventListener("htmx:afterSwap", (event) => {
   if (event.detail.target.id === "modal") {
-    const first = event.detail.target.querySelector("input, button");
+    const first = event.detail.target.querySelector(
+      "input:not([type=hidden]), select, textarea, button",
+    );
     if (first) first.focus();
   }
 });
