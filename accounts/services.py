@@ -171,8 +171,8 @@ def accept_invitation(token: str, user: User, actor: Actor) -> Membership:
 
 
 def revoke_invitation(by: Membership, actor: Actor, invitation: Invitation) -> None:
-    if not by.can_manage_members:
-        raise PermissionDenied("Only owners and admins can withdraw invitations.")
+    if not by.can_manage_members or (invitation.role == Role.OWNER and by.role != Role.OWNER):
+        raise PermissionDenied("Only owners withdraw invitations to become an owner.")
     with transaction.atomic():
         changed = Invitation.objects.filter(
             pk=invitation.pk, accepted_at__isnull=True, revoked_at__isnull=True

@@ -41,7 +41,7 @@ REQUESTS = 30
 WARMUP = 3
 FILTER = "ci-deploy"
 NAME_KINDS = ("laptop", "ci-deploy", "backup-agent", "rclone-sync")
-INDEX_NAME = "accesskey_org_list_idx"
+INDEX_NAME = "accesskey_live_list_idx"
 SLUG = "bench"
 SPREAD = timedelta(days=365)
 SEED = 20240601

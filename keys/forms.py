@@ -12,6 +12,7 @@ class CreateKeyForm(forms.Form):
     name = forms.CharField(
         max_length=NAME_MAX_LENGTH + 200,  # Over-long names get our own message, not the browser's.
         help_text=NAME_RULES,
+        error_messages={"required": "Give the key a name."},
         widget=forms.TextInput(
             attrs={
                 "autocomplete": "off",
@@ -22,7 +23,8 @@ class CreateKeyForm(forms.Form):
         ),
     )
     # A random token per rendered form; the same form submitted twice creates one key.
-    creation_token = forms.CharField(widget=forms.HiddenInput, max_length=64)
+    # Optional, so a client that posts without it still gets a key (just no de-duplication).
+    creation_token = forms.CharField(widget=forms.HiddenInput, max_length=64, required=False)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

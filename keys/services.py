@@ -8,7 +8,7 @@ updates, so of two concurrent revokes exactly one succeeds and the other is told
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
@@ -44,8 +44,9 @@ class InvalidKeyState(AccessKeyError):
 class CreatedKey:
     key: AccessKey
     # The plaintext secret, present only when this call created the key. A repeated
-    # submission of the same form gets the existing key and no secret.
-    secret: str | None
+    # submission of the same form gets the existing key and no secret. Kept out of repr()
+    # so that no log line or error report that prints this object carries the secret.
+    secret: str | None = field(repr=False)
 
     @property
     def is_new(self) -> bool:

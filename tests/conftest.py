@@ -10,6 +10,13 @@ from keys.services import create_key
 PASSWORD = "correct horse battery staple 42"
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings) -> None:
+    # Hashing is not under test, and the default hasher makes each fixture user cost a
+    # noticeable fraction of a second.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 def make_user(email: str) -> User:
     return User.objects.create_user(email=email, password=PASSWORD)
 

@@ -29,13 +29,6 @@ IP = "203.0.113.7"
 ALL_ROLES = ["owner", "admin", "member", "auditor", "outsider", "anonymous"]
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings) -> None:
-    # Hashing is not under test here, and the default hasher makes each fixture user cost
-    # a noticeable fraction of a second.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def everyone(owner, admin, member, auditor, outsider) -> dict[str, Membership]:
     return {
@@ -612,3 +605,22 @@ def test_it_removes_an_owner_when_another_owner_remains(everyone, second_owner, 
     assert not Membership.objects.filter(pk=target.pk).exists()
     assert_one_event(mark, "member.removed", everyone["owner"].user, target.user_id)
     assert Membership.objects.filter(org__slug="acme", role=Role.OWNER).count() == 1
+
+
+@pytest.mark.parametrize(("who", "expected"), [("owner", OK), ("admin", 403)])
+def test_it_lets_only_owners_withdraw_an_invitation_to_become_owner(everyone, who, expected):
+    owner = everyone["owner"]
+    invitation = invite(owner, Actor.for_user(owner.user), "boss@example.test", Role.OWNER)
+    mark = audit_mark()
+    r = client_as(everyone, who).post(
+        f"/orgs/acme/invitations/{invitation.pk}/revoke/", REMOTE_ADDR=IP
+    )
+    invitation.refresh_from_db()
+    if expected == OK:
+        assert r.status_code == 302
+        assert invitation.revoked_at is not None
+        assert_one_event(mark, "member.invitation_revoked", everyone[who].user, invitation.pk)
+    else:
+        assert_refused(r, expected)
+        assert invitation.is_pending
+        assert_no_event(mark)
