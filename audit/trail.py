@@ -6,12 +6,16 @@ event exists exactly when its change does: if the insert fails, the change rolls
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import HttpRequest
+from django.utils import timezone
 
+from .chain import append
 from .models import ActorType, AuditEvent
 
 USER_AGENT_MAX = 512
@@ -31,14 +35,12 @@ class Actor:
     @classmethod
     def from_request(cls, request: HttpRequest, user=None) -> Actor:
         user = user if user is not None else request.user
-        return cls(
-            type=ActorType.USER,
-            label=user.email,
-            user_id=user.pk,
-            ip=client_ip(request),
-            user_agent=request.headers.get("User-Agent", "")[:USER_AGENT_MAX],
-            request_id=getattr(request, "request_id", ""),
-        )
+        return cls(type=ActorType.USER, label=user.email, user_id=user.pk, **_origin(request))
+
+    @classmethod
+    def unauthenticated(cls, request: HttpRequest | None, label: str) -> Actor:
+        """Someone not signed in, such as a failed sign-in, named by what they claimed."""
+        return cls(type=ActorType.USER, label=label, **_origin(request))
 
     @classmethod
     def for_user(cls, user) -> Actor:
@@ -48,6 +50,16 @@ class Actor:
     @classmethod
     def system(cls, label: str = "system") -> Actor:
         return cls(type=ActorType.SYSTEM, label=label)
+
+
+def _origin(request: HttpRequest | None) -> dict[str, Any]:
+    if request is None:
+        return {}
+    return {
+        "ip": client_ip(request),
+        "user_agent": request.headers.get("User-Agent", "")[:USER_AGENT_MAX],
+        "request_id": getattr(request, "request_id", ""),
+    }
 
 
 def client_ip(request: HttpRequest) -> str | None:
@@ -68,16 +80,44 @@ def record(
     """Append one event. Must run inside the transaction of the change it describes."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("audit.record() must be called inside the change's transaction")
-    return AuditEvent.objects.create(
+    event = AuditEvent(
         org=org,
+        occurred_at=timezone.now(),
         actor_type=actor.type,
         actor_user_id=actor.user_id,
-        actor_label=actor.label,
+        actor_label=_text(actor.label)[:254],
         action=action,
         target_type=target_type,
-        target_id=str(target_id),
-        source_ip=actor.ip,
-        user_agent=actor.user_agent,
+        target_id=_text(str(target_id))[:64],
+        source_ip=_normalized_ip(actor.ip),
+        user_agent=_text(actor.user_agent)[:USER_AGENT_MAX],
         request_id=actor.request_id,
-        details=details or {},
+        # Through JSON and back, so the hash covers exactly what the database returns.
+        details=json.loads(json.dumps(_clean(details or {}))),
     )
+    return append(event)
+
+
+def _text(value: str) -> str:
+    # PostgreSQL stores no NUL in text or JSON; client-supplied text may carry one.
+    return value.replace("\x00", "\ufffd")
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, dict):
+        return {_text(str(k)): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _normalized_ip(ip: str | None) -> str | None:
+    """The address as the database will give it back, so the stored hash still matches."""
+    if not ip:
+        return None
+    try:
+        return AuditEvent._meta.get_field("source_ip").get_prep_value(ip)
+    except (ValueError, ValidationError):
+        return None

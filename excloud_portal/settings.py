@@ -73,6 +73,13 @@ SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 EXCLOUD_SECRET_KEYS = os.environ.get("EXCLOUD_SECRET_KEYS") or dev_secret(
     "secret-keys", new_key_encryption_key
 )
+# Ed25519 key that signs audit checkpoints (base64 of the 32-byte private key), and the
+# public keys of earlier signing keys, so their checkpoints still verify.
+EXCLOUD_AUDIT_SIGNING_KEY = os.environ.get("EXCLOUD_AUDIT_SIGNING_KEY") or dev_secret(
+    "audit-signing-key", lambda: base64.b64encode(secrets.token_bytes(32)).decode()
+)
+EXCLOUD_AUDIT_PUBLIC_KEYS = os.environ.get("EXCLOUD_AUDIT_PUBLIC_KEYS", "")
+AUDIT_CHECKPOINT_INTERVAL = envint("EXCLOUD_AUDIT_CHECKPOINT_SECONDS", 3600)
 EXCLOUD_S3_ENDPOINT = os.environ.get("EXCLOUD_S3_ENDPOINT", "http://127.0.0.1:9000")
 EXCLOUD_S3_REGION = os.environ.get("EXCLOUD_S3_REGION", "us-east-1")
 
@@ -207,7 +214,12 @@ else:
         "control_folder": str(_control_dir),
         "store_processed": False,
     }
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE = {
+    "audit-checkpoints": {
+        "task": "audit.tasks.sign_checkpoints",
+        "schedule": AUDIT_CHECKPOINT_INTERVAL,
+    },
+}
 
 LOGGING = {
     "version": 1,

@@ -62,8 +62,13 @@ def outsider(other_org) -> Membership:
 
 
 def client_for(membership: Membership) -> Client:
-    client = Client()
-    client.force_login(membership.user)
+    """A client signed in as this member; the same one each call, so the sign-in (and its
+    audit event) happens once, at the first call."""
+    client = getattr(membership, "_test_client", None)
+    if client is None:
+        client = Client()
+        client.force_login(membership.user)
+        membership._test_client = client
     return client
 
 

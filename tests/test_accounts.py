@@ -54,6 +54,7 @@ def test_it_signs_up_a_user_with_an_org_of_their_own(db):
     assert set(AuditEvent.objects.values_list("action", "actor_user_id")) == {
         ("user.signed_up", user.pk),
         ("org.created", user.pk),
+        ("user.login", user.pk),
     }
 
 

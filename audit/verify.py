@@ -1,0 +1,111 @@
+"""Walking audit chains and their signed checkpoints to find tampering.
+
+For each chain the walk checks, event by event in sequence order, that sequence numbers
+run 1, 2, 3, ... without gaps, that each event links to the previous event's hash, and
+that each event's own hash matches its content. Then the chain's end is compared with
+its head row and every signed checkpoint, which catches a removed tail and history that
+was rewritten with freshly computed hashes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import signing
+from .chain import chain_name, event_hash
+from .checkpoints import checkpoints_of
+from .models import GENESIS_HASH, AuditChainHead, AuditEvent
+
+CHUNK = 5000
+
+
+@dataclass(frozen=True)
+class ChainResult:
+    chain: str
+    events: int
+    problem: str | None = None
+
+
+def _range(first: int, last: int) -> str:
+    return f"#{first}" if first == last else f"#{first}–#{last}"
+
+
+def _classify_mismatch(events, event: AuditEvent, expected_prev: str) -> str:
+    own_hash_ok = event_hash(event) == event.hash
+    if own_hash_ok:
+        # The event is intact but links elsewhere: its predecessor was replaced.
+        return (
+            f"event #{event.seq - 1} altered or inserted: event #{event.seq} "
+            "links to a different predecessor"
+        )
+    predecessor = events.filter(hash=event.prev_hash).only("seq").first()
+    if predecessor is not None and event_hash(event, seq=predecessor.seq + 1) == event.hash:
+        return (
+            f"events reordered: the event at #{event.seq} (id {event.pk}) "
+            f"was written as #{predecessor.seq + 1}"
+        )
+    return f"event #{event.seq} (id {event.pk}) altered: its content no longer matches its hash"
+
+
+def verify_chain(org_id: int | None) -> ChainResult:
+    name = chain_name(org_id)
+    events = (
+        AuditEvent.objects.filter(org_id=org_id)
+        if org_id is not None
+        else AuditEvent.objects.filter(org__isnull=True)
+    )
+    checkpoints = list(checkpoints_of(org_id))
+    wanted = {cp.seq for cp in checkpoints}
+    hashes_at: dict[int, str] = {}
+
+    expected, prev = 1, GENESIS_HASH
+    for event in events.order_by("seq").iterator(chunk_size=CHUNK):
+        if event.seq != expected:
+            return ChainResult(
+                name,
+                expected - 1,
+                f"event {_range(expected, event.seq - 1)} removed: the chain jumps from "
+                f"#{expected - 1} to #{event.seq}",
+            )
+        if event.prev_hash != prev or event_hash(event) != event.hash:
+            return ChainResult(name, expected - 1, _classify_mismatch(events, event, prev))
+        if event.seq in wanted:
+            hashes_at[event.seq] = event.hash
+        prev = event.hash
+        expected += 1
+    last = expected - 1
+
+    head = AuditChainHead.objects.filter(chain=name).first()
+    if head is not None and head.seq > last:
+        return ChainResult(
+            name, last, f"events {_range(last + 1, head.seq)} removed from the end of the chain"
+        )
+    if head is not None and head.seq == last and head.hash != prev:
+        return ChainResult(name, last, f"event #{last} does not match the chain head")
+
+    for cp in checkpoints:
+        message = signing.checkpoint_message(org_id, cp.seq, cp.hash, cp.signed_at)
+        when = f"{cp.signed_at:%Y-%m-%d %H:%M:%S} UTC"
+        if not signing.verify(cp.key_id, cp.signature, message):
+            return ChainResult(
+                name, last, f"checkpoint at #{cp.seq} signed {when} has an invalid signature"
+            )
+        if cp.seq > last:
+            return ChainResult(
+                name,
+                last,
+                f"events {_range(last + 1, cp.seq)} removed from the end: "
+                f"the checkpoint signed {when} covers #{cp.seq}",
+            )
+        if hashes_at.get(cp.seq) != cp.hash:
+            return ChainResult(
+                name,
+                last,
+                f"event #{cp.seq} or an earlier one was rewritten: it does not match "
+                f"the checkpoint signed {when}",
+            )
+    return ChainResult(name, last)
+
+
+def verify_all(org_ids: list[int | None]) -> list[ChainResult]:
+    return [verify_chain(org_id) for org_id in org_ids]
