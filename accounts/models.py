@@ -106,6 +106,10 @@ class Membership(models.Model):
         )
 
     @property
+    def can_read_audit(self) -> bool:
+        return self.role in (Role.OWNER, Role.ADMIN, Role.AUDITOR)
+
+    @property
     def can_manage_members(self) -> bool:
         return self.is_manager
 

@@ -35,6 +35,21 @@ class MembershipError(Exception):
     """A membership change that cannot be carried out, with the reason."""
 
 
+def record_account_event(request, user: User, action: str) -> None:
+    """Record something that happened to a user's own account: a sign-in, a new password.
+
+    Opens its own transaction; called inside a caller's, it joins that one.
+    """
+    with transaction.atomic():
+        record(
+            Actor.from_request(request, user=user),
+            action,
+            target_type="user",
+            target_id=str(user.pk),
+            details={"email": user.email},
+        )
+
+
 def unique_org_slug(name: str) -> str:
     base = slugify(name)[:40] or "org"
     if base in RESERVED_SLUGS:

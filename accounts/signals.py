@@ -8,29 +8,20 @@ from django.dispatch import receiver
 
 from audit.trail import Actor, record
 
+from .services import record_account_event
+
 EMAIL_MAX = 254
-
-
-def _record_user_event(request, user, action: str) -> None:
-    with transaction.atomic():
-        record(
-            Actor.from_request(request, user=user),
-            action,
-            target_type="user",
-            target_id=str(user.pk),
-            details={"email": user.email},
-        )
 
 
 @receiver(user_logged_in, dispatch_uid="audit_user_logged_in")
 def audit_login(sender, request, user, **kwargs) -> None:
-    _record_user_event(request, user, "user.login")
+    record_account_event(request, user, "user.login")
 
 
 @receiver(user_logged_out, dispatch_uid="audit_user_logged_out")
 def audit_logout(sender, request, user, **kwargs) -> None:
     if user is not None:
-        _record_user_event(request, user, "user.logout")
+        record_account_event(request, user, "user.logout")
 
 
 @receiver(user_login_failed, dispatch_uid="audit_user_login_failed")

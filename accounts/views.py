@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -222,3 +223,23 @@ def accept_invitation(request: HttpRequest, token: str) -> HttpResponse:
         )
         return redirect("key_list", slug=membership.org.slug)
     return render(request, "accounts/invitation.html", context)
+
+
+class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
+    """Setting a new password from an emailed link, audited in the password's transaction."""
+
+    def form_valid(self, form) -> HttpResponse:
+        with transaction.atomic():
+            response = super().form_valid(form)
+            services.record_account_event(self.request, form.user, "user.password_reset")
+        return response
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    """A signed-in user changing their password, audited in the password's transaction."""
+
+    def form_valid(self, form) -> HttpResponse:
+        with transaction.atomic():
+            response = super().form_valid(form)
+            services.record_account_event(self.request, form.user, "user.password_changed")
+        return response

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC
+from datetime import UTC, datetime
+
+from django.utils import timezone
 
 from .models import GENESIS_HASH, AuditChainHead, AuditEvent
 
@@ -64,9 +66,14 @@ def lock_head(org_id: int | None) -> AuditChainHead:
     return head
 
 
-def append(event: AuditEvent) -> AuditEvent:
-    """Give the event the next seq of its chain, link and hash it, and insert it."""
+def append(event: AuditEvent, at: datetime | None = None) -> AuditEvent:
+    """Give the event the next seq of its chain, link and hash it, and insert it.
+
+    The event is stamped now, under the chain's lock, so time order within a chain follows
+    seq order; ``at`` overrides that for tests and benchmarks that need old events.
+    """
     head = lock_head(event.org_id)
+    event.occurred_at = at or timezone.now()
     event.seq = head.seq + 1
     event.prev_hash = head.hash
     event.hash = event_hash(event)

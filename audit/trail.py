@@ -6,6 +6,7 @@ event exists exactly when its change does: if the insert fails, the change rolls
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,6 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import HttpRequest
-from django.utils import timezone
 
 from .chain import append
 from .models import ActorType, AuditEvent
@@ -82,7 +82,6 @@ def record(
         raise RuntimeError("audit.record() must be called inside the change's transaction")
     event = AuditEvent(
         org=org,
-        occurred_at=timezone.now(),
         actor_type=actor.type,
         actor_user_id=actor.user_id,
         actor_label=_text(actor.label)[:254],
@@ -104,6 +103,10 @@ def _text(value: str) -> str:
 
 
 def _clean(value: Any) -> Any:
+    if isinstance(value, float):
+        # A float may not come back from the database as the same text (1e16 returns as
+        # an integer), which would break the event's hash. Details carry no floats.
+        raise TypeError("audit details take strings, integers, booleans, lists and dicts")
     if isinstance(value, str):
         return _text(value)
     if isinstance(value, dict):
@@ -118,6 +121,12 @@ def _normalized_ip(ip: str | None) -> str | None:
     if not ip:
         return None
     try:
-        return AuditEvent._meta.get_field("source_ip").get_prep_value(ip)
+        value = AuditEvent._meta.get_field("source_ip").get_prep_value(ip)
     except (ValueError, ValidationError):
         return None
+    address = ipaddress.ip_address(value)
+    if address.version == 6 and int(address) >> 32 == 0 and (int(address) >> 16) & 0xFFFF:
+        # An IPv4-compatible address (::a.b.c.d): PostgreSQL writes it with a dotted quad
+        # where Python writes hex (::102:304). Anything else both write alike.
+        return f"::{ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)}"
+    return value

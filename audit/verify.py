@@ -27,7 +27,7 @@ class ChainResult:
 
 
 def _range(first: int, last: int) -> str:
-    return f"#{first}" if first == last else f"#{first}–#{last}"
+    return f"event #{first}" if first == last else f"events #{first}–#{last}"
 
 
 def _classify_mismatch(events, event: AuditEvent, expected_prev: str) -> str:
@@ -38,13 +38,35 @@ def _classify_mismatch(events, event: AuditEvent, expected_prev: str) -> str:
             f"event #{event.seq - 1} altered or inserted: event #{event.seq} "
             "links to a different predecessor"
         )
-    predecessor = events.filter(hash=event.prev_hash).only("seq").first()
-    if predecessor is not None and event_hash(event, seq=predecessor.seq + 1) == event.hash:
+    written_as = _written_as(events, event)
+    if written_as is not None:
         return (
             f"events reordered: the event at #{event.seq} (id {event.pk}) "
-            f"was written as #{predecessor.seq + 1}"
+            f"was written as #{written_as}"
         )
     return f"event #{event.seq} (id {event.pk}) altered: its content no longer matches its hash"
+
+
+def _written_as(events, event: AuditEvent) -> int | None:
+    """The other seq an intact but moved event was hashed at, judged by its neighbours.
+
+    One after its predecessor if the predecessor stayed put. When two neighbours swap
+    places the predecessor moves too, so its successor and its own neighbouring positions
+    are tried as well.
+    """
+    candidates = [event.seq - 1, event.seq + 1]
+    if event.prev_hash == GENESIS_HASH:
+        candidates.append(1)
+    predecessor = events.filter(hash=event.prev_hash).only("seq").first()
+    if predecessor is not None:
+        candidates.append(predecessor.seq + 1)
+    successor = events.filter(prev_hash=event.hash).only("seq").first()
+    if successor is not None:
+        candidates.append(successor.seq - 1)
+    for seq in candidates:
+        if seq != event.seq and event_hash(event, seq=seq) == event.hash:
+            return seq
+    return None
 
 
 def verify_chain(org_id: int | None) -> ChainResult:
@@ -64,7 +86,7 @@ def verify_chain(org_id: int | None) -> ChainResult:
             return ChainResult(
                 name,
                 expected - 1,
-                f"event {_range(expected, event.seq - 1)} removed: the chain jumps from "
+                f"{_range(expected, event.seq - 1)} removed: the chain jumps from "
                 f"#{expected - 1} to #{event.seq}",
             )
         if event.prev_hash != prev or event_hash(event) != event.hash:
@@ -78,7 +100,13 @@ def verify_chain(org_id: int | None) -> ChainResult:
     head = AuditChainHead.objects.filter(chain=name).first()
     if head is not None and head.seq > last:
         return ChainResult(
-            name, last, f"events {_range(last + 1, head.seq)} removed from the end of the chain"
+            name, last, f"{_range(last + 1, head.seq)} removed from the end of the chain"
+        )
+    if head is not None and head.seq < last:
+        # Appends move the head in the same transaction; rows past it were written around
+        # record(), straight into the table.
+        return ChainResult(
+            name, last, f"{_range(head.seq + 1, last)} inserted past the end of the chain"
         )
     if head is not None and head.seq == last and head.hash != prev:
         return ChainResult(name, last, f"event #{last} does not match the chain head")
@@ -94,7 +122,7 @@ def verify_chain(org_id: int | None) -> ChainResult:
             return ChainResult(
                 name,
                 last,
-                f"events {_range(last + 1, cp.seq)} removed from the end: "
+                f"{_range(last + 1, cp.seq)} removed from the end: "
                 f"the checkpoint signed {when} covers #{cp.seq}",
             )
         if hashes_at.get(cp.seq) != cp.hash:
