@@ -37,3 +37,6 @@ lint: install
 
 bench: install services
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) bench/keys_list.py
+	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) bench/audit_page.py
+	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) bench/audit_export.py
+	$(PY) bench/sigv4.py

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Upper
 from django.utils import timezone
 
 GENESIS_HASH = "0" * 64
@@ -79,6 +80,14 @@ class AuditEvent(models.Model):
                 fields=["org", "target_type", "target_id", "-seq"], name="audit_org_target_idx"
             ),
             models.Index(fields=["org", "occurred_at"], name="audit_org_time_idx"),
+            # The audit page's actor filter: one actor's events in seq order, whatever the
+            # case typed. (Its free-text search has trigram indexes; see migration 0003.)
+            models.Index(
+                models.F("org"),
+                Upper("actor_label"),
+                models.F("seq").desc(),
+                name="audit_org_actor_label_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -5,6 +5,7 @@ from django.urls import include, path
 
 from accounts import views as accounts
 from accounts.forms import EmailAuthenticationForm
+from audit import views as audit
 from keys import views as keys
 
 org_patterns = [
@@ -23,6 +24,9 @@ org_patterns = [
         accounts.invitation_revoke,
         name="invitation_revoke",
     ),
+    path("audit/", audit.audit_list, name="audit_list"),
+    path("audit/export.csv", audit.audit_export, {"fmt": "csv"}, name="audit_export_csv"),
+    path("audit/export.jsonl", audit.audit_export, {"fmt": "jsonl"}, name="audit_export_jsonl"),
 ]
 
 urlpatterns = [
@@ -34,6 +38,17 @@ urlpatterns = [
             authentication_form=EmailAuthenticationForm, redirect_authenticated_user=True
         ),
         name="login",
+    ),
+    # Before the stock auth URLs, so these audited versions answer at the same paths.
+    path(
+        "accounts/password_change/",
+        accounts.PasswordChangeView.as_view(),
+        name="password_change",
+    ),
+    path(
+        "accounts/reset/<uidb64>/<token>/",
+        accounts.PasswordResetConfirmView.as_view(),
+        name="password_reset_confirm",
     ),
     path("accounts/", include("django.contrib.auth.urls")),
     path("invitations/<str:token>/", accounts.accept_invitation, name="accept_invitation"),
