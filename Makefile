@@ -40,3 +40,4 @@ bench: install services
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) bench/audit_page.py
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) bench/audit_export.py
 	$(PY) bench/sigv4.py
+	$(PY) bench/gateway.py

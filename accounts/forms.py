@@ -72,3 +72,23 @@ class RoleForm(forms.Form):
     def __init__(self, *args, roles: list[tuple[str, str]], **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["role"].choices = roles
+
+
+TOKEN_LIFETIMES = [
+    ("30", "30 days"),
+    ("90", "90 days"),
+    ("365", "1 year"),
+    ("", "Never"),
+]
+
+
+class ApiTokenForm(forms.Form):
+    name = forms.CharField(
+        max_length=64,
+        help_text="What the token is for, e.g. laptop-cli or ci-deploy.",
+        error_messages={"required": "Give the token a name."},
+        widget=forms.TextInput(attrs={"autocomplete": "off", "placeholder": "e.g. laptop-cli"}),
+    )
+    expires_in = forms.ChoiceField(
+        choices=TOKEN_LIFETIMES, required=False, initial="90", label="Expires after"
+    )

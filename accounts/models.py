@@ -165,3 +165,63 @@ class Invitation(models.Model):
             and self.revoked_at is None
             and self.expires_at > timezone.now()
         )
+
+
+API_TOKEN_PREFIX = "exc_"
+# How stale a token's last-used time may get: it is written at most this often, so a busy
+# token costs one UPDATE a minute rather than one per request.
+API_TOKEN_LAST_USED_GRANULARITY = timedelta(minutes=1)
+
+
+class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
+    def for_org(self, org) -> ApiTokenQuerySet:
+        return self.filter(org=org)
+
+    def active(self) -> ApiTokenQuerySet:
+        now = timezone.now()
+        return self.filter(revoked_at__isnull=True).filter(
+            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
+        )
+
+
+class ApiToken(models.Model):
+    """An Excloud bearer token: acts as its user, with that user's role in its org.
+
+    Only the SHA-256 of the token is stored; the token itself is shown once, on creation.
+    ``prefix`` is the token's first characters, enough to tell tokens apart in a list.
+    """
+
+    org = models.ForeignKey(Organization, models.CASCADE, related_name="api_tokens")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=64)
+    token_hash = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=16)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["org", "user", "-created_at"], name="apitoken_list_idx")]
+
+    def __str__(self) -> str:
+        return f"token {self.name} of {self.user}"
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None and not self.is_expired
+
+    @property
+    def status(self) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        return "expired" if self.is_expired else "active"

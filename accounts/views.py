@@ -1,22 +1,26 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from audit.trail import Actor
 
 from . import services
 from .access import membership_for
-from .forms import InviteForm, RoleForm, SignUpForm
-from .models import Invitation, Membership
+from .forms import ApiTokenForm, InviteForm, RoleForm, SignUpForm
+from .models import ApiToken, Invitation, Membership
 
 
 @require_GET
@@ -243,3 +247,61 @@ class PasswordChangeView(auth_views.PasswordChangeView):
             response = super().form_valid(form)
             services.record_account_event(self.request, form.user, "user.password_changed")
         return response
+
+
+def _tokens_context(membership: Membership, form: ApiTokenForm, created=None) -> dict:
+    tokens = ApiToken.objects.for_org(membership.org).select_related("user")
+    if not membership.is_manager:
+        tokens = tokens.filter(user=membership.user)
+    return {
+        "membership": membership,
+        "org": membership.org,
+        "tokens": tokens.order_by("-created_at", "-pk")[:200],
+        "form": form,
+        "created": created,
+    }
+
+
+# The page that shows a new token must not be kept by any cache, the browser's included.
+@never_cache
+@require_http_methods(["GET", "POST"])
+@login_required
+def token_list(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = membership_for(request, slug)
+    form = ApiTokenForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        days = form.cleaned_data["expires_in"]
+        expires_at = timezone.now() + timedelta(days=int(days)) if days else None
+        try:
+            created = services.create_api_token(
+                membership, Actor.from_request(request), form.cleaned_data["name"], expires_at
+            )
+        except services.ApiTokenError as e:
+            form.add_error("name", str(e))
+        else:
+            return render(
+                request,
+                "accounts/tokens.html",
+                _tokens_context(membership, ApiTokenForm(), created=created),
+            )
+    status = 400 if form.errors else 200
+    return render(request, "accounts/tokens.html", _tokens_context(membership, form), status=status)
+
+
+@require_POST
+@login_required
+def token_revoke(request: HttpRequest, slug: str, token_id: int) -> HttpResponse:
+    membership = membership_for(request, slug)
+    token = get_object_or_404(
+        ApiToken.objects.select_related("user"), org=membership.org, pk=token_id
+    )
+    if not services.can_revoke_api_token(membership, token):
+        # Members do not see each other's tokens; one that isn't theirs does not exist.
+        raise Http404
+    try:
+        services.revoke_api_token(membership, Actor.from_request(request), token)
+    except services.ApiTokenError as e:
+        messages.error(request, str(e))
+    else:
+        messages.success(request, f"Token “{token.name}” is revoked; requests using it now fail.")
+    return redirect("token_list", slug=slug)

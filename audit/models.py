@@ -11,6 +11,7 @@ GENESIS_HASH = "0" * 64
 class ActorType(models.TextChoices):
     USER = "user", "User"
     API_TOKEN = "api_token", "API token"
+    ACCESS_KEY = "access_key", "Access key"
     SYSTEM = "system", "System"
 
 

@@ -34,6 +34,8 @@ ORG_ACTIONS = (
     "member.invitation_revoked",
     "org.created",
     "api_token.created",
+    "api_token.revoked",
+    "api_token.rejected",
     "audit.exported",
 )
 

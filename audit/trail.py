@@ -43,9 +43,24 @@ class Actor:
         return cls(type=ActorType.USER, label=label, **_origin(request))
 
     @classmethod
+    def for_api_token(cls, token, request: HttpRequest | None = None) -> Actor:
+        """A member acting through one of their API tokens, which the label names."""
+        return cls(
+            type=ActorType.API_TOKEN,
+            label=f"token {token.name} of {token.user.email}",
+            user_id=token.user_id,
+            **_origin(request),
+        )
+
+    @classmethod
     def for_user(cls, user) -> Actor:
         """A user acting outside a request, such as a management command run for them."""
         return cls(type=ActorType.USER, label=user.email, user_id=user.pk)
+
+    @classmethod
+    def for_access_key(cls, key, ip: str | None = None, request_id: str = "") -> Actor:
+        """A request to the S3 gateway, made with this access key."""
+        return cls(type=ActorType.ACCESS_KEY, label=key.id, ip=ip, request_id=request_id)
 
     @classmethod
     def system(cls, label: str = "system") -> Actor:

@@ -82,6 +82,40 @@ EXCLOUD_AUDIT_PUBLIC_KEYS = os.environ.get("EXCLOUD_AUDIT_PUBLIC_KEYS", "")
 AUDIT_CHECKPOINT_INTERVAL = envint("EXCLOUD_AUDIT_CHECKPOINT_SECONDS", 3600)
 EXCLOUD_S3_ENDPOINT = os.environ.get("EXCLOUD_S3_ENDPOINT", "http://127.0.0.1:9000")
 EXCLOUD_S3_REGION = os.environ.get("EXCLOUD_S3_REGION", "us-east-1")
+# REST API calls each API token may make per window (a fixed window in the cache); 0 is no limit.
+EXCLOUD_API_RATE_LIMIT = envint("EXCLOUD_API_RATE_LIMIT", 120)
+EXCLOUD_API_RATE_WINDOW = envint("EXCLOUD_API_RATE_WINDOW", 60)
+if EXCLOUD_API_RATE_WINDOW < 1:
+    raise ImproperlyConfigured("EXCLOUD_API_RATE_WINDOW must be at least 1 (seconds)")
+# The object store behind the gateway, which the gateway re-signs every request for with
+# these credentials. Without credentials in the environment it is the embedded `rclone
+# serve s3` that `make run` starts (gateway/objects.py) at EXCLOUD_S3_UPSTREAM_URL, with
+# credentials generated once into var/.
+EXCLOUD_S3_UPSTREAM_URL = os.environ.get("EXCLOUD_S3_UPSTREAM_URL", "http://127.0.0.1:9100").rstrip(
+    "/"
+)
+EXCLOUD_S3_UPSTREAM_ACCESS_KEY_ID = os.environ.get("EXCLOUD_S3_UPSTREAM_ACCESS_KEY_ID", "")
+EXCLOUD_S3_UPSTREAM_SECRET_ACCESS_KEY = os.environ.get("EXCLOUD_S3_UPSTREAM_SECRET_ACCESS_KEY", "")
+EXCLOUD_S3_UPSTREAM_EMBEDDED = not (
+    EXCLOUD_S3_UPSTREAM_ACCESS_KEY_ID or EXCLOUD_S3_UPSTREAM_SECRET_ACCESS_KEY
+)
+if EXCLOUD_S3_UPSTREAM_EMBEDDED:
+    EXCLOUD_S3_UPSTREAM_ACCESS_KEY_ID = dev_secret(
+        "s3-upstream-access-key-id", lambda: "UP" + secrets.token_hex(9).upper()
+    )
+    EXCLOUD_S3_UPSTREAM_SECRET_ACCESS_KEY = dev_secret(
+        "s3-upstream-secret-access-key", lambda: secrets.token_urlsafe(30)
+    )
+elif not (EXCLOUD_S3_UPSTREAM_ACCESS_KEY_ID and EXCLOUD_S3_UPSTREAM_SECRET_ACCESS_KEY):
+    raise ImproperlyConfigured(
+        "Set both EXCLOUD_S3_UPSTREAM_ACCESS_KEY_ID and EXCLOUD_S3_UPSTREAM_SECRET_ACCESS_KEY "
+        "(or neither, for the embedded object store)"
+    )
+EXCLOUD_S3_UPSTREAM_REGION = os.environ.get("EXCLOUD_S3_UPSTREAM_REGION", "us-east-1")
+# How often each gateway sends its per-key usage totals to the worker (seconds).
+EXCLOUD_USAGE_FLUSH_SECONDS = envint("EXCLOUD_USAGE_FLUSH_SECONDS", 60)
+if EXCLOUD_USAGE_FLUSH_SECONDS < 1:
+    raise ImproperlyConfigured("EXCLOUD_USAGE_FLUSH_SECONDS must be at least 1")
 
 INSTALLED_APPS = [
     "django.contrib.auth",
@@ -94,6 +128,8 @@ INSTALLED_APPS = [
     "accounts",
     "audit",
     "keys",
+    "ninja",
+    "gateway",
 ]
 
 MIDDLEWARE = [

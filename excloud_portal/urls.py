@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
 
 from accounts import views as accounts
 from accounts.forms import EmailAuthenticationForm
 from audit import views as audit
+from excloud_portal.api import api
+from excloud_portal.api import not_found as api_not_found
 from keys import views as keys
 
 org_patterns = [
@@ -24,6 +26,8 @@ org_patterns = [
         accounts.invitation_revoke,
         name="invitation_revoke",
     ),
+    path("tokens/", accounts.token_list, name="token_list"),
+    path("tokens/<int:token_id>/revoke/", accounts.token_revoke, name="token_revoke"),
     path("audit/", audit.audit_list, name="audit_list"),
     path("audit/export.csv", audit.audit_export, {"fmt": "csv"}, name="audit_export_csv"),
     path("audit/export.jsonl", audit.audit_export, {"fmt": "jsonl"}, name="audit_export_jsonl"),
@@ -31,6 +35,8 @@ org_patterns = [
 
 urlpatterns = [
     path("", accounts.home, name="home"),
+    path("api/v1/", api.urls),
+    re_path(r"^api/v1/", api_not_found),
     path("accounts/signup/", accounts.signup, name="signup"),
     path(
         "accounts/login/",

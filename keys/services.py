@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from accounts.models import Membership
 from audit.trail import Actor, record
 
-from . import credentials
+from . import credentials, revocation
 from .models import NAME_MAX_LENGTH, AccessKey, CreatedVia, KeyStatus
 
 NAME_RE = re.compile(r"^[A-Za-z0-9 ._-]+$")
@@ -145,6 +147,7 @@ def _change_status(
             raise InvalidKeyState(
                 f"Key “{key.name}” is {key.get_status_display().lower()}; nothing was changed."
             )
+        revocation.announce_change()
         details = {"name": key.name, "from": list(allowed_from), "to": to}
         if reason:
             details["reason"] = reason
@@ -196,6 +199,43 @@ def revoke_key(membership: Membership, actor: Actor, key: AccessKey, reason: str
     )
 
 
+def rename_key(membership: Membership, actor: Actor, key: AccessKey, name: str) -> AccessKey:
+    """Give a live key a new name, under the same rules as a new key's name.
+
+    Renaming to the name it already has changes nothing and records nothing.
+    """
+    if not membership.can_change_key(key):
+        raise PermissionDenied("Only owners, admins and the key's creator can rename it.")
+    name = clean_key_name(name)
+    with transaction.atomic():
+        key = AccessKey.objects.select_for_update().get(pk=key.pk)
+        if not key.is_live:
+            raise InvalidKeyState(
+                f"Key “{key.name}” is {key.get_status_display().lower()}; it cannot be renamed."
+            )
+        if key.name == name:
+            return key
+        taken = AccessKey.objects.for_org(key.org).live().filter(name__iexact=name)
+        if taken.exclude(pk=key.pk).exists():
+            raise _name_taken_error(name)
+        old = key.name
+        try:
+            with transaction.atomic():
+                AccessKey.objects.filter(pk=key.pk).update(name=name)
+        except IntegrityError:
+            raise _name_taken_error(name) from None
+        key.name = name
+        record(
+            actor,
+            "access_key.renamed",
+            org=key.org,
+            target_type="access_key",
+            target_id=key.id,
+            details={"name": name, "from": old},
+        )
+    return key
+
+
 def reseal_secrets(actor: Actor) -> int:
     """Re-seal every stored secret under the newest key-encryption key; return the count.
 
@@ -228,3 +268,23 @@ def reseal_secrets(actor: Actor) -> int:
             )
             total += len(batch)
     return total
+
+
+def note_last_use(
+    access_key_id: str, at: datetime, ip: str | None, operation: str, bucket: str
+) -> bool:
+    """Record a key's latest use as the gateways reported it; older reports change nothing.
+
+    Not audited: it is an observation of traffic, not a change anyone made, and it arrives
+    once a minute per gateway for every key in use.
+    """
+    return bool(
+        AccessKey.objects.filter(pk=access_key_id)
+        .filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=at))
+        .update(
+            last_used_at=at,
+            last_used_ip=ip or None,
+            last_used_operation=operation[:64],
+            last_used_bucket=bucket[:63],
+        )
+    )

@@ -20,6 +20,7 @@ from accounts.access import membership_for
 from accounts.models import Membership
 from audit.models import AuditEvent
 from audit.trail import Actor
+from gateway.models import KeyUsage
 
 from . import services
 from .credentials import ACCESS_KEY_ID_RE
@@ -28,6 +29,8 @@ from .models import AccessKey
 
 PAGE_SIZE = 50
 HISTORY_SIZE = 50
+# The detail page's usage table: this many hours back, one row per hour with traffic.
+USAGE_HOURS = 24
 
 
 def _get_key(membership: Membership, key_id: str) -> AccessKey:
@@ -133,10 +136,18 @@ def key_detail(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
     history = AuditEvent.objects.filter(
         org=membership.org, target_type="access_key", target_id=key.pk
     ).order_by("-occurred_at", "-id")[:HISTORY_SIZE]
+    usage = KeyUsage.objects.recent(key, USAGE_HOURS)
     return render(
         request,
         "keys/key_detail.html",
-        {"membership": membership, "org": membership.org, "key": key, "history": history},
+        {
+            "membership": membership,
+            "org": membership.org,
+            "key": key,
+            "history": history,
+            "usage": usage,
+            "usage_hours": USAGE_HOURS,
+        },
     )
 
 

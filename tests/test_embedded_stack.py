@@ -37,7 +37,7 @@ MANAGE = str(REPO / "manage.py")
 UNSET = ("DATABASE_URL", "REDIS_URL", "DJANGO_SECRET_KEY", "EXCLOUD_SECRET_KEYS")
 START_TIMEOUT = 60
 STOP_TIMEOUT = 15
-PROCFILE_PROCESSES = {"web", "worker", "beat"}
+PROCFILE_PROCESSES = {"web", "worker", "beat", "gateway", "objects"}
 
 
 class Stack:

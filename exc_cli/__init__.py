@@ -1,0 +1,1 @@
+"""The `exc` command: manage Excloud access keys from a terminal. Imports no Django."""

@@ -1,0 +1,137 @@
+"""Files the command writes: its own login and key store, and the AWS config files.
+
+Every write is atomic (a temporary file in the same directory, then os.replace) and leaves
+the file readable by its owner only, since each of these files may hold a credential.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+PRIVATE_MODE = 0o600
+SECTION_RE = re.compile(r"^\s*\[([^\]]*)\]")
+KEY_RE = re.compile(r"^([^\s=#;\[][^=]*?)\s*=")
+
+
+def config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "exc"
+
+
+def login_path() -> Path:
+    return config_dir() / "config.json"
+
+
+def key_store_path() -> Path:
+    return config_dir() / "keys.json"
+
+
+def aws_config_path() -> Path:
+    return Path(os.path.expanduser(os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config"))
+
+
+def aws_credentials_path() -> Path:
+    return Path(
+        os.path.expanduser(os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials")
+    )
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace the file's content in one step, with mode 0600 whatever it had before."""
+    # Through a symlink to the file it points at, so a linked ~/.aws/config stays linked.
+    path = Path(os.path.realpath(path))
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, PRIVATE_MODE)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise OSError(f"cannot read {path}: {e}") from None
+    return data if isinstance(data, dict) else {}
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    write_private(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _section_name(line: str) -> str | None:
+    match = SECTION_RE.match(line)
+    return " ".join(match.group(1).split()) if match else None
+
+
+def set_section(text: str, section: str, values: dict[str, str]) -> str:
+    """The INI text with these keys set in the section, everything else left as it was.
+
+    configparser would drop comments and reformat the file, so this edits lines: within
+    the first section of that name it replaces each key's line (and any indented lines
+    that continue it, as in aws's nested ``s3 =`` settings) and adds missing keys after
+    the section's last setting; a missing section is appended at the end.
+    """
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if _section_name(line) == section), None)
+    if start is None:
+        block = [f"[{section}]\n", *(f"{k} = {v}\n" for k, v in values.items())]
+        prefix = text if not text or text.endswith("\n") else text + "\n"
+        separator = "\n" if prefix.strip() else ""
+        return prefix + separator + "".join(block)
+
+    end = next(
+        (i for i in range(start + 1, len(lines)) if _section_name(lines[i]) is not None),
+        len(lines),
+    )
+    body: list[str] = []
+    written: set[str] = set()
+    skipping_continuation = False
+    for line in lines[start + 1 : end]:
+        if skipping_continuation and line[:1] in (" ", "\t") and line.strip():
+            continue
+        skipping_continuation = False
+        match = KEY_RE.match(line)
+        name = match.group(1).strip() if match else None
+        if name in values:
+            skipping_continuation = True
+            if name not in written:
+                body.append(f"{name} = {values[name]}\n")
+                written.add(name)
+            continue
+        body.append(line)
+    missing = [f"{k} = {v}\n" for k, v in values.items() if k not in written]
+    if missing:
+        # After the section's last setting: a comment below it is about the next section.
+        last = max(
+            (i for i, line in enumerate(body) if line.strip() and line.lstrip()[0] not in "#;"),
+            default=-1,
+        )
+        if last >= 0 and not body[last].endswith("\n"):
+            body[last] += "\n"
+        body[last + 1 : last + 1] = missing
+    header = lines[start] if lines[start].endswith("\n") else lines[start] + "\n"
+    return "".join(lines[:start]) + header + "".join(body) + "".join(lines[end:])
+
+
+def update_ini(path: Path, section: str, values: dict[str, str]) -> None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = ""
+    write_private(path, set_section(text, section, values))

@@ -1,0 +1,191 @@
+"""The REST API under /api/v1/: bearer-token auth, JSON errors, rate limit, the routers.
+
+A token belongs to one member of one organisation, so routes name no org: ``/api/v1/keys``
+are the keys of the token's org, and another org's key ID answers 404 like a missing one.
+Handlers call the same service functions as the dashboard, with an ``api_token`` actor.
+"""
+
+from __future__ import annotations
+
+import time
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from ninja import NinjaAPI, Schema
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.security import HttpBearer
+
+from accounts.models import Membership
+from accounts.services import authenticate_api_token
+from audit.api import router as audit_router
+from keys.api import router as keys_router
+from keys.services import AccessKeyError, InvalidKeyState, KeyNameTaken
+
+from .api_schema import ERRORS
+
+UNAUTHORIZED_MESSAGE = (
+    "Missing, invalid, expired or revoked API token. "
+    "Send one as 'Authorization: Bearer exc_…'; create it on the API tokens page."
+)
+# The names handlers give their body and query schemas, left out of error messages.
+HANDLER_PARAMETERS = {"body", "filters"}
+STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found"}
+
+
+class RateLimited(Exception):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("rate limited")
+        self.retry_after = retry_after
+
+
+def _check_rate(token) -> None:
+    """A fixed window per token: at most EXCLOUD_API_RATE_LIMIT calls per window."""
+    limit, window = settings.EXCLOUD_API_RATE_LIMIT, settings.EXCLOUD_API_RATE_WINDOW
+    if limit <= 0:
+        return
+    now = int(time.time())
+    # The hash (not the token) names the counter: unique per token, and useless if read.
+    key = f"api-rate:{token.token_hash[:24]}:{now // window}"
+    cache.add(key, 0, timeout=window * 2)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # The counter expired between add() and incr().
+        cache.add(key, 1, timeout=window * 2)
+        count = 1
+    if count > limit:
+        raise RateLimited(retry_after=window - now % window)
+
+
+class BearerToken(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str) -> Membership | None:
+        found = authenticate_api_token(token.strip(), request)
+        if found is None:
+            return None
+        api_token, membership = found
+        _check_rate(api_token)
+        request.api_token = api_token
+        return membership
+
+
+api = NinjaAPI(
+    title="Excloud API",
+    version="1",
+    description=(
+        "Manage an Excloud organisation's S3 access keys. Authenticate with an API token "
+        "(`Authorization: Bearer exc_…`); it acts with its member's role in its organisation."
+    ),
+    auth=BearerToken(),
+    urls_namespace="api-v1",
+    openapi_url="/openapi.json",
+    docs_url="/docs",
+)
+
+
+def error(request: HttpRequest, status: int, code: str, message: str, **extra) -> HttpResponse:
+    body = {"code": code, "message": message, **extra}
+    return api.create_response(request, body, status=status)
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthorized(request: HttpRequest, exc: Exception) -> HttpResponse:
+    response = error(request, 401, "unauthorized", UNAUTHORIZED_MESSAGE)
+    response["WWW-Authenticate"] = 'Bearer realm="excloud"'
+    return response
+
+
+@api.exception_handler(RateLimited)
+def _rate_limited(request: HttpRequest, exc: RateLimited) -> HttpResponse:
+    response = error(
+        request,
+        429,
+        "rate_limited",
+        f"Too many requests with this token; try again in {exc.retry_after} seconds.",
+    )
+    response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+@api.exception_handler(PermissionDenied)
+def _forbidden(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return error(request, 403, "forbidden", str(exc) or "Your role does not allow this.")
+
+
+@api.exception_handler(Http404)
+def _not_found(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return error(request, 404, "not_found", "No such object in your organisation.")
+
+
+@api.exception_handler(KeyNameTaken)
+def _name_taken(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return error(request, 409, "name_taken", str(exc))
+
+
+@api.exception_handler(InvalidKeyState)
+def _invalid_state(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return error(request, 409, "invalid_state", str(exc))
+
+
+@api.exception_handler(AccessKeyError)
+def _invalid_key_request(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return error(request, 422, "invalid", str(exc))
+
+
+@api.exception_handler(ValidationError)
+def _invalid(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    details = [
+        {"loc": [p if isinstance(p, int) else str(p) for p in e.get("loc", ())], "msg": e["msg"]}
+        for e in exc.errors
+    ]
+    if not details:
+        return error(request, 422, "validation_error", "Invalid request.")
+    # ("body", "body", "name") names the body parameter too; people want just "name".
+    where = [p for p in details[0]["loc"][1:] if p not in HANDLER_PARAMETERS]
+    field = ".".join(str(p) for p in where) or str(details[0]["loc"][0])
+    message = f"{field}: {details[0]['msg']}"
+    return error(request, 422, "validation_error", message, details=details)
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    code = STATUS_CODES.get(exc.status_code, "error")
+    return error(request, exc.status_code, code, str(exc))
+
+
+class OrgOut(Schema):
+    slug: str
+    name: str
+
+
+class ConfigOut(Schema):
+    s3_endpoint: str
+    region: str
+    org: OrgOut
+    user: str
+    role: str
+
+
+@api.get("/config", response={200: ConfigOut, **ERRORS}, tags=["config"])
+def config(request: HttpRequest):
+    """Where the organisation's S3 endpoint is, and who this token acts as."""
+    membership: Membership = request.auth
+    return {
+        "s3_endpoint": settings.EXCLOUD_S3_ENDPOINT,
+        "region": settings.EXCLOUD_S3_REGION,
+        "org": {"slug": membership.org.slug, "name": membership.org.name},
+        "user": membership.user.email,
+        "role": membership.role,
+    }
+
+
+def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
+    """Any other path under /api/v1/ answers in JSON too."""
+    return JsonResponse(
+        {"code": "not_found", "message": "No such API endpoint. See /api/v1/openapi.json."},
+        status=404,
+    )
+
+
+api.add_router("/keys", keys_router)
+api.add_router("/audit", audit_router)

@@ -1,0 +1,297 @@
+"""The gateway's one link to Django: who holds an access key, who owns a bucket, and
+whether this key may do this to that bucket.
+
+Importing this module sets Django up. Every database read runs in a worker thread, and
+no request writes to the database except CreateBucket and DeleteBucket, which change
+Bucket records through gateway.services.
+
+Revocation: without Redis each request reads the key's row, so a revoke is seen by the
+next request. With ``REDIS_URL`` key and bucket rows are cached in memory and every
+request reads one Redis counter (keys.revocation.VERSION_KEY); any change bumps it and
+the cache is dropped before the request goes on. If Redis cannot be read the request
+goes to the database, as it would without Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import django
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "excloud_portal.settings")
+django.setup()
+
+import redis.asyncio as aioredis  # noqa: E402
+from asgiref.sync import sync_to_async  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.db import close_old_connections  # noqa: E402
+
+from audit.trail import Actor  # noqa: E402
+from excloud_portal import celery_app  # noqa: E402, F401 - binds shared tasks to our broker
+from keys import credentials, revocation  # noqa: E402
+from keys.models import AccessKey, KeyStatus  # noqa: E402
+
+from . import services  # noqa: E402
+from .models import Bucket  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+# A backstop for a version bump lost after a commit (see keys/revocation.py): no cached
+# entry outlives this, whatever Redis says.
+CACHE_TTL_SECONDS = 30.0
+
+# What a request does, as far as authorization cares.
+LIST_BUCKETS = "ListBuckets"
+CREATE_BUCKET = "CreateBucket"
+DELETE_BUCKET = "DeleteBucket"
+READ = "read"
+WRITE = "write"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """What the gateway needs of an access key; the secret stays sealed until needed."""
+
+    id: str
+    org_id: int
+    status: str
+    expires_at: datetime | None
+    kek_id: str
+    sealed: bytes
+
+    def usable(self, now: float | None = None) -> bool:
+        if self.status != KeyStatus.ACTIVE:
+            return False
+        if self.expires_at is None:
+            return True
+        moment = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+        return moment < self.expires_at
+
+    def secret(self) -> str:
+        return credentials.unseal(self.kek_id, self.sealed, self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class BucketRef:
+    """A bucket name and the org that owns it (None: no org, whether or not it exists)."""
+
+    name: str
+    org_id: int | None
+
+
+def authorize(key: KeyInfo, action: str, bucket: BucketRef | None) -> bool:
+    """May this (usable) key do ``action`` to ``bucket``? The one place that decides.
+
+    Keys have full read-write on every bucket their org owns. CreateBucket needs a name
+    no other org holds; ListBuckets needs no bucket (its answer is filtered to the org's).
+    """
+    if action == LIST_BUCKETS:
+        return bucket is None
+    if bucket is None:
+        return False
+    if action == CREATE_BUCKET:
+        return bucket.org_id is None or bucket.org_id == key.org_id
+    return bucket.org_id == key.org_id
+
+
+# ---------------------------------------------------------------------------------------
+# Database reads, run in worker threads
+
+
+def _load_key(access_key_id: str) -> KeyInfo | None:
+    row = (
+        AccessKey.objects.filter(pk=access_key_id)
+        .values_list("org_id", "status", "expires_at", "secret_kek_id", "secret_sealed")
+        .first()
+    )
+    if row is None:
+        return None
+    org_id, status, expires_at, kek_id, sealed = row
+    return KeyInfo(access_key_id, org_id, status, expires_at, kek_id, bytes(sealed))
+
+
+def _load(access_key_id: str, names: tuple[str, ...]) -> tuple[KeyInfo | None, dict[str, int]]:
+    close_old_connections()
+    key = _load_key(access_key_id)
+    owners: dict[str, int] = {}
+    if key is not None and names:
+        owners = dict(Bucket.objects.filter(name__in=names).values_list("name", "org_id"))
+    return key, owners
+
+
+def _load_key_only(access_key_id: str) -> KeyInfo | None:
+    close_old_connections()
+    return _load_key(access_key_id)
+
+
+def _org_bucket_names(org_id: int, names: list[str]) -> set[str]:
+    close_old_connections()
+    return set(Bucket.objects.filter(org_id=org_id, name__in=names).values_list("name", flat=True))
+
+
+def _bucket_created(access_key_id: str, name: str, ip: str | None, request_id: str) -> bool:
+    close_old_connections()
+    key = AccessKey.objects.select_related("org").get(pk=access_key_id)
+    actor = Actor.for_access_key(key, ip, request_id)
+    return services.bucket_created(key, name, actor) is not None
+
+
+def _bucket_deleted(access_key_id: str, name: str, ip: str | None, request_id: str) -> bool:
+    close_old_connections()
+    key = AccessKey.objects.select_related("org").get(pk=access_key_id)
+    actor = Actor.for_access_key(key, ip, request_id)
+    return services.bucket_deleted(key, name, actor)
+
+
+def _send_usage(batch: dict) -> None:
+    from .tasks import record_usage
+
+    record_usage.delay(batch)
+
+
+def _in_thread(func):
+    return sync_to_async(func, thread_sensitive=False)
+
+
+# ---------------------------------------------------------------------------------------
+# The async face the ASGI app uses
+
+
+@dataclass(slots=True)
+class Lookup:
+    key: KeyInfo | None
+    buckets: dict[str, BucketRef]
+
+
+class Authority:
+    """Key and bucket lookups for one gateway process, cached when Redis can tell us
+    about changes."""
+
+    def __init__(self, redis_url: str | None = None) -> None:
+        redis_url = settings.REDIS_URL if redis_url is None else redis_url
+        self._redis = aioredis.Redis.from_url(redis_url, socket_timeout=2) if redis_url else None
+        self._version: bytes | None = None
+        # Entries carry the version they were read under and count only while it is
+        # current: a read that started before a change and ends after it is never used.
+        self._keys: dict[str, tuple[KeyInfo, float, bytes | None]] = {}
+        self._owners: dict[str, tuple[int, float, bytes | None]] = {}
+        self.on_invalidate: list = []
+
+    async def _current_version(self) -> tuple[bool, bytes | None]:
+        """(caching, version): read the authority version, dropping the cache if it moved."""
+        if self._redis is None:
+            return False, None
+        try:
+            version = await self._redis.get(revocation.VERSION_KEY)
+        except Exception:  # noqa: BLE001 - any Redis trouble means: ask the database
+            log.warning("cannot read the gateway authority version; reading the database")
+            self._clear()
+            return False, None
+        if version != self._version:
+            self._clear()
+            self._version = version
+        return True, version
+
+    def _clear(self) -> None:
+        self._keys.clear()
+        self._owners.clear()
+        for callback in self.on_invalidate:
+            callback()
+
+    def _fresh(self, entry, version: bytes | None, now: float) -> bool:
+        return (
+            entry is not None
+            and entry[2] == version == self._version
+            and now - entry[1] < CACHE_TTL_SECONDS
+        )
+
+    async def lookup(self, access_key_id: str, names: tuple[str, ...]) -> Lookup:
+        caching, version = await self._current_version()
+        now = time.monotonic()
+        if caching:
+            cached = self._keys.get(access_key_id)
+            owners = {name: self._owners.get(name) for name in names}
+            if self._fresh(cached, version, now) and all(
+                self._fresh(o, version, now) for o in owners.values()
+            ):
+                return Lookup(
+                    cached[0], {name: BucketRef(name, o[0]) for name, o in owners.items()}
+                )
+        key, found = await _in_thread(_load)(access_key_id, names)
+        if caching and key is not None:
+            self._keys[access_key_id] = (key, now, version)
+            for name, org_id in found.items():
+                self._owners[name] = (org_id, now, version)
+        return Lookup(key, {name: BucketRef(name, found.get(name)) for name in names})
+
+    async def still_usable(self, access_key_id: str) -> bool:
+        """Is the key still usable now? Asked again before an upload is let complete."""
+        caching, version = await self._current_version()
+        if caching:
+            cached = self._keys.get(access_key_id)
+            if self._fresh(cached, version, time.monotonic()):
+                return cached[0].usable()
+        key = await _in_thread(_load_key_only)(access_key_id)
+        return key is not None and key.usable()
+
+    async def org_bucket_names(self, org_id: int, names: list[str]) -> set[str]:
+        if not names:
+            return set()
+        return await _in_thread(_org_bucket_names)(org_id, names)
+
+    async def bucket_created(
+        self, access_key_id: str, name: str, ip: str | None, request_id: str
+    ) -> bool:
+        return await _in_thread(_bucket_created)(access_key_id, name, ip, request_id)
+
+    async def bucket_deleted(
+        self, access_key_id: str, name: str, ip: str | None, request_id: str
+    ) -> bool:
+        self._owners.pop(name, None)
+        return await _in_thread(_bucket_deleted)(access_key_id, name, ip, request_id)
+
+    async def send_usage(self, batch: dict) -> bool:
+        """Hand usage totals to the worker through the Celery broker; False if it failed."""
+        try:
+            await _in_thread(_send_usage)(batch)
+        except Exception:  # noqa: BLE001 - the caller keeps the batch for the next try
+            log.exception("could not send usage totals to the broker")
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    url: str
+    access_key_id: str
+    secret_access_key: str
+    region: str
+
+
+def upstream() -> Upstream:
+    return Upstream(
+        settings.EXCLOUD_S3_UPSTREAM_URL,
+        settings.EXCLOUD_S3_UPSTREAM_ACCESS_KEY_ID,
+        settings.EXCLOUD_S3_UPSTREAM_SECRET_ACCESS_KEY,
+        settings.EXCLOUD_S3_UPSTREAM_REGION,
+    )
+
+
+def usage_flush_seconds() -> int:
+    return settings.EXCLOUD_USAGE_FLUSH_SECONDS
+
+
+def region() -> str:
+    return settings.EXCLOUD_S3_REGION
+
+
+def endpoint() -> str:
+    return settings.EXCLOUD_S3_ENDPOINT

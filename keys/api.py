@@ -1,0 +1,174 @@
+"""The access key endpoints of the REST API: /api/v1/keys."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Literal
+
+from django.db.models import Q
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from ninja import Field, Query, Router, Schema
+from ninja import Status as Answer
+
+from excloud_portal.api_schema import KEY_ERRORS, actor, membership
+
+from . import services
+from .credentials import ACCESS_KEY_ID_RE
+from .models import NAME_MAX_LENGTH, AccessKey, CreatedVia
+
+PAGE_SIZE_MAX = 500
+CURSOR_MAX_LENGTH = 200
+# PostgreSQL text cannot hold NUL, so a filter with one is refused before it reaches a query.
+NO_NUL = r"^[^\x00]*$"
+
+router = Router(tags=["keys"])
+
+Status = Literal["active", "inactive", "revoked", "expired"]
+
+
+class KeyOut(Schema):
+    id: str
+    name: str
+    status: Status
+    created_at: datetime
+    created_by: str | None
+    created_via: str
+    status_changed_at: datetime | None
+    expires_at: datetime | None
+    last_used_at: datetime | None
+
+
+class KeyCreated(KeyOut):
+    # Present in this one response only; the portal cannot show it again.
+    secret_access_key: str
+
+
+class KeyPage(Schema):
+    items: list[KeyOut]
+    next_cursor: str | None
+
+
+class KeyName(Schema):
+    # Longer than a name may be, so an over-long name gets the same message as on the page.
+    name: str = Field(max_length=NAME_MAX_LENGTH + 200, description=services.NAME_RULES)
+
+
+class KeyFilter(Schema):
+    status: Status | None = None
+    name: str | None = Field(
+        None, max_length=100, pattern=NO_NUL, description="Part of the key's name or ID"
+    )
+    limit: int = Field(100, ge=1, le=PAGE_SIZE_MAX)
+    after: str | None = Field(
+        None, max_length=CURSOR_MAX_LENGTH, pattern=r"^[A-Za-z0-9_-]*$", description="next_cursor"
+    )
+
+
+def _out(key: AccessKey) -> dict:
+    return {
+        "id": key.id,
+        "name": key.name,
+        "status": key.status,
+        "created_at": key.created_at,
+        "created_by": key.created_by.email if key.created_by else None,
+        "created_via": key.created_via,
+        "status_changed_at": key.status_changed_at,
+        "expires_at": key.expires_at,
+        "last_used_at": key.last_used_at,
+    }
+
+
+def _get_key(request: HttpRequest, key_id: str) -> AccessKey:
+    """The token's org's key with this ID; malformed or another org's is 404."""
+    if not ACCESS_KEY_ID_RE.match(key_id):
+        raise Http404
+    return get_object_or_404(AccessKey.objects.for_table(), org=membership(request).org, pk=key_id)
+
+
+def _encode_cursor(key: AccessKey) -> str:
+    raw = f"{key.created_at.isoformat()}|{key.pk}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(value: str) -> tuple[datetime, str] | None:
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+        created, key_id = raw.split("|", 1)
+        moment = datetime.fromisoformat(created)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    if moment.tzinfo is None or not ACCESS_KEY_ID_RE.match(key_id):
+        return None
+    return moment, key_id
+
+
+@router.get("", response={200: KeyPage, **KEY_ERRORS}, summary="List keys")
+def list_keys(request: HttpRequest, filters: Query[KeyFilter]):
+    """The org's keys, newest first, without secrets. Follow next_cursor for more."""
+    keys = AccessKey.objects.for_org(membership(request).org).for_table()
+    if filters.status:
+        keys = keys.filter(status=filters.status)
+    if filters.name:
+        keys = keys.matching(filters.name)
+    if filters.after:
+        cursor = _decode_cursor(filters.after)
+        if cursor is None:
+            raise services.AccessKeyError("That cursor is not one this API gave out.")
+        created, key_id = cursor
+        keys = keys.filter(Q(created_at__lt=created) | Q(created_at=created, id__lt=key_id))
+    page = list(keys.newest_first()[: filters.limit + 1])
+    more = len(page) > filters.limit
+    page = page[: filters.limit]
+    return {
+        "items": [_out(k) for k in page],
+        "next_cursor": _encode_cursor(page[-1]) if more else None,
+    }
+
+
+@router.post("", response={201: KeyCreated, **KEY_ERRORS}, summary="Create a key")
+def create_key(request: HttpRequest, body: KeyName, response: HttpResponse):
+    """A new key; the response holds its secret, which is never shown again."""
+    created = services.create_key(
+        membership(request), actor(request), body.name, via=CreatedVia.API
+    )
+    # The one response that holds the secret must not be kept by any cache.
+    response["Cache-Control"] = "no-store"
+    created.key.created_by = membership(request).user
+    return Answer(201, {**_out(created.key), "secret_access_key": created.secret})
+
+
+@router.get("/{key_id}", response={200: KeyOut, **KEY_ERRORS}, summary="Get a key")
+def get_key(request: HttpRequest, key_id: str):
+    return _out(_get_key(request, key_id))
+
+
+@router.patch("/{key_id}", response={200: KeyOut, **KEY_ERRORS}, summary="Rename a key")
+def rename_key(request: HttpRequest, key_id: str, body: KeyName):
+    key = _get_key(request, key_id)
+    return _out(services.rename_key(membership(request), actor(request), key, body.name))
+
+
+@router.delete("/{key_id}", response={200: KeyOut, **KEY_ERRORS}, summary="Revoke a key")
+def revoke_key(request: HttpRequest, key_id: str):
+    """Revoke the key: requests signed with it fail from now on. This cannot be undone."""
+    key = _get_key(request, key_id)
+    return _out(services.revoke_key(membership(request), actor(request), key))
+
+
+@router.post(
+    "/{key_id}/deactivate", response={200: KeyOut, **KEY_ERRORS}, summary="Deactivate a key"
+)
+def deactivate_key(request: HttpRequest, key_id: str):
+    key = _get_key(request, key_id)
+    return _out(services.deactivate_key(membership(request), actor(request), key))
+
+
+@router.post(
+    "/{key_id}/reactivate", response={200: KeyOut, **KEY_ERRORS}, summary="Reactivate a key"
+)
+def reactivate_key(request: HttpRequest, key_id: str):
+    key = _get_key(request, key_id)
+    return _out(services.reactivate_key(membership(request), actor(request), key))

@@ -1,0 +1,237 @@
+"""Starting the embedded object store (rclone serve s3) and the gateway for tests.
+
+Both run as subprocesses on free ports, each in its own process group, and are stopped
+by the context managers that start them. The gateway reads the pytest database, so tests
+that use it need committed rows (``transactional_db``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+
+from gateway import objects
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = REPO / ".venv" / "bin"
+RCLONE = str(BIN / "rclone")
+START_TIMEOUT = 30
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_http(url: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url} exited early:\n{log.read_text(errors='replace')}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return  # it answered
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not start:\n{log.read_text(errors='replace')}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@dataclass
+class Upstream:
+    url: str
+    access_key_id: str
+    secret_access_key: str
+    root: Path
+
+
+@contextlib.contextmanager
+def upstream(tmp: Path) -> Iterator[Upstream]:
+    """rclone serve s3 over ``tmp/objects`` with fresh credentials."""
+    root = tmp / "objects"
+    root.mkdir(parents=True, exist_ok=True)
+    access_key_id = "UP" + secrets.token_hex(8).upper()
+    secret = secrets.token_urlsafe(30)
+    port = free_port()
+    log = tmp / "rclone.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            objects.command(root, f"127.0.0.1:{port}", access_key_id, secret),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_for_http(url + "/", proc, log)
+        yield Upstream(url, access_key_id, secret, root)
+    finally:
+        _stop(proc)
+
+
+@dataclass
+class Gateway:
+    url: str
+    log: Path
+
+
+def database_url() -> str:
+    db = settings.DATABASES["default"]
+    assert db["ENGINE"] == "django.db.backends.postgresql", "gateway tests need PostgreSQL"
+    user = db.get("USER") or "postgres"
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    host = f"{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}"
+    return f"postgres://{user}{password}@{host}/{db['NAME']}"
+
+
+def stack_env(
+    var: Path,
+    store: Upstream,
+    *,
+    redis_url: str = "",
+    endpoint: str = "http://127.0.0.1:9000",
+    read_only: bool = False,
+    **extra: str,
+) -> dict[str, str]:
+    """The environment of a gateway or worker process on the test database.
+
+    ``read_only`` makes every database session of the process read-only, so any write it
+    attempts fails (the gateway may only read on its request path).
+    """
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DATABASE_", "REDIS_", "EXCLOUD_", "DJANGO_"))
+    }
+    db_url = database_url()
+    if read_only:
+        db_url += "?options=-c%20default_transaction_read_only%3Don"
+    env.update(
+        DATABASE_URL=db_url,
+        REDIS_URL=redis_url,
+        DJANGO_SECRET_KEY=settings.SECRET_KEY,
+        EXCLOUD_SECRET_KEYS=settings.EXCLOUD_SECRET_KEYS,
+        EXCLOUD_VAR_DIR=str(var),
+        EXCLOUD_S3_ENDPOINT=endpoint,
+        EXCLOUD_S3_REGION=settings.EXCLOUD_S3_REGION,
+        EXCLOUD_S3_UPSTREAM_URL=store.url,
+        EXCLOUD_S3_UPSTREAM_ACCESS_KEY_ID=store.access_key_id,
+        EXCLOUD_S3_UPSTREAM_SECRET_ACCESS_KEY=store.secret_access_key,
+        **extra,
+    )
+    return env
+
+
+@contextlib.contextmanager
+def gateway(
+    tmp: Path,
+    store: Upstream,
+    *,
+    redis_url: str = "",
+    endpoint_host: str = "127.0.0.1",
+    var: Path | None = None,
+    read_only: bool = False,
+    **extra: str,
+) -> Iterator[Gateway]:
+    """uvicorn serving gateway.app against the test database (and Redis, if given).
+
+    ``endpoint_host`` is the public host name: requests to <bucket>.<endpoint_host> are
+    virtual-hosted style. The gateway listens on 127.0.0.1 whatever it is.
+    """
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    if var is None:
+        var = tmp / f"var-{port}"
+        var.mkdir(parents=True)
+    env = stack_env(
+        var,
+        store,
+        redis_url=redis_url,
+        endpoint=f"http://{endpoint_host}:{port}",
+        read_only=read_only,
+        **extra,
+    )
+    log = tmp / f"gateway-{port}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                str(BIN / "uvicorn"),
+                "gateway.app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_for_http(url + "/", proc, log)
+        yield Gateway(url, log)
+    finally:
+        _stop(proc)
+
+
+@contextlib.contextmanager
+def worker(tmp: Path, store: Upstream, *, redis_url: str = "", var: Path) -> Iterator[Path]:
+    """A Celery worker on the test database and the same broker as a gateway given the
+    same ``redis_url`` and ``var`` (Redis, or the filesystem broker in ``var``)."""
+    log = tmp / "worker.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                str(BIN / "celery"),
+                "-A",
+                "excloud_portal",
+                "worker",
+                "--pool=solo",
+                "--loglevel=INFO",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            cwd=REPO,
+            env=stack_env(var, store, redis_url=redis_url),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while " ready." not in log.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start:\n{log.read_text(errors='replace')}")
+            time.sleep(0.1)
+        yield log
+    finally:
+        _stop(proc)

@@ -1,0 +1,456 @@
+"""The `exc` command: its AWS-file editing, its local files, its errors, and a run of the
+installed binary against a live portal."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from django.core.management import call_command
+
+from exc_cli import main as cli_main
+from exc_cli.client import Api
+from exc_cli.files import set_section
+from keys.models import AccessKey, KeyStatus
+
+EXC = Path(sys.executable).with_name("exc")
+KEY_ID = "EXCABCDEFGHIJKLMNOPQ"
+SECRET = "abcdefghijABCDEFGHIJ0123456789+/abcdefgh"
+ENDPOINT = "https://s3.excloud.test"
+
+EXISTING_CONFIG = """\
+# My AWS setup; do not lose this comment.
+[default]
+region = eu-west-1
+output = json
+
+; work account
+[profile work]
+region = us-west-2
+s3 =
+    addressing_style = path
+
+[profile excloud]
+# old Excloud settings
+region = old-region
+endpoint_url = http://old.example
+cli_pager =
+"""
+
+EXISTING_CREDENTIALS = """\
+[default]
+aws_access_key_id = AKIADEFAULT
+aws_secret_access_key = defaultsecret
+
+# the work key
+[work]
+aws_access_key_id = AKIAWORK
+aws_secret_access_key = worksecret
+"""
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+# --- The INI editor ------------------------------------------------------------------------
+
+
+def test_it_replaces_one_sections_keys_and_keeps_everything_else():
+    updated = set_section(
+        EXISTING_CONFIG, "profile excloud", {"region": "us-east-1", "endpoint_url": ENDPOINT}
+    )
+    assert updated == EXISTING_CONFIG.replace("region = old-region", "region = us-east-1").replace(
+        "endpoint_url = http://old.example", f"endpoint_url = {ENDPOINT}"
+    )
+
+
+def test_it_appends_missing_keys_at_the_end_of_the_section():
+    updated = set_section(EXISTING_CONFIG, "profile work", {"endpoint_url": ENDPOINT})
+    assert "    addressing_style = path\nendpoint_url = https://s3.excloud.test\n\n" in updated
+    assert updated.replace(f"endpoint_url = {ENDPOINT}\n", "", 1) == EXISTING_CONFIG
+
+
+def test_it_replaces_a_key_with_its_continuation_lines():
+    updated = set_section(EXISTING_CONFIG, "profile work", {"s3": "x"})
+    assert "s3 = x\n\n; work account" not in updated
+    assert "[profile work]\nregion = us-west-2\ns3 = x\n\n[profile excloud]" in updated
+    assert "addressing_style" not in updated
+
+
+def test_it_appends_a_missing_section_after_a_blank_line():
+    updated = set_section(EXISTING_CREDENTIALS, "excloud", {"aws_access_key_id": KEY_ID})
+    assert updated == EXISTING_CREDENTIALS + f"\n[excloud]\naws_access_key_id = {KEY_ID}\n"
+    assert set_section("", "x", {"a": "1"}) == "[x]\na = 1\n"
+    assert set_section("[y]\nb = 2", "x", {"a": "1"}) == "[y]\nb = 2\n\n[x]\na = 1\n"
+
+
+def test_it_writes_only_the_first_of_duplicate_keys_and_sections():
+    text = "[p]\na = 1\na = 2\n[p]\na = 3\n"
+    assert set_section(text, "p", {"a": "9"}) == "[p]\na = 9\n[p]\na = 3\n"
+
+
+def test_it_matches_section_names_ignoring_extra_spaces():
+    text = "[ profile   excloud ]\nregion = x\n"
+    assert set_section(text, "profile excloud", {"region": "y"}) == (
+        "[ profile   excloud ]\nregion = y\n"
+    )
+
+
+# --- Commands against a stand-in API -------------------------------------------------------
+
+
+class FakePortal:
+    """Answers the API calls the command makes, and remembers them."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.keys = {
+            KEY_ID: {
+                "id": KEY_ID,
+                "name": "laptop",
+                "status": "active",
+                "created_at": "2026-11-27T10:00:00Z",
+                "created_by": "a@b.test",
+                "created_via": "api",
+                "status_changed_at": None,
+                "expires_at": None,
+                "last_used_at": None,
+            },
+        }
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        path = request.url.path.removeprefix("/api/v1")
+        if request.headers.get("Authorization") != "Bearer exc_good":
+            return httpx.Response(401, json={"code": "unauthorized", "message": "Bad token."})
+        if path == "/config":
+            return httpx.Response(
+                200,
+                json={
+                    "s3_endpoint": ENDPOINT,
+                    "region": "us-east-1",
+                    "org": {"slug": "acme", "name": "Acme"},
+                    "user": "a@b.test",
+                    "role": "owner",
+                },
+            )
+        if path == "/keys" and request.method == "POST":
+            return httpx.Response(201, json={**self.keys[KEY_ID], "secret_access_key": SECRET})
+        if path == "/keys":
+            return httpx.Response(
+                200, json={"items": list(self.keys.values()), "next_cursor": None}
+            )
+        key = self.keys.get(path.removeprefix("/keys/"))
+        if key is None:
+            return httpx.Response(404, json={"code": "not_found", "message": "No such key."})
+        if request.method == "DELETE":
+            key["status"] = "revoked"
+        return httpx.Response(200, json=key)
+
+
+@pytest.fixture
+def portal(monkeypatch) -> FakePortal:
+    fake = FakePortal()
+
+    class FakeApi(Api):
+        def __init__(self, url: str, token: str, **kwargs) -> None:
+            super().__init__(url, token, transport=httpx.MockTransport(fake))
+
+    monkeypatch.setattr(cli_main, "Api", FakeApi)
+    return fake
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """A fresh HOME, logged in, with AWS files at the paths the environment names."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws" / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws" / "credentials"))
+    monkeypatch.setenv("EXC_TOKEN", "exc_good")
+    monkeypatch.setenv("EXC_API_URL", "http://portal.test")
+    return tmp_path
+
+
+def run(*args: str, input: str | None = None):
+    return CliRunner().invoke(cli_main.cli, list(args), input=input, prog_name="exc")
+
+
+def test_configure_with_secret_writes_the_profile_and_keeps_the_rest(portal, home):
+    config, credentials = home / "aws" / "config", home / "aws" / "credentials"
+    config.parent.mkdir()
+    config.write_text(EXISTING_CONFIG)
+    credentials.write_text(EXISTING_CREDENTIALS)
+    config.chmod(0o644)
+
+    result = run("buckets", "keys", "configure", KEY_ID, "--profile", "excloud", "--secret", SECRET)
+
+    assert result.exit_code == 0, result.output
+    assert config.read_text() == EXISTING_CONFIG.replace(
+        "region = old-region", "region = us-east-1"
+    ).replace("endpoint_url = http://old.example", f"endpoint_url = {ENDPOINT}")
+    assert credentials.read_text() == EXISTING_CREDENTIALS + (
+        f"\n[excloud]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET}\n"
+    )
+    assert mode(config) == 0o600 and mode(credentials) == 0o600
+    assert not [p for p in config.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_configure_refuses_without_a_secret_and_says_how_to_get_one(portal, home):
+    result = run("buckets", "keys", "configure", KEY_ID, "--profile", "excloud")
+    assert result.exit_code == 1
+    assert "no secret for " + KEY_ID in result.output
+    assert "--secret" in result.output and "exc buckets keys create" in result.output
+    assert not (home / "aws").exists()
+    assert portal.requests == []
+
+
+def test_configure_refuses_a_malformed_secret_or_profile(portal, home):
+    bad_secret = run("buckets", "keys", "configure", KEY_ID, "--profile", "x", "--secret", "a\nb")
+    assert bad_secret.exit_code == 1 and "not an Excloud secret" in bad_secret.output
+    bad_profile = run(
+        "buckets", "keys", "configure", KEY_ID, "--profile", "a]\n[b", "--secret", SECRET
+    )
+    assert bad_profile.exit_code == 1 and "not a usable profile name" in bad_profile.output
+    assert not (home / "aws").exists()
+
+
+def test_create_prints_two_lines_and_configure_uses_the_stored_secret(portal, home):
+    created = run("buckets", "keys", "create", "laptop")
+    assert created.exit_code == 0
+    assert created.output == f"ACCESS_KEY_ID: {KEY_ID}\nSECRET_ACCESS_KEY: {SECRET}\n"
+    store = home / ".config" / "exc" / "keys.json"
+    assert mode(store) == 0o600
+    assert json.loads(store.read_text())["keys"][KEY_ID]["secret_access_key"] == SECRET
+
+    result = run("buckets", "keys", "configure", KEY_ID, "--profile", "default")
+    assert result.exit_code == 0, result.output
+    assert (home / "aws" / "config").read_text() == (
+        f"[default]\nregion = us-east-1\nendpoint_url = {ENDPOINT}\n"
+    )
+    assert f"aws_secret_access_key = {SECRET}" in (home / "aws" / "credentials").read_text()
+
+
+def test_create_json(portal, home):
+    result = run("buckets", "keys", "create", "laptop", "--json")
+    assert json.loads(result.output)["secret_access_key"] == SECRET
+
+
+def test_set_default_points_the_default_profile_at_excloud(portal, home):
+    config = home / "aws" / "config"
+    config.parent.mkdir()
+    config.write_text(EXISTING_CONFIG)
+    result = run(
+        "buckets",
+        "keys",
+        "configure",
+        KEY_ID,
+        "--profile",
+        "excloud",
+        "--secret",
+        SECRET,
+        "--set-default",
+    )
+    assert result.exit_code == 0, result.output
+    text = config.read_text()
+    assert f"[default]\nregion = eu-west-1\noutput = json\nendpoint_url = {ENDPOINT}\n" in text
+
+
+def test_list_shows_a_table_and_json_without_secrets(portal, home):
+    run("buckets", "keys", "create", "laptop")
+    table = run("buckets", "keys", "list")
+    assert table.exit_code == 0
+    assert table.output.splitlines()[0].split() == [
+        "ID",
+        "NAME",
+        "STATUS",
+        "CREATED",
+        "LAST",
+        "USED",
+    ]
+    assert KEY_ID in table.output and "never" in table.output and SECRET not in table.output
+    as_json = run("buckets", "keys", "list", "--json")
+    assert json.loads(as_json.output)[0]["id"] == KEY_ID and SECRET not in as_json.output
+
+
+def test_delete_needs_yes_when_not_interactive(portal, home):
+    result = run("buckets", "keys", "delete", KEY_ID)
+    assert result.exit_code == 1 and "--yes" in result.output
+    assert [r.method for r in portal.requests] == []
+    deleted = run("buckets", "keys", "delete", KEY_ID, "--yes")
+    assert deleted.exit_code == 0 and "Revoked" in deleted.output
+    assert portal.keys[KEY_ID]["status"] == "revoked"
+
+
+def test_delete_asks_on_a_terminal(portal, home, monkeypatch):
+    monkeypatch.setattr(cli_main, "_interactive", lambda: True)
+    declined = run("buckets", "keys", "delete", KEY_ID, input="n\n")
+    assert declined.exit_code == 1 and "Revoke key" in declined.output
+    assert portal.keys[KEY_ID]["status"] == "active"
+    accepted = run("buckets", "keys", "delete", KEY_ID, input="y\n")
+    assert accepted.exit_code == 0 and portal.keys[KEY_ID]["status"] == "revoked"
+
+
+def test_login_checks_and_stores_the_token_privately_under_xdg(portal, home, monkeypatch):
+    monkeypatch.delenv("EXC_TOKEN")
+    monkeypatch.delenv("EXC_API_URL")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "xdg"))
+    result = run("login", "--token", "exc_good", "--api-url", "http://portal.test/")
+    assert result.exit_code == 0, result.output
+    assert "Acme" in result.output
+    stored = home / "xdg" / "exc" / "config.json"
+    assert mode(stored) == 0o600
+    assert json.loads(stored.read_text()) == {"api_url": "http://portal.test", "token": "exc_good"}
+    assert str(portal.requests[-1].url) == "http://portal.test/api/v1/config"
+
+    # EXC_TOKEN and EXC_API_URL win over the stored login.
+    monkeypatch.setenv("EXC_API_URL", "http://other.test")
+    monkeypatch.setenv("EXC_TOKEN", "exc_bad")
+    result = run("buckets", "keys", "list")
+    assert str(portal.requests[-1].url).startswith("http://other.test/api/v1/keys")
+    assert portal.requests[-1].headers["Authorization"] == "Bearer exc_bad"
+    assert result.exit_code == 3
+
+
+def test_a_refused_login_stores_nothing(portal, home):
+    result = run("login", "--token", "exc_bad", "--api-url", "http://portal.test")
+    assert result.exit_code == 3
+    assert result.output.startswith("exc: error: the API token was refused (Bad token.)")
+    assert not (home / ".config" / "exc" / "config.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (("buckets", "keys", "delete", "EXCAAAAAAAAAAAAAAAAA", "--yes"), 4, "not found"),
+        (("buckets", "keys", "delete", "laptop", "--yes"), 1, "not an access key ID"),
+    ],
+)
+def test_errors_are_one_line_with_an_exit_code(portal, home, args, code, message):
+    result = run(*args)
+    assert result.exit_code == code
+    assert len(result.output.strip().splitlines()) == 1 and message in result.output
+
+
+def test_a_network_failure_is_one_line(home, monkeypatch):
+    monkeypatch.setenv("EXC_API_URL", "http://127.0.0.1:1")
+    result = run("buckets", "keys", "list")
+    assert result.exit_code == 5
+    assert result.output.startswith("exc: error: cannot reach the Excloud API at")
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_not_logged_in(home, monkeypatch):
+    monkeypatch.delenv("EXC_TOKEN")
+    result = run("buckets", "keys", "list")
+    assert result.exit_code == 3 and "exc login" in result.output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        (),
+        ("login",),
+        ("buckets",),
+        ("buckets", "keys"),
+        ("buckets", "keys", "create"),
+        ("buckets", "keys", "list"),
+        ("buckets", "keys", "delete"),
+        ("buckets", "keys", "configure"),
+    ],
+)
+def test_every_command_has_help(command):
+    result = run(*command, "--help")
+    assert result.exit_code == 0 and result.output.startswith("Usage: exc")
+
+
+def test_the_command_imports_no_django():
+    code = "import sys, exc_cli.main; print(sorted(m for m in sys.modules if 'django' in m))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# --- The installed binary against a live portal --------------------------------------------
+
+
+def exc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(EXC), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_the_installed_exc_against_a_live_server(live_server, owner, tmp_path):
+    assert EXC.exists(), "pip install -e . installs the exc command"
+    out = io.StringIO()
+    call_command("create_api_token", "--user", owner.user.email, "--org", "acme", stdout=out)
+    token = out.getvalue().strip()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "AWS_CONFIG_FILE": str(tmp_path / "aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "aws-credentials"),
+    }
+    (tmp_path / "aws-config").write_text(EXISTING_CONFIG)
+    (tmp_path / "aws-credentials").write_text(EXISTING_CREDENTIALS)
+
+    login = exc(env, "login", "--token", token, "--api-url", live_server.url)
+    assert login.returncode == 0, login.stderr
+    assert mode(tmp_path / ".config" / "exc" / "config.json") == 0o600
+
+    created = exc(env, "buckets", "keys", "create", "laptop")
+    assert created.returncode == 0, created.stderr
+    match = re.fullmatch(
+        r"ACCESS_KEY_ID: (EXC[A-Z2-7]{17})\nSECRET_ACCESS_KEY: ([A-Za-z0-9+/]{40})\n",
+        created.stdout,
+    )
+    assert match, created.stdout
+    key_id, secret = match.groups()
+    assert AccessKey.objects.get(pk=key_id).created_via == "api"
+
+    for args in (("list",), ("list", "--json")):
+        listed = exc(env, "buckets", "keys", *args)
+        assert listed.returncode == 0, listed.stderr
+        assert key_id in listed.stdout and "laptop" in listed.stdout
+        assert secret not in listed.stdout + listed.stderr
+
+    configured = exc(env, "buckets", "keys", "configure", key_id, "--profile", "excloud")
+    assert configured.returncode == 0, configured.stderr
+    config = (tmp_path / "aws-config").read_text()
+    credentials = (tmp_path / "aws-credentials").read_text()
+    assert "[profile excloud]\n# old Excloud settings\nregion = us-east-1\n" in config
+    assert "endpoint_url = http://127.0.0.1:9000\n" in config
+    assert config.startswith("# My AWS setup; do not lose this comment.\n[default]\n")
+    assert "; work account\n[profile work]\nregion = us-west-2\n" in config
+    assert credentials.startswith(EXISTING_CREDENTIALS)
+    assert credentials.endswith(
+        f"[excloud]\naws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n"
+    )
+    assert mode(tmp_path / "aws-config") == 0o600 and mode(tmp_path / "aws-credentials") == 0o600
+
+    refused = exc(env, "buckets", "keys", "delete", key_id)
+    assert refused.returncode == 1 and "--yes" in refused.stderr
+    deleted = exc(env, "buckets", "keys", "delete", key_id, "--yes")
+    assert deleted.returncode == 0, deleted.stderr
+    assert AccessKey.objects.get(pk=key_id).status == KeyStatus.REVOKED
+    listed = exc(env, "buckets", "keys", "list", "--json")
+    assert [(k["id"], k["status"]) for k in json.loads(listed.stdout)] == [(key_id, "revoked")]
+
+    unknown = exc(env, "buckets", "keys", "delete", "EXCAAAAAAAAAAAAAAAAA", "--yes")
+    assert unknown.returncode == 4 and unknown.stderr.startswith("exc: error: not found")
+    bad = exc({**env, "EXC_TOKEN": "exc_" + "x" * 40}, "buckets", "keys", "list")
+    assert bad.returncode == 3 and "token was refused" in bad.stderr

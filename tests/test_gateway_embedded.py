@@ -1,0 +1,83 @@
+"""The gateway and the embedded object store as `make run` starts them (Procfile.dev's
+gateway and objects lines), on the embedded default: SQLite, no Redis, upstream
+credentials generated into EXCLOUD_VAR_DIR. A key made in the portal works with boto3
+and stops working on the request after its revoke."""
+
+from __future__ import annotations
+
+import re
+import stat
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.test_embedded_stack import MANAGE, PYTHON, REPO, _answers, _free_port, _wait_for, stack
+from tests.test_gateway_e2e import s3_client
+
+__all__ = ["stack"]
+
+MAKE_KEY = """
+from accounts.models import Membership, Organization, Role, User
+from audit.trail import Actor
+from keys.services import create_key
+user = User.objects.get(email="{email}")
+membership = Membership.objects.get(user=user, org__slug="demo")
+created = create_key(membership, Actor.for_user(user), "gateway-smoke")
+print("KEY", created.key.id, created.secret)
+"""
+REVOKE_KEY = """
+from accounts.models import Membership
+from audit.trail import Actor
+from keys.models import AccessKey
+from keys.services import revoke_key
+key = AccessKey.objects.get(pk="{key_id}")
+membership = Membership.objects.get(user__email="{email}", org=key.org)
+revoke_key(membership, Actor.for_user(membership.user), key)
+"""
+
+
+def _procfile_command(name: str) -> list[str]:
+    for line in (REPO / "Procfile.dev").read_text().splitlines():
+        process, _, command = line.partition(":")
+        if process.strip() == name:
+            program, *args = command.split()
+            # The stack runs in an empty directory: the venv is found from the repository.
+            return [str(REPO / program) if "/" in program else program, *args]
+    raise AssertionError(f"no {name} in Procfile.dev")
+
+
+def test_it_serves_s3_on_the_embedded_default(stack, tmp_path):
+    var = tmp_path / "var"
+    stack.run(PYTHON, MANAGE, "migrate", "--noinput")
+    demo = stack.run(PYTHON, MANAGE, "demo_setup")
+    email = re.search(r"Sign in as:\s+(\S+)", demo).group(1)
+    made = stack.run(PYTHON, MANAGE, "shell", "-c", MAKE_KEY.format(email=email))
+    key_id, secret = re.search(r"KEY (\S+) (\S+)", made).groups()
+
+    objects_port, gateway_port = _free_port(), _free_port()
+    stack.env["EXCLOUD_S3_UPSTREAM_URL"] = f"http://127.0.0.1:{objects_port}"
+    objects = stack.start("objects", *_procfile_command("objects"))
+    gateway_args = _procfile_command("gateway")
+    gateway_args[gateway_args.index("--port") + 1] = str(gateway_port)
+    gateway = stack.start("gateway", *gateway_args)
+    _wait_for("object store", lambda: "Starting s3 server" in stack.log("objects"), stack, objects)
+    url = f"http://127.0.0.1:{gateway_port}"
+    _wait_for(
+        "gateway",
+        lambda: _answers(url) or "Uvicorn running" in stack.log("gateway"),
+        stack,
+        gateway,
+    )
+
+    s3 = s3_client(url, key_id, secret)
+    s3.create_bucket(Bucket="smoke-bucket")
+    s3.put_object(Bucket="smoke-bucket", Key="hello.txt", Body=b"embedded")
+    assert s3.get_object(Bucket="smoke-bucket", Key="hello.txt")["Body"].read() == b"embedded"
+    assert (var / "objects" / "smoke-bucket" / "hello.txt").read_bytes() == b"embedded"
+    for secret_file in ("s3-upstream-access-key-id", "s3-upstream-secret-access-key"):
+        assert stat.S_IMODE((var / secret_file).stat().st_mode) == 0o600
+
+    stack.run(PYTHON, MANAGE, "shell", "-c", REVOKE_KEY.format(key_id=key_id, email=email))
+    with pytest.raises(ClientError) as excinfo:
+        s3.get_object(Bucket="smoke-bucket", Key="hello.txt")
+    assert excinfo.value.response["Error"]["Code"] == "InvalidAccessKeyId"

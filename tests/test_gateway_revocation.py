@@ -1,0 +1,135 @@
+"""A revoked or deactivated key is refused on its very next request, by a gateway that
+reads the database per request and by one that caches behind the Redis version check;
+an upload in flight when its key is revoked ends in 403 and leaves no object."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+
+import httpx
+import pytest
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
+from django.conf import settings
+
+from audit.trail import Actor
+from keys.services import deactivate_key, revoke_key
+from tests.conftest import new_key
+from tests.gateway_stack import gateway, upstream
+from tests.test_gateway_e2e import bucket_name, s3_client
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, django_db_setup):
+    with upstream(tmp_path_factory.mktemp("store")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module", params=["database", "redis"])
+def gw(request, tmp_path_factory, store):
+    if request.param == "redis" and not settings.REDIS_URL:
+        pytest.skip("needs REDIS_URL")
+    redis_url = settings.REDIS_URL if request.param == "redis" else ""
+    with gateway(tmp_path_factory.mktemp("gw"), store, redis_url=redis_url) as running:
+        yield running
+
+
+def test_it_refuses_a_key_from_the_first_request_after_its_revoke(gw, owner):
+    key, secret = new_key(owner)
+    s3 = s3_client(gw.url, key.id, secret)
+    name = bucket_name()
+    s3.create_bucket(Bucket=name)
+    results: list[tuple[float, str]] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        client = s3_client(gw.url, key.id, secret)
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                client.list_objects_v2(Bucket=name)
+                outcome = "ok"
+            except ClientError as error:
+                outcome = error.response["Error"]["Code"]
+            results.append((started, outcome))
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.5)
+        revoke_key(owner, Actor.for_user(owner.user), key)
+        revoked_at = time.monotonic()
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+
+    before = [outcome for started, outcome in results if started < revoked_at]
+    after = [outcome for started, outcome in results if started > revoked_at]
+    assert "ok" in before
+    assert len(after) >= 4
+    assert set(after) == {"InvalidAccessKeyId"}
+
+
+def test_it_refuses_a_deactivated_key_on_the_next_request(gw, owner):
+    key, secret = new_key(owner)
+    s3 = s3_client(gw.url, key.id, secret)
+    s3.list_buckets()
+
+    deactivate_key(owner, Actor.for_user(owner.user), key)
+
+    with pytest.raises(ClientError) as excinfo:
+        s3.list_buckets()
+    assert excinfo.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+    assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+def test_it_cuts_off_an_upload_in_flight_when_its_key_is_revoked(gw, store, owner):
+    key, secret = new_key(owner)
+    name = bucket_name()
+    s3_client(gw.url, key.id, secret).create_bucket(Bucket=name)
+    piece = b"x" * (256 * 1024)
+    pieces = 4
+    body = piece * pieces
+    url = f"{gw.url}/{name}/slow.bin"
+    request = AWSRequest(method="PUT", url=url, data=body)
+    request.headers["x-amz-content-sha256"] = hashlib.sha256(body).hexdigest()
+    S3SigV4Auth(Credentials(key.id, secret), "s3", "us-east-1").add_auth(request)
+    headers = dict(request.headers.items())
+    headers["Content-Length"] = str(len(body))
+    first_sent = threading.Event()
+    revoked = threading.Event()
+
+    def slow_body():
+        for index in range(pieces):
+            yield piece
+            if index == 0:
+                first_sent.set()
+                assert revoked.wait(timeout=30)
+                time.sleep(0.2)
+
+    def revoke_when_under_way() -> None:
+        assert first_sent.wait(timeout=30)
+        revoke_key(owner, Actor.for_user(owner.user), key)
+        revoked.set()
+
+    revoker = threading.Thread(target=revoke_when_under_way)
+    revoker.start()
+    try:
+        response = httpx.put(url, headers=headers, content=slow_body(), timeout=60)
+    finally:
+        revoker.join(timeout=30)
+
+    assert response.status_code == 403
+    assert b"<Code>InvalidAccessKeyId</Code>" in response.content
+    direct = s3_client(store.url, store.access_key_id, store.secret_access_key)
+    assert "Contents" not in direct.list_objects_v2(Bucket=name)
+    assert not (store.root / name / "slow.bin").exists()

@@ -1,0 +1,100 @@
+"""Usage: the gateway counts each key's requests in memory and sends the totals through
+the Celery broker to a worker, which adds them up in the database; the key's detail page
+shows them. The gateway here reads a read-only database session, so a request path that
+wrote to the database would fail."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from botocore.exceptions import ClientError
+from django.urls import reverse
+
+from audit.trail import Actor
+from gateway.models import KeyUsage
+from gateway.services import bucket_created
+from keys.models import AccessKey
+from keys.services import revoke_key
+from tests.conftest import client_for, new_key
+from tests.gateway_stack import gateway, upstream, worker
+from tests.test_gateway_e2e import bucket_name, s3_client
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+WAIT_SECONDS = 30
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, django_db_setup):
+    with upstream(tmp_path_factory.mktemp("store")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def var(tmp_path_factory):
+    return tmp_path_factory.mktemp("var")
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory, store, var):
+    with gateway(
+        tmp_path_factory.mktemp("gw"),
+        store,
+        var=var,
+        read_only=True,
+        EXCLOUD_USAGE_FLUSH_SECONDS="1",
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def celery_worker(tmp_path_factory, store, var):
+    with worker(tmp_path_factory.mktemp("worker"), store, var=var) as log:
+        yield log
+
+
+def _usage(key) -> KeyUsage | None:
+    return KeyUsage.objects.filter(access_key=key).first()
+
+
+def test_it_counts_requests_per_key_and_hour_without_writing_on_the_request_path(
+    gw, store, celery_worker, owner
+):
+    key, secret = new_key(owner)
+    name = bucket_name()
+    s3_client(store.url, store.access_key_id, store.secret_access_key).create_bucket(Bucket=name)
+    bucket_created(key, name, Actor.for_access_key(key))
+    s3 = s3_client(gw.url, key.id, secret)
+
+    s3.put_object(Bucket=name, Key="a.txt", Body=b"a" * 1000)
+    s3.put_object(Bucket=name, Key="b.txt", Body=b"b" * 1000)
+    assert s3.get_object(Bucket=name, Key="a.txt")["Body"].read() == b"a" * 1000
+    with pytest.raises(ClientError):
+        s3.get_object(Bucket=name, Key="missing.txt")
+    s3.list_objects_v2(Bucket=name)
+    with pytest.raises(ClientError):  # the ID without its secret: an error, not a use
+        s3_client(gw.url, key.id, "x" * 40).get_object(Bucket=name, Key="a.txt")
+    revoke_key(owner, Actor.for_user(owner.user), key)
+    with pytest.raises(ClientError):
+        s3.get_object(Bucket=name, Key="a.txt")
+
+    deadline = time.monotonic() + WAIT_SECONDS
+    while (usage := _usage(key)) is None or usage.requests < 7:
+        assert time.monotonic() < deadline, celery_worker.read_text(errors="replace")
+        time.sleep(0.2)
+    assert usage.requests == 7
+    assert usage.errors == 3
+    assert usage.denied == 1
+    assert usage.bytes_in >= 2000
+    assert usage.bytes_out >= 1000
+    key = AccessKey.objects.get(pk=key.pk)
+    assert key.last_used_operation == "ListObjectsV2"
+    assert key.last_used_bucket == name
+    assert key.last_used_ip == "127.0.0.1"
+    assert key.last_used_at is not None
+
+    page = client_for(owner).get(reverse("key_detail", args=[owner.org.slug, key.id]))
+    html = page.content.decode()
+    assert "ListObjectsV2" in html and f"on {name}" in html and "from 127.0.0.1" in html
+    assert "<td>7</td><td>" in html

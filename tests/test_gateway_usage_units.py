@@ -1,0 +1,125 @@
+"""Usage counting without a network: the recorder, operation names, and the task that
+adds a gateway's totals to the database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from gateway.models import KeyUsage
+from gateway.tasks import record_usage
+from gateway.usage import UsageRecorder, operation_name
+from keys.models import AccessKey
+from tests.conftest import new_key
+
+HOUR = 1_800_000_000 // 3600 * 3600  # an hour boundary
+
+
+def _record(recorder, key_id="K", at=HOUR + 10, **overrides):
+    values = dict(
+        at=at,
+        ip="192.0.2.1",
+        operation="GetObject",
+        bucket="bkt",
+        bytes_in=10,
+        bytes_out=100,
+        status=200,
+        denied=False,
+        authenticated=True,
+    )
+    values.update(overrides)
+    recorder.record(key_id, **values)
+
+
+def test_it_adds_up_requests_per_key_and_hour():
+    recorder = UsageRecorder()
+    _record(recorder)
+    _record(recorder, status=404, operation="HeadObject")
+    _record(recorder, at=HOUR + 3600, status=403, denied=True, authenticated=False)
+    _record(recorder, key_id="L")
+
+    batch = recorder.drain()
+
+    assert sorted(batch["counts"]) == [
+        ["K", HOUR, 2, 20, 200, 1, 0],
+        ["K", HOUR + 3600, 1, 10, 100, 1, 1],
+        ["L", HOUR, 1, 10, 100, 0, 0],
+    ]
+    # The denied request is not the key's latest use; the one before it is.
+    assert sorted(batch["last_used"]) == [
+        ["K", HOUR + 10, "192.0.2.1", "HeadObject", "bkt"],
+        ["L", HOUR + 10, "192.0.2.1", "GetObject", "bkt"],
+    ]
+    assert recorder.drain() is None
+
+
+def test_it_keeps_a_batch_that_could_not_be_sent_for_the_next_one():
+    recorder = UsageRecorder()
+    _record(recorder)
+    batch = recorder.drain()
+    _record(recorder, at=HOUR + 20, operation="PutObject")
+
+    recorder.restore(batch)
+
+    again = recorder.drain()
+    assert again["counts"] == [["K", HOUR, 2, 20, 200, 0, 0]]
+    assert again["last_used"] == [["K", HOUR + 20, "192.0.2.1", "PutObject", "bkt"]]
+
+
+@pytest.mark.parametrize(
+    ("method", "bucket", "key", "query", "copy", "name"),
+    [
+        ("GET", False, False, "", False, "ListBuckets"),
+        ("PUT", True, False, "", False, "CreateBucket"),
+        ("DELETE", True, False, "", False, "DeleteBucket"),
+        ("GET", True, False, "list-type=2&prefix=a", False, "ListObjectsV2"),
+        ("GET", True, False, "prefix=a", False, "ListObjects"),
+        ("GET", True, False, "location=", False, "GetBucketLocation"),
+        ("HEAD", True, False, "", False, "HeadBucket"),
+        ("POST", True, False, "delete=", False, "DeleteObjects"),
+        ("GET", True, True, "", False, "GetObject"),
+        ("HEAD", True, True, "", False, "HeadObject"),
+        ("PUT", True, True, "", False, "PutObject"),
+        ("PUT", True, True, "", True, "CopyObject"),
+        ("PUT", True, True, "partNumber=1&uploadId=x", False, "UploadPart"),
+        ("PUT", True, True, "partNumber=1&uploadId=x", True, "UploadPartCopy"),
+        ("POST", True, True, "uploads=", False, "CreateMultipartUpload"),
+        ("POST", True, True, "uploadId=x", False, "CompleteMultipartUpload"),
+        ("DELETE", True, True, "uploadId=x", False, "AbortMultipartUpload"),
+        ("DELETE", True, True, "", False, "DeleteObject"),
+        ("GET", True, True, "uploadId=x", False, "ListParts"),
+    ],
+)
+def test_it_names_s3_operations(method, bucket, key, query, copy, name):
+    assert operation_name(method, bucket, key, query, copy) == name
+
+
+@pytest.mark.django_db
+def test_it_adds_batches_to_hourly_rows_and_keeps_the_latest_use(owner):
+    key, _ = new_key(owner)
+    at = datetime.fromtimestamp(HOUR, UTC)
+    first = {
+        "counts": [[key.id, HOUR, 3, 30, 300, 1, 0], ["EXC" + "Z" * 17, HOUR, 1, 1, 1, 0, 0]],
+        "last_used": [[key.id, HOUR + 50, "192.0.2.1", "PutObject", "bkt"]],
+    }
+    second = {
+        "counts": [[key.id, HOUR, 2, 20, 200, 0, 1]],
+        "last_used": [[key.id, HOUR + 40, "192.0.2.9", "GetObject", "bkt"]],  # older
+    }
+
+    assert record_usage(first) == 1  # the unknown key is ignored
+    assert record_usage(second) == 1
+
+    row = KeyUsage.objects.get(access_key=key, hour=at)
+    assert (row.requests, row.bytes_in, row.bytes_out, row.errors, row.denied) == (
+        5,
+        50,
+        500,
+        1,
+        1,
+    )
+    key = AccessKey.objects.get(pk=key.pk)
+    assert key.last_used_operation == "PutObject"
+    assert key.last_used_ip == "192.0.2.1"
+    assert key.last_used_at == datetime.fromtimestamp(HOUR + 50, UTC)
