@@ -20,9 +20,12 @@ from django.core.management import call_command
 from exc_cli import main as cli_main
 from exc_cli.client import Api
 from exc_cli.files import set_section
+from gateway.models import Bucket
 from keys.models import AccessKey, KeyStatus
+from tests.gateway_stack import gateway, upstream
 
 EXC = Path(sys.executable).with_name("exc")
+AWS = Path(sys.executable).with_name("aws")
 KEY_ID = "EXCABCDEFGHIJKLMNOPQ"
 SECRET = "abcdefghijABCDEFGHIJ0123456789+/abcdefgh"
 ENDPOINT = "https://s3.excloud.test"
@@ -394,11 +397,50 @@ def exc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_the_installed_exc_against_a_live_server(live_server, owner, tmp_path):
+def aws(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    # The endpoint must come from the profile `exc buckets keys configure` wrote.
+    assert not any(arg.startswith("--endpoint-url") for arg in args)
+    return subprocess.run(
+        [str(AWS), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def refused_with_403(result: subprocess.CompletedProcess, gateway_url: str, path: str) -> bool:
+    """Whether an ``aws --debug`` run got a 403 from the gateway for a GET of ``path``.
+
+    The status and the address only appear in urllib3's debug log line for the request.
+    """
+    line = rf'{re.escape(gateway_url)} "GET {re.escape(path)}(\?[^"]*)? HTTP/1\.1" 403 '
+    return result.returncode != 0 and re.search(line, result.stderr) is not None
+
+
+@pytest.fixture
+def gw(transactional_db, tmp_path_factory, settings):
+    """The S3 gateway on the test database, caching behind the Redis version check when
+    Redis is configured (as in production), and the portal telling clients to use it."""
+    with (
+        upstream(tmp_path_factory.mktemp("store")) as store,
+        gateway(tmp_path_factory.mktemp("gw"), store, redis_url=settings.REDIS_URL) as running,
+    ):
+        settings.EXCLOUD_S3_ENDPOINT = running.url
+        yield running
+
+
+def test_the_installed_exc_against_a_live_server(live_server, gw, owner, tmp_path):
+    """The issue's end-to-end check: keys made, listed, configured and revoked with the
+    installed `exc`, used in between by the real aws CLI through the gateway."""
     assert EXC.exists(), "pip install -e . installs the exc command"
+    assert AWS.exists(), "the awscli package installs the aws command"
     out = io.StringIO()
     call_command("create_api_token", "--user", owner.user.email, "--org", "acme", stdout=out)
     token = out.getvalue().strip()
+    # Built from nothing, so no AWS_* variable (keys, profile, endpoint) leaks in from outside:
+    # exc and aws see only the two files in this HOME.
     env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": str(tmp_path),
@@ -430,10 +472,11 @@ def test_the_installed_exc_against_a_live_server(live_server, owner, tmp_path):
 
     configured = exc(env, "buckets", "keys", "configure", key_id, "--profile", "excloud")
     assert configured.returncode == 0, configured.stderr
+    assert secret not in configured.stdout + configured.stderr
     config = (tmp_path / "aws-config").read_text()
     credentials = (tmp_path / "aws-credentials").read_text()
     assert "[profile excloud]\n# old Excloud settings\nregion = us-east-1\n" in config
-    assert "endpoint_url = http://127.0.0.1:9000\n" in config
+    assert f"endpoint_url = {gw.url}\n" in config
     assert config.startswith("# My AWS setup; do not lose this comment.\n[default]\n")
     assert "; work account\n[profile work]\nregion = us-west-2\n" in config
     assert credentials.startswith(EXISTING_CREDENTIALS)
@@ -442,6 +485,33 @@ def test_the_installed_exc_against_a_live_server(live_server, owner, tmp_path):
     )
     assert mode(tmp_path / "aws-config") == 0o600 and mode(tmp_path / "aws-credentials") == 0o600
 
+    # The real aws CLI, on the profile alone, through the gateway.
+    bucket = "b-" + key_id.lower()
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(os.urandom(100_000))
+    made = aws(env, "--profile", "excloud", "s3", "mb", f"s3://{bucket}")
+    assert made.returncode == 0, made.stderr
+    assert Bucket.objects.get(name=bucket).org == owner.org
+    put = aws(env, "--profile", "excloud", "s3", "cp", str(upload), f"s3://{bucket}/x")
+    assert put.returncode == 0, put.stderr
+    listing = aws(env, "--profile", "excloud", "s3", "ls", f"s3://{bucket}")
+    assert listing.returncode == 0, listing.stderr
+    assert re.search(rf" {upload.stat().st_size} x\n", listing.stdout), listing.stdout
+    download = tmp_path / "download.bin"
+    got = aws(env, "--profile", "excloud", "s3", "cp", f"s3://{bucket}/x", str(download))
+    assert got.returncode == 0, got.stderr
+    assert download.read_bytes() == upload.read_bytes()
+
+    # --set-default points the default profile (its own, non-Excloud key) at the gateway,
+    # which then answers it rather than AWS.
+    defaulted = exc(
+        env, "buckets", "keys", "configure", key_id, "--profile", "excloud", "--set-default"
+    )
+    assert defaulted.returncode == 0, defaulted.stderr
+    as_default = aws(env, "--debug", "s3", "ls", f"s3://{bucket}")
+    assert refused_with_403(as_default, gw.url, f"/{bucket}"), as_default.stderr[-3000:]
+    assert "InvalidAccessKeyId" in as_default.stderr and "AKIADEFAULT" in as_default.stderr
+
     refused = exc(env, "buckets", "keys", "delete", key_id)
     assert refused.returncode == 1 and "--yes" in refused.stderr
     deleted = exc(env, "buckets", "keys", "delete", key_id, "--yes")
@@ -449,6 +519,12 @@ def test_the_installed_exc_against_a_live_server(live_server, owner, tmp_path):
     assert AccessKey.objects.get(pk=key_id).status == KeyStatus.REVOKED
     listed = exc(env, "buckets", "keys", "list", "--json")
     assert [(k["id"], k["status"]) for k in json.loads(listed.stdout)] == [(key_id, "revoked")]
+
+    # The next aws call with the revoked key is refused, with no grace period.
+    after = aws(env, "--debug", "--profile", "excloud", "s3", "ls", f"s3://{bucket}")
+    assert refused_with_403(after, gw.url, f"/{bucket}"), after.stderr[-3000:]
+    assert "An error occurred (InvalidAccessKeyId) when calling the ListObjectsV2" in after.stderr
+    assert after.stdout == ""
 
     unknown = exc(env, "buckets", "keys", "delete", "EXCAAAAAAAAAAAAAAAAA", "--yes")
     assert unknown.returncode == 4 and unknown.stderr.startswith("exc: error: not found")
