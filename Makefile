@@ -39,5 +39,6 @@ bench: install services
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) bench/keys_list.py
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) bench/audit_page.py
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) bench/audit_export.py
+	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) bench/expiry_sweep.py
 	$(PY) bench/sigv4.py
 	$(PY) bench/gateway.py

@@ -80,6 +80,13 @@ EXCLOUD_AUDIT_SIGNING_KEY = os.environ.get("EXCLOUD_AUDIT_SIGNING_KEY") or dev_s
 )
 EXCLOUD_AUDIT_PUBLIC_KEYS = os.environ.get("EXCLOUD_AUDIT_PUBLIC_KEYS", "")
 AUDIT_CHECKPOINT_INTERVAL = envint("EXCLOUD_AUDIT_CHECKPOINT_SECONDS", 3600)
+# How often Celery beat runs the key expiry sweep and the warnings before expiry.
+KEY_EXPIRY_INTERVAL = envint("EXCLOUD_KEY_EXPIRY_SECONDS", 300)
+KEY_WARNING_INTERVAL = envint("EXCLOUD_KEY_WARNING_SECONDS", 900)
+if KEY_EXPIRY_INTERVAL < 1 or KEY_WARNING_INTERVAL < 1:
+    raise ImproperlyConfigured(
+        "EXCLOUD_KEY_EXPIRY_SECONDS and EXCLOUD_KEY_WARNING_SECONDS must be at least 1"
+    )
 EXCLOUD_S3_ENDPOINT = os.environ.get("EXCLOUD_S3_ENDPOINT", "http://127.0.0.1:9000")
 EXCLOUD_S3_REGION = os.environ.get("EXCLOUD_S3_REGION", "us-east-1")
 # REST API calls each API token may make per window (a fixed window in the cache); 0 is no limit.
@@ -116,6 +123,16 @@ EXCLOUD_S3_UPSTREAM_REGION = os.environ.get("EXCLOUD_S3_UPSTREAM_REGION", "us-ea
 EXCLOUD_USAGE_FLUSH_SECONDS = envint("EXCLOUD_USAGE_FLUSH_SECONDS", 60)
 if EXCLOUD_USAGE_FLUSH_SECONDS < 1:
     raise ImproperlyConfigured("EXCLOUD_USAGE_FLUSH_SECONDS must be at least 1")
+# Service tokens of the S3 front ends (Ceph RGW, a CDN edge) that may call the internal
+# verify API, comma-separated; several let a token be replaced without downtime. They are
+# not API tokens: a user's token is refused there, and these are refused everywhere else.
+EXCLOUD_VERIFY_SERVICE_TOKENS = envlist("EXCLOUD_VERIFY_SERVICE_TOKENS") or [
+    dev_secret("verify-service-token", lambda: secrets.token_urlsafe(32))
+]
+if any(len(token) < 32 for token in EXCLOUD_VERIFY_SERVICE_TOKENS):
+    raise ImproperlyConfigured(
+        "Each EXCLOUD_VERIFY_SERVICE_TOKENS entry must be at least 32 characters long"
+    )
 
 INSTALLED_APPS = [
     "django.contrib.auth",
@@ -254,6 +271,14 @@ CELERY_BEAT_SCHEDULE = {
     "audit-checkpoints": {
         "task": "audit.tasks.sign_checkpoints",
         "schedule": AUDIT_CHECKPOINT_INTERVAL,
+    },
+    "key-expiry": {
+        "task": "keys.tasks.expire_due_keys",
+        "schedule": KEY_EXPIRY_INTERVAL,
+    },
+    "key-expiry-warnings": {
+        "task": "keys.tasks.warn_expiring_keys",
+        "schedule": KEY_WARNING_INTERVAL,
     },
 }
 

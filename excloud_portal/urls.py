@@ -8,15 +8,19 @@ from accounts.forms import EmailAuthenticationForm
 from audit import views as audit
 from excloud_portal.api import api
 from excloud_portal.api import not_found as api_not_found
+from gateway import verify_api
+from keys import policy_views as key_policy_views
 from keys import views as keys
 
 org_patterns = [
     path("keys/", keys.key_list, name="key_list"),
     path("keys/new/", keys.key_create, name="key_create"),
+    path("key-policy/", key_policy_views.key_policy, name="key_policy"),
     path("keys/<str:key_id>/", keys.key_detail, name="key_detail"),
     path("keys/<str:key_id>/deactivate/", keys.key_deactivate, name="key_deactivate"),
     path("keys/<str:key_id>/reactivate/", keys.key_reactivate, name="key_reactivate"),
     path("keys/<str:key_id>/revoke/", keys.key_revoke, name="key_revoke"),
+    path("keys/<str:key_id>/rotate/", keys.key_rotate, name="key_rotate"),
     path("members/", accounts.member_list, name="member_list"),
     path("members/invite/", accounts.member_invite, name="member_invite"),
     path("members/<int:user_id>/role/", accounts.member_role, name="member_role"),
@@ -37,6 +41,8 @@ urlpatterns = [
     path("", accounts.home, name="home"),
     path("api/v1/", api.urls),
     re_path(r"^api/v1/", api_not_found),
+    # For other S3 front ends, with a service token; see gateway/verify_api.py.
+    path("internal/v1/s3/verify", verify_api.verify, name="s3_verify"),
     path("accounts/signup/", accounts.signup, name="signup"),
     path(
         "accounts/login/",

@@ -375,21 +375,18 @@ class Gateway:
         )
         found = await self.authority.lookup(auth.access_key_id, names)
         key = found.key
-        if key is None:
-            raise sigv4.invalid_access_key_id(auth.access_key_id)
-        outcome.access_key_id = key.id
-        if not key.usable():
-            outcome.denied = True
-            raise sigv4.invalid_access_key_id(auth.access_key_id)
-        verified = sigv4.verify(auth, self.signing_keys.provider(lambda _id: key.secret()))
+        if key is not None:
+            outcome.access_key_id = key.id
+            outcome.denied = not key.usable()
+        key, signing_keys = auth_module.admit(auth.access_key_id, key, self.signing_keys)
+        verified = sigv4.verify(auth, signing_keys)
         outcome.authenticated = True
-        bucket = found.buckets.get(target.bucket) if target.bucket else None
-        if not auth_module.authorize(key, target.action, bucket):
-            raise sigv4.access_denied()
-        if target.copy_source_bucket is not None and not auth_module.authorize(
-            key, READ, found.buckets[target.copy_source_bucket]
-        ):
-            raise sigv4.access_denied()
+        auth_module.check_access(
+            key,
+            target.action,
+            found.buckets.get(target.bucket) if target.bucket else None,
+            found.buckets[target.copy_source_bucket] if target.copy_source_bucket else None,
+        )
         await self._proxy(scope, request, request_id, verified, key, target, receive, send)
 
     async def _proxy(

@@ -1,9 +1,12 @@
 """The gateway's one link to Django: who holds an access key, who owns a bucket, and
 whether this key may do this to that bucket.
 
-Importing this module sets Django up. Every database read runs in a worker thread, and
-no request writes to the database except CreateBucket and DeleteBucket, which change
-Bucket records through gateway.services.
+The internal verify API (gateway/verify_api.py) decides through the same admit(),
+check_access() and key reads, so both front doors answer alike.
+
+Importing this module sets Django up (unless the importer already did). Every database
+read of the gateway runs in a worker thread, and no request writes to the database except
+CreateBucket and DeleteBucket, which change Bucket records through gateway.services.
 
 Revocation: without Redis each request reads the key's row, so a revoke is seen by the
 next request. With ``REDIS_URL`` key and bucket rows are cached in memory and every
@@ -21,9 +24,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import django
+from django.apps import apps
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "excloud_portal.settings")
-django.setup()
+# The web process imports this module too (gateway.verify_api), once Django is set up:
+# setting it up again would reconfigure logging mid-request.
+if not apps.ready:
+    django.setup()
 
 import redis.asyncio as aioredis  # noqa: E402
 from asgiref.sync import sync_to_async  # noqa: E402
@@ -35,7 +42,7 @@ from excloud_portal import celery_app  # noqa: E402, F401 - binds shared tasks t
 from keys import credentials, revocation  # noqa: E402
 from keys.models import AccessKey, KeyStatus  # noqa: E402
 
-from . import services  # noqa: E402
+from . import services, sigv4  # noqa: E402
 from .models import Bucket  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -62,6 +69,7 @@ class KeyInfo:
     expires_at: datetime | None
     kek_id: str
     sealed: bytes
+    org_slug: str = ""
 
     def usable(self, now: float | None = None) -> bool:
         if self.status != KeyStatus.ACTIVE:
@@ -98,6 +106,33 @@ def authorize(key: KeyInfo, action: str, bucket: BucketRef | None) -> bool:
     return bucket.org_id == key.org_id
 
 
+def check_access(
+    key: KeyInfo, action: str, bucket: BucketRef | None, copy_source: BucketRef | None = None
+) -> None:
+    """authorize(), as the S3 answer: AccessDenied unless the key may do ``action`` to
+    ``bucket`` and, for a copy, read ``copy_source``."""
+    if not authorize(key, action, bucket):
+        raise sigv4.access_denied()
+    if copy_source is not None and not authorize(key, READ, copy_source):
+        raise sigv4.access_denied()
+
+
+def admit(
+    access_key_id: str, key: KeyInfo | None, cache: sigv4.SigningKeyCache
+) -> tuple[KeyInfo, sigv4.SigningKeyProvider]:
+    """Key ID and what the lookup found -> the usable key and the signing keys of its
+    scopes, or S3Error.
+
+    Unknown, inactive, revoked and expired keys all answer InvalidAccessKeyId, so a
+    client learns nothing about keys it cannot use. The secret is unsealed only when the
+    cache has no signing key for the scope asked; the gateway and the verify API both
+    come through here.
+    """
+    if key is None or not key.usable():
+        raise sigv4.invalid_access_key_id(access_key_id)
+    return key, cache.provider(lambda _id: key.secret())
+
+
 # ---------------------------------------------------------------------------------------
 # Database reads, run in worker threads
 
@@ -105,22 +140,31 @@ def authorize(key: KeyInfo, action: str, bucket: BucketRef | None) -> bool:
 def _load_key(access_key_id: str) -> KeyInfo | None:
     row = (
         AccessKey.objects.filter(pk=access_key_id)
-        .values_list("org_id", "status", "expires_at", "secret_kek_id", "secret_sealed")
+        .values_list(
+            "org_id", "status", "expires_at", "secret_kek_id", "secret_sealed", "org__slug"
+        )
         .first()
     )
     if row is None:
         return None
-    org_id, status, expires_at, kek_id, sealed = row
-    return KeyInfo(access_key_id, org_id, status, expires_at, kek_id, bytes(sealed))
+    org_id, status, expires_at, kek_id, sealed, org_slug = row
+    return KeyInfo(access_key_id, org_id, status, expires_at, kek_id, bytes(sealed), org_slug)
 
 
-def _load(access_key_id: str, names: tuple[str, ...]) -> tuple[KeyInfo | None, dict[str, int]]:
-    close_old_connections()
+def read(access_key_id: str, names: tuple[str, ...]) -> tuple[KeyInfo | None, dict[str, int]]:
+    """The key and the owners of the named buckets, from the database, on this thread's
+    connection (the verify API reads this way on every call, so a revoke is seen by the
+    next one)."""
     key = _load_key(access_key_id)
     owners: dict[str, int] = {}
     if key is not None and names:
         owners = dict(Bucket.objects.filter(name__in=names).values_list("name", "org_id"))
     return key, owners
+
+
+def _load(access_key_id: str, names: tuple[str, ...]) -> tuple[KeyInfo | None, dict[str, int]]:
+    close_old_connections()
+    return read(access_key_id, names)
 
 
 def _load_key_only(access_key_id: str) -> KeyInfo | None:

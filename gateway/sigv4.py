@@ -12,6 +12,10 @@ verify API and the tests share it. The flow for one request::
         forward(body.feed(piece))
     forward(body.finish())                        # ... and the held-back tail only now
 
+A string to sign that another front end computed goes through ``parse_string_to_sign()``
+and ``verify_string_to_sign()`` instead (the internal verify API): the same scope rules,
+clock, signing keys and comparison.
+
 ``finish()`` raises :class:`S3Error` when anything about the body is wrong (payload hash,
 chunk or trailer signature, checksum, length, truncation). Every body verifier holds back
 the last piece it was fed until ``finish()`` has checked everything, so an upstream that
@@ -1002,16 +1006,46 @@ def _check_clock(auth: Auth, max_skew: float) -> None:
                 },
             )
     elif abs(now - auth.timestamp) > max_skew:
-        raise S3Error(
-            "RequestTimeTooSkewed",
-            403,
-            "The difference between the request time and the current time is too large.",
-            {
-                "RequestTime": auth.amz_date,
-                "ServerTime": _iso_extended(now),
-                "MaxAllowedSkewMilliseconds": int(max_skew * 1000),
-            },
-        )
+        raise _too_skewed(auth.amz_date, now, max_skew)
+
+
+def _too_skewed(amz_date: str, now: float, max_skew: float) -> S3Error:
+    return S3Error(
+        "RequestTimeTooSkewed",
+        403,
+        "The difference between the request time and the current time is too large.",
+        {
+            "RequestTime": amz_date,
+            "ServerTime": _iso_extended(now),
+            "MaxAllowedSkewMilliseconds": int(max_skew * 1000),
+        },
+    )
+
+
+def _check_signature(
+    expected: str,
+    provided: str,
+    access_key_id: str,
+    to_sign: str,
+    canonical: str | None = None,
+) -> None:
+    """Compare in constant time; SignatureDoesNotMatch (with what AWS echoes) if unequal."""
+    if provided.isascii() and hmac.compare_digest(expected, provided):
+        return
+    extra = {
+        "AWSAccessKeyId": access_key_id,
+        "StringToSign": to_sign,
+        "SignatureProvided": provided,
+    }
+    if canonical is not None:
+        extra["CanonicalRequest"] = canonical
+    raise S3Error(
+        "SignatureDoesNotMatch",
+        403,
+        "The request signature we calculated does not match the signature you provided. "
+        "Check your key and signing method.",
+        extra,
+    )
 
 
 def verify(
@@ -1040,21 +1074,71 @@ def verify(
         + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
     )
     expected = signature(key, to_sign)
-    provided = auth.signature
-    if not (provided.isascii() and hmac.compare_digest(expected, provided)):
-        raise S3Error(
-            "SignatureDoesNotMatch",
-            403,
-            "The request signature we calculated does not match the signature you provided. "
-            "Check your key and signing method.",
-            {
-                "AWSAccessKeyId": auth.access_key_id,
-                "StringToSign": to_sign,
-                "SignatureProvided": auth.signature,
-                "CanonicalRequest": canonical,
-            },
-        )
+    _check_signature(expected, auth.signature, auth.access_key_id, to_sign, canonical)
     return Verified(auth, key, expected)
+
+
+# ---------------------------------------------------------------------------------------
+# A string to sign computed elsewhere (the internal verify API)
+
+
+@dataclass(frozen=True, slots=True)
+class SignedString:
+    """A string to sign that another S3 front end computed, read back into its parts."""
+
+    text: str
+    amz_date: str
+    timestamp: float
+    scope_date: str
+    region: str
+    scope: str  # date/region/s3/aws4_request
+
+
+def parse_string_to_sign(text: str, access_key_id: str, *, region: str) -> SignedString:
+    """Read ``AWS4-HMAC-SHA256 / x-amz-date / scope / hex SHA-256`` back; raise S3Error.
+
+    The scope line is checked by the same rules as a request's Credential (the access key
+    ID followed by the scope), so a wrong region is AuthorizationHeaderMalformed naming
+    ours, as the gateway answers; any other malformation is InvalidRequest (400).
+    """
+    lines = text.split("\n")
+    if len(lines) != 4 or lines[0] != ALGORITHM:
+        raise _invalid_request(
+            "The string to sign must be four lines: AWS4-HMAC-SHA256, the x-amz-date, "
+            "the credential scope and the hex SHA-256 of the canonical request."
+        )
+    amz_date, scope, digest = lines[1], lines[2], lines[3]
+    timestamp = _parse_amz_date(amz_date)
+    if timestamp is None:
+        raise _invalid_request(
+            'The date in the string to sign must be in the format "yyyyMMddTHHmmssZ".'
+        )
+    if len(digest) != 64 or digest.strip("0123456789abcdef"):
+        raise _invalid_request(
+            "The last line of the string to sign must be a lowercase hex SHA-256 digest."
+        )
+    _, scope_date, scope = _parse_credential(
+        access_key_id + "/" + scope, region, amz_date, presigned=False
+    )
+    return SignedString(text, amz_date, timestamp, scope_date, region, scope)
+
+
+def verify_string_to_sign(
+    signed: SignedString,
+    access_key_id: str,
+    provided: str,
+    signing_key: SigningKeyProvider,
+    *,
+    now: float,
+    max_skew: float = MAX_SKEW_SECONDS,
+) -> bytes:
+    """verify() for a string to sign computed elsewhere: the clock (the same 15 minutes),
+    then the signature in constant time. Returns the signing key for the scope."""
+    if abs(now - signed.timestamp) > max_skew:
+        raise _too_skewed(signed.amz_date, now, max_skew)
+    key = signing_key(access_key_id, signed.scope_date, signed.region)
+    _check_signature(signature(key, signed.text), provided, access_key_id, signed.text)
+    return key
 
 
 @dataclass(slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from django.db.models import Q
@@ -39,6 +39,7 @@ class KeyOut(Schema):
     status_changed_at: datetime | None
     expires_at: datetime | None
     last_used_at: datetime | None
+    replaces: str | None = Field(None, description="The key this one replaced by rotation")
 
 
 class KeyCreated(KeyOut):
@@ -78,6 +79,7 @@ def _out(key: AccessKey) -> dict:
         "status_changed_at": key.status_changed_at,
         "expires_at": key.expires_at,
         "last_used_at": key.last_used_at,
+        "replaces": key.rotated_from_id,
     }
 
 
@@ -156,6 +158,42 @@ def revoke_key(request: HttpRequest, key_id: str):
     """Revoke the key: requests signed with it fail from now on. This cannot be undone."""
     key = _get_key(request, key_id)
     return _out(services.revoke_key(membership(request), actor(request), key))
+
+
+class RotateIn(Schema):
+    overlap_hours: int = Field(
+        24, ge=1, le=720, description="How long the old key keeps working (1 hour to 30 days)"
+    )
+    name: str | None = Field(
+        None,
+        max_length=NAME_MAX_LENGTH + 200,
+        description="The new key's name; by default the old name with a dated suffix",
+    )
+
+
+class KeyRotated(KeyCreated):
+    previous: KeyOut = Field(description="The old key, now with its expiry")
+
+
+@router.post("/{key_id}/rotate", response={201: KeyRotated, **KEY_ERRORS}, summary="Rotate a key")
+def rotate_key(request: HttpRequest, key_id: str, body: RotateIn, response: HttpResponse):
+    """A replacement key, whose secret is in this response only; the old key keeps working
+    for the overlap and then stops."""
+    key = _get_key(request, key_id)
+    created = services.rotate_key(
+        membership(request),
+        actor(request),
+        key,
+        overlap=timedelta(hours=body.overlap_hours),
+        name=body.name,
+    )
+    response["Cache-Control"] = "no-store"
+    created.key.created_by = membership(request).user
+    old = _get_key(request, key_id)
+    return Answer(
+        201,
+        {**_out(created.key), "secret_access_key": created.secret, "previous": _out(old)},
+    )
 
 
 @router.post(

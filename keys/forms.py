@@ -45,3 +45,63 @@ class RevokeKeyForm(forms.Form):
         label="Reason (optional)",
         widget=forms.TextInput(attrs={"placeholder": "e.g. laptop lost"}),
     )
+
+
+class KeyPolicyForm(forms.Form):
+    inactivity_days = forms.IntegerField(
+        label="Expire keys unused for (days)",
+        min_value=0,
+        max_value=3650,
+        help_text="A key that was never used counts from its creation. 0 turns this off.",
+    )
+    max_age_days = forms.IntegerField(
+        label="Maximum key age (days)",
+        min_value=0,
+        max_value=3650,
+        help_text="Keys older than this are expired, used or not. 0 turns this off.",
+    )
+    warning_days = forms.IntegerField(
+        label="Warn this many days before",
+        min_value=1,
+        max_value=90,
+        help_text="The key's creator gets an email this long before a key expires.",
+    )
+    warn_admins = forms.BooleanField(
+        label="Also warn the organisation's owners and admins", required=False
+    )
+
+
+OVERLAP_CHOICES = [
+    ("1", "1 hour"),
+    ("6", "6 hours"),
+    ("24", "24 hours"),
+    ("72", "3 days"),
+    ("168", "7 days"),
+    ("720", "30 days"),
+]
+
+
+class RotateKeyForm(forms.Form):
+    overlap_hours = forms.TypedChoiceField(
+        label="Keep the old key working for",
+        choices=OVERLAP_CHOICES,
+        coerce=int,
+        initial="24",
+        help_text="Deploy the new secret within this time; then the old key stops by itself.",
+    )
+    name = forms.CharField(
+        label="New key's name",
+        required=False,
+        max_length=NAME_MAX_LENGTH + 200,
+        help_text="Leave empty for the old name with a dated suffix. " + NAME_RULES,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+
+    def clean_name(self) -> str | None:
+        name = self.cleaned_data["name"].strip()
+        if not name:
+            return None
+        try:
+            return clean_key_name(name)
+        except AccessKeyError as e:
+            raise forms.ValidationError(str(e)) from None

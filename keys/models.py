@@ -74,6 +74,10 @@ class AccessKey(models.Model):
     status_reason = models.CharField(max_length=200, blank=True)
 
     expires_at = models.DateTimeField(null=True, blank=True)
+    # The key this one replaced by rotation; a key is replaced at most once.
+    rotated_from = models.OneToOneField(
+        "self", models.SET_NULL, null=True, blank=True, related_name="replacement"
+    )
     last_used_at = models.DateTimeField(null=True, blank=True)
     last_used_ip = models.GenericIPAddressField(null=True, blank=True)
     last_used_operation = models.CharField(max_length=64, blank=True)
@@ -118,3 +122,54 @@ class AccessKey(models.Model):
     @property
     def is_live(self) -> bool:
         return self.status in LIVE_STATUSES
+
+
+# Defaults for an org that never saved a policy. Zero days means "off".
+DEFAULT_INACTIVITY_DAYS = 90
+DEFAULT_MAX_AGE_DAYS = 0
+DEFAULT_WARNING_DAYS = 7
+
+
+class ExpiryReason(models.TextChoices):
+    STALE = "stale", "Unused for too long"
+    PAST_EXPIRY = "past_expiry", "Past its expiry date"
+    TOO_OLD = "too_old", "Older than the maximum key age"
+
+
+class KeyPolicy(models.Model):
+    """An org's rules for expiring keys; an org without a row uses the defaults above."""
+
+    org = models.OneToOneField(
+        "accounts.Organization", models.CASCADE, primary_key=True, related_name="key_policy"
+    )
+    # A key unused for this many days is expired; a never-used key counts from creation.
+    inactivity_days = models.PositiveIntegerField(default=DEFAULT_INACTIVITY_DAYS)
+    max_age_days = models.PositiveIntegerField(default=DEFAULT_MAX_AGE_DAYS)
+    warning_days = models.PositiveIntegerField(default=DEFAULT_WARNING_DAYS)
+    # The key's creator is always warned; the org's owners and admins too unless this is off.
+    warn_admins = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"key policy of {self.org_id}"
+
+
+class KeyWarning(models.Model):
+    """One warning that a key is about to expire. The unique constraint is what makes a
+    second run of the warning task (or two at once) send nothing more for the same window."""
+
+    key = models.ForeignKey(AccessKey, models.CASCADE, related_name="warnings")
+    reason = models.CharField(max_length=12, choices=ExpiryReason.choices)
+    due_at = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key", "reason", "due_at"], name="keywarning_key_reason_due_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"warning for {self.key_id}: {self.reason} at {self.due_at}"

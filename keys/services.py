@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
@@ -28,6 +28,9 @@ NAME_RULES = (
     f"Use 1–{NAME_MAX_LENGTH} characters: letters, digits, spaces, dots, underscores and hyphens."
 )
 RESEAL_BATCH = 500
+ROTATION_OVERLAP_MIN = timedelta(hours=1)
+ROTATION_OVERLAP_MAX = timedelta(days=30)
+ROTATION_OVERLAP_DEFAULT = timedelta(hours=24)
 
 
 class AccessKeyError(Exception):
@@ -72,6 +75,43 @@ def _name_taken_error(name: str) -> KeyNameTaken:
 
 
 @sensitive_variables("secret")
+def _insert_key(
+    membership: Membership,
+    name: str,
+    via: str,
+    *,
+    creation_token: str | None = None,
+    rotated_from: AccessKey | None = None,
+) -> tuple[AccessKey, str]:
+    """Insert a key with a fresh ID and sealed secret, in a savepoint.
+
+    Raises IntegrityError when a concurrent request took the name, the form's token or
+    (for a rotation) the old key's one replacement first.
+    """
+    key_id = credentials.new_access_key_id()
+    secret = credentials.new_secret()
+    kek_id, sealed = credentials.seal(secret, key_id)
+    with transaction.atomic():
+        key = AccessKey.objects.create(
+            id=key_id,
+            org=membership.org,
+            name=name,
+            secret_sealed=sealed,
+            secret_kek_id=kek_id,
+            created_by_id=membership.user_id,
+            created_via=via,
+            creation_token=creation_token or None,
+            rotated_from=rotated_from,
+        )
+    return key, secret
+
+
+def _check_name_free(org, name: str) -> None:
+    if AccessKey.objects.for_org(org).live().filter(name__iexact=name).exists():
+        raise _name_taken_error(name)
+
+
+@sensitive_variables("secret")
 def create_key(
     membership: Membership,
     actor: Actor,
@@ -89,24 +129,9 @@ def create_key(
             existing = AccessKey.objects.filter(org=org, creation_token=creation_token).first()
             if existing is not None:
                 return CreatedKey(existing, None)
-        if AccessKey.objects.for_org(org).live().filter(name__iexact=name).exists():
-            raise _name_taken_error(name)
-
-        key_id = credentials.new_access_key_id()
-        secret = credentials.new_secret()
-        kek_id, sealed = credentials.seal(secret, key_id)
+        _check_name_free(org, name)
         try:
-            with transaction.atomic():
-                key = AccessKey.objects.create(
-                    id=key_id,
-                    org=org,
-                    name=name,
-                    secret_sealed=sealed,
-                    secret_kek_id=kek_id,
-                    created_by_id=membership.user_id,
-                    created_via=via,
-                    creation_token=creation_token or None,
-                )
+            key, secret = _insert_key(membership, name, via, creation_token=creation_token)
         except IntegrityError:
             # A concurrent request won: the same form submitted twice, or the same name.
             if creation_token:
@@ -123,6 +148,78 @@ def create_key(
             details={"name": key.name, "via": via},
         )
     return CreatedKey(key, secret)
+
+
+def _rotation_name(key: AccessKey, today: date) -> str:
+    """The old name with a dated suffix, numbered if that is taken too."""
+    base = f"{key.name[: NAME_MAX_LENGTH - 20]}-rotated-{today:%Y%m%d}"
+    live = AccessKey.objects.for_org(key.org_id).live()
+    name, n = base, 1
+    while live.filter(name__iexact=name).exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+@sensitive_variables("secret")
+def rotate_key(
+    membership: Membership,
+    actor: Actor,
+    key: AccessKey,
+    *,
+    overlap: timedelta = ROTATION_OVERLAP_DEFAULT,
+    name: str | None = None,
+) -> CreatedKey:
+    """Replace a live key with a new one; the old key keeps working for ``overlap``.
+
+    The old key's expiry is brought forward to now + overlap (never pushed later), so
+    both keys work while the new secret is deployed and the old one then stops by itself.
+    One event, ``access_key.rotated`` on the old key, names the replacement.
+    """
+    if not membership.can_change_key(key) or not membership.can_create_keys:
+        raise PermissionDenied("Only owners, admins and the key's creator can rotate it.")
+    if not ROTATION_OVERLAP_MIN <= overlap <= ROTATION_OVERLAP_MAX:
+        raise AccessKeyError("Choose an overlap between 1 hour and 30 days.")
+    if name is not None:
+        name = clean_key_name(name)
+    with transaction.atomic():
+        key = AccessKey.objects.select_for_update().get(pk=key.pk)
+        if not key.is_live:
+            raise InvalidKeyState(
+                f"Key “{key.name}” is {key.get_status_display().lower()}; it cannot be rotated."
+            )
+        replacement = AccessKey.objects.filter(rotated_from=key).first()
+        if replacement is not None:
+            raise InvalidKeyState(
+                f"Key “{key.name}” was already rotated; its replacement is {replacement.id}."
+            )
+        now = timezone.now()
+        name = name if name is not None else _rotation_name(key, now.date())
+        _check_name_free(key.org_id, name)
+        try:
+            new, secret = _insert_key(membership, name, CreatedVia.ROTATION, rotated_from=key)
+        except IntegrityError:
+            raise _name_taken_error(name) from None
+        expires_at = now + overlap
+        if key.expires_at is not None and key.expires_at < expires_at:
+            expires_at = key.expires_at
+        AccessKey.objects.filter(pk=key.pk).update(expires_at=expires_at)
+        key.expires_at = expires_at
+        revocation.announce_change()
+        record(
+            actor,
+            "access_key.rotated",
+            org=key.org,
+            target_type="access_key",
+            target_id=key.id,
+            details={
+                "name": key.name,
+                "replacement": new.id,
+                "replacement_name": new.name,
+                "expires_at": expires_at.isoformat(),
+            },
+        )
+    return CreatedKey(new, secret)
 
 
 def _change_status(

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -11,6 +11,7 @@ from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -22,10 +23,11 @@ from audit.models import AuditEvent
 from audit.trail import Actor
 from gateway.models import KeyUsage
 
-from . import services
+from . import expiry, services, snippets
 from .credentials import ACCESS_KEY_ID_RE
-from .forms import CreateKeyForm, RevokeKeyForm
+from .forms import CreateKeyForm, RevokeKeyForm, RotateKeyForm
 from .models import AccessKey
+from .policy import policy_for
 
 PAGE_SIZE = 50
 HISTORY_SIZE = 50
@@ -76,10 +78,16 @@ def key_list(request: HttpRequest, slug: str) -> HttpResponse:
         keys = keys.filter(Q(created_at__lt=created) | Q(created_at=created, id__lt=key_id))
     page = list(keys[: PAGE_SIZE + 1])
     next_cursor = _encode_cursor(page[PAGE_SIZE - 1]) if len(page) > PAGE_SIZE else None
+    now = timezone.now()
+    policy = policy_for(membership.org)
     context = {
         "membership": membership,
         "org": membership.org,
-        "keys": _with_permissions(page[:PAGE_SIZE], membership),
+        "keys": expiry.add_hints(_with_permissions(page[:PAGE_SIZE], membership), policy, now),
+        "due_soon_count": expiry.count_due_within_warning(membership.org, now)
+        if tab == "live"
+        else None,
+        "policy": policy,
         "tab": tab,
         "query": query,
         "next_cursor": next_cursor,
@@ -117,6 +125,12 @@ def key_create(request: HttpRequest, slug: str) -> HttpResponse:
                 created=created,
                 key=_with_permissions([created.key], membership)[0],
                 form=CreateKeyForm(),
+                snippet_tabs=snippets.tabs(created.key.pk, created.secret)
+                if created.is_new
+                else None,
+                # Every name the template looks up is set: a failed lookup is logged with
+                # the whole context, secret included.
+                configure_command=None,
             )
             # The only response that ever holds the secret: rendered once, never stored.
             response = render(request, "keys/key_created.html" + partial, context)
@@ -133,9 +147,15 @@ def key_create(request: HttpRequest, slug: str) -> HttpResponse:
 def key_detail(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
     membership = membership_for(request, slug)
     key = _with_permissions([_get_key(membership, key_id)], membership)[0]
-    history = AuditEvent.objects.filter(
-        org=membership.org, target_type="access_key", target_id=key.pk
-    ).order_by("-occurred_at", "-id")[:HISTORY_SIZE]
+    # The key's own events, and the rotation that created it (recorded on the old key).
+    history = (
+        AuditEvent.objects.filter(org=membership.org)
+        .filter(
+            Q(target_type="access_key", target_id=key.pk)
+            | Q(action="access_key.rotated", details__replacement=key.pk)
+        )
+        .order_by("-seq")[:HISTORY_SIZE]
+    )
     usage = KeyUsage.objects.recent(key, USAGE_HOURS)
     return render(
         request,
@@ -147,6 +167,9 @@ def key_detail(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
             "history": history,
             "usage": usage,
             "usage_hours": USAGE_HOURS,
+            # Live keys only: the snippets, with a placeholder where the secret goes.
+            "snippet_tabs": snippets.tabs(key.pk) if key.is_live else None,
+            "configure_command": snippets.configure_command_html(key.pk),
         },
     )
 
@@ -229,3 +252,42 @@ def key_revoke(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
             "next": request.GET.get("next", ""),
         },
     )
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+@login_required
+def key_rotate(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
+    membership = membership_for(request, slug)
+    key = _with_permissions([_get_key(membership, key_id)], membership)[0]
+    if not key.is_live:
+        raise Http404
+    if not membership.can_change_key(key) or not membership.can_create_keys:
+        raise PermissionDenied("Only owners, admins and the key's creator can rotate it.")
+    context = {"membership": membership, "org": membership.org, "old": key}
+    form = RotateKeyForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            created = services.rotate_key(
+                membership,
+                Actor.from_request(request),
+                key,
+                overlap=timedelta(hours=form.cleaned_data["overlap_hours"]),
+                name=form.cleaned_data["name"],
+            )
+        except services.AccessKeyError as e:
+            form.add_error("name" if isinstance(e, services.KeyNameTaken) else None, str(e))
+        else:
+            key.refresh_from_db()
+            context.update(
+                created=created,
+                key=_with_permissions([created.key], membership)[0],
+                snippet_tabs=snippets.tabs(created.key.pk, created.secret),
+                # Every name the template looks up is set: a failed lookup is logged with
+                # the whole context, secret included.
+                configure_command=None,
+            )
+            # The only response that ever holds the new secret: rendered once, never stored.
+            return render(request, "keys/key_rotated.html", context)
+    context["form"] = form
+    return render(request, "keys/key_rotate.html", context, status=400 if form.errors else 200)

@@ -170,6 +170,7 @@ def test_every_member_lists_and_reads_their_orgs_keys_without_secrets(everyone, 
         "status_changed_at",
         "expires_at",
         "last_used_at",
+        "replaces",
     }
     one = call(tokens[who], "GET", f"/keys/{key_id}")
     assert one.status_code == 200 and one.json()["name"] == "laptop"

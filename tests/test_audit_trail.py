@@ -398,6 +398,29 @@ def change_token_revoke(people, mailoutbox) -> Change:
     return Change(client_for(admin), "post", path, outcome=outcome)
 
 
+def change_key_rotate(people, mailoutbox) -> Change:
+    member = people["member"]
+    key = create_key(member, Actor.for_user(member.user), "ci").key
+
+    def outcome() -> list[Event]:
+        return [event_by(member.user, "access_key.rotated", "acme", "access_key", key.pk)]
+
+    data = {"overlap_hours": "24", "name": "ci-2"}
+    return Change(
+        client_for(member), "post", f"/orgs/acme/keys/{key.pk}/rotate/", data, 200, outcome
+    )
+
+
+def change_key_policy(people, mailoutbox) -> Change:
+    admin = people["admin"]
+
+    def outcome() -> list[Event]:
+        return [event_by(admin.user, "org.key_policy_changed", "acme", "organization", "acme")]
+
+    data = {"inactivity_days": "30", "max_age_days": "0", "warning_days": "7", "warn_admins": "on"}
+    return Change(client_for(admin), "post", "/orgs/acme/key-policy/", data, 302, outcome)
+
+
 # Each case and the URL (by name) it exercises.
 CHANGES: dict[str, tuple[str, Callable[..., Change]]] = {
     "signup": ("signup", change_signup),
@@ -419,6 +442,8 @@ CHANGES: dict[str, tuple[str, Callable[..., Change]]] = {
     "key_revoke": ("key_revoke", change_key_revoke),
     "token_create": ("token_list", change_token_create),
     "token_revoke": ("token_revoke", change_token_revoke),
+    "key_policy": ("key_policy", change_key_policy),
+    "key_rotate": ("key_rotate", change_key_rotate),
 }
 
 # URLs whose GET shows a page and that have no POST of their own.
@@ -435,6 +460,8 @@ READ_ONLY_URLS = {
     "openapi-json",
     "openapi-view",
     "api-root",
+    # The verify API for other S3 front ends changes nothing (tests/test_gateway_verify_api.py).
+    "s3_verify",
 }
 
 

@@ -1,0 +1,83 @@
+"""Celery tasks for the key lifecycle: the expiry sweep and warnings before expiry.
+
+Tasks take IDs, never model instances; the work they do is idempotent (see keys/expiry.py).
+"""
+
+from __future__ import annotations
+
+import smtplib
+
+from celery import shared_task
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db.models import Q
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts.models import Membership, Role
+
+from . import expiry
+from .models import KeyWarning
+
+WARNING_RETRIES = 5
+
+
+@shared_task(name="keys.tasks.expire_due_keys")
+def expire_due_keys() -> int:
+    """Expire every live key past a limit; returns how many."""
+    return expiry.expire_due_keys()
+
+
+@shared_task(name="keys.tasks.warn_expiring_keys")
+def warn_expiring_keys() -> int:
+    """Record a warning for each key about to expire; each is mailed by its own task."""
+    return len(expiry.record_warnings())
+
+
+def warning_recipients(warning: KeyWarning) -> list[str]:
+    key = warning.key
+    policy = expiry.KeyPolicy.objects.filter(org_id=key.org_id).first()
+    warn_admins = policy.warn_admins if policy else True
+    who = Q(user_id=key.created_by_id)
+    if warn_admins:
+        who |= Q(role__in=(Role.OWNER, Role.ADMIN))
+    emails = (
+        Membership.objects.filter(who, org_id=key.org_id, user__is_active=True)
+        .order_by("user__email")
+        .values_list("user__email", flat=True)
+    )
+    return sorted(set(emails))
+
+
+@shared_task(
+    name="keys.tasks.send_expiry_warning",
+    autoretry_for=(smtplib.SMTPException, OSError),
+    retry_backoff=True,
+    retry_backoff_max=600,
+    max_retries=WARNING_RETRIES,
+)
+def send_expiry_warning(warning_id: int) -> bool:
+    """Mail one recorded warning, once: a warning already marked sent is not mailed again."""
+    warning = (
+        KeyWarning.objects.select_related("key", "key__org")
+        .filter(pk=warning_id, sent_at__isnull=True)
+        .first()
+    )
+    if warning is None:
+        return False
+    key = warning.key
+    context = {
+        "key": key,
+        "org": key.org,
+        "reason": expiry.ExpiryReason(warning.reason).label,
+        "due_at": warning.due_at,
+        "url": settings.SITE_URL + reverse("key_detail", args=[key.org.slug, key.pk]),
+    }
+    subject = f"Access key “{key.name}” ({key.pk}) expires on {warning.due_at:%Y-%m-%d %H:%M} UTC"
+    body = render_to_string("keys/email/expiry_warning.txt", context)
+    recipients = warning_recipients(warning)
+    if recipients:
+        send_mail(subject, body, None, recipients)
+    KeyWarning.objects.filter(pk=warning_id, sent_at__isnull=True).update(sent_at=timezone.now())
+    return bool(recipients)

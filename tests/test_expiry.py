@@ -1,0 +1,385 @@
+"""Expiring keys past a limit (stale, past expiry, too old), warning before it happens,
+and retiring a rotated key when its overlap ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from botocore.exceptions import ClientError
+from django.core import mail
+from django.db import connection
+from django.utils import timezone
+
+from accounts.models import Membership, Organization, Role
+from audit.models import AuditEvent
+from audit.trail import Actor
+from keys import credentials, expiry
+from keys.models import AccessKey, CreatedVia, KeyPolicy, KeyStatus, KeyWarning
+from keys.services import rotate_key
+from tests.conftest import make_user, new_key
+from tests.gateway_stack import REPO, database_url, gateway, upstream, worker
+from tests.test_gateway_e2e import bucket_name, s3_client
+
+WORKER_TIMEOUT = 60
+
+
+def expired_events(**filters) -> list[AuditEvent]:
+    return list(AuditEvent.objects.filter(action="access_key.expired", **filters).order_by("pk"))
+
+
+def age(key: AccessKey, **fields) -> None:
+    AccessKey.objects.filter(pk=key.pk).update(**fields)
+
+
+def s3_status(gw_url: str, key_id: str, secret: str, bucket: str) -> int:
+    try:
+        s3_client(gw_url, key_id, secret).list_objects_v2(Bucket=bucket)
+    except ClientError as error:
+        return error.response["ResponseMetadata"]["HTTPStatusCode"]
+    return 200
+
+
+def bulk_keys(org: Organization, count: int, **fields) -> list[str]:
+    """Insert keys directly, each with a properly sealed secret."""
+    rows = []
+    for n in range(count):
+        key_id = credentials.new_access_key_id()
+        kek_id, sealed = credentials.seal(credentials.new_secret(), key_id)
+        rows.append(
+            AccessKey(
+                id=key_id,
+                org=org,
+                name=f"bulk-{n:05d}",
+                secret_sealed=sealed,
+                secret_kek_id=kek_id,
+                created_via=CreatedVia.API,
+                **fields,
+            )
+        )
+    AccessKey.objects.bulk_create(rows, batch_size=1000)
+    return [r.id for r in rows]
+
+
+# 1. Each kind of due key, expired by a real Celery worker, refused by the real gateway.
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, django_db_setup):
+    with upstream(tmp_path_factory.mktemp("store")) as running:
+        yield running
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_expires_stale_past_expiry_and_too_old_keys_in_a_celery_worker(
+    owner, store, tmp_path, settings
+):
+    from excloud_portal.celery import app
+    from keys.tasks import expire_due_keys
+
+    if not settings.REDIS_URL:
+        pytest.skip("needs REDIS_URL: the worker takes the task from the Redis broker")
+    now = timezone.now()
+    KeyPolicy.objects.create(org=owner.org, inactivity_days=90, max_age_days=365)
+    stale, stale_secret = new_key(owner, "stale")
+    past, past_secret = new_key(owner, "past-expiry")
+    old, old_secret = new_key(owner, "too-old")
+    fresh, fresh_secret = new_key(owner, "fresh")
+
+    var = tmp_path / "var"
+    var.mkdir()
+    app.control.purge()
+    with (
+        gateway(tmp_path, store, redis_url=settings.REDIS_URL) as gw,
+        worker(tmp_path, store, redis_url=settings.REDIS_URL, var=var) as log,
+    ):
+        bucket = bucket_name()
+        s3_client(gw.url, fresh.id, fresh_secret).create_bucket(Bucket=bucket)
+        # Before their timestamps put them past a limit, each key works (the gateway
+        # caches them behind the Redis version).
+        for key, secret in ((stale, stale_secret), (old, old_secret), (past, past_secret)):
+            assert s3_status(gw.url, key.id, secret, bucket) == 200
+
+        age(stale, created_at=now - timedelta(days=200), last_used_at=now - timedelta(days=91))
+        age(past, expires_at=now - timedelta(minutes=1))
+        age(old, created_at=now - timedelta(days=366), last_used_at=now - timedelta(hours=1))
+        age(fresh, created_at=now - timedelta(days=30), last_used_at=now - timedelta(days=89))
+
+        expire_due_keys.delay()
+        deadline = time.monotonic() + WORKER_TIMEOUT
+        while AccessKey.objects.filter(status=KeyStatus.EXPIRED).count() < 3:
+            assert time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.2)
+        # A second run finds nothing more to do.
+        expire_due_keys.delay()
+        deadline = time.monotonic() + WORKER_TIMEOUT
+        while log.read_text(errors="replace").count("keys.tasks.expire_due_keys") < 4:
+            assert time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.2)
+
+        for key, secret in ((stale, stale_secret), (past, past_secret), (old, old_secret)):
+            assert s3_status(gw.url, key.id, secret, bucket) == 403, key.name
+        assert s3_status(gw.url, fresh.id, fresh_secret, bucket) == 200
+
+    text = log.read_text(errors="replace")
+    assert "expire_due_keys" in text and "succeeded" in text
+    reasons = {}
+    for key in (stale, past, old):
+        key.refresh_from_db()
+        assert key.status == KeyStatus.EXPIRED
+        assert key.status_changed_by is None and key.status_changed_at is not None
+        [event] = expired_events(target_id=key.id)
+        assert (event.actor_type, event.actor_label) == ("system", "key expiry")
+        assert event.org_id == owner.org_id
+        reasons[key.name] = (event.details["reason"], key.status_reason.split(":")[0])
+    assert reasons == {
+        "stale": ("stale", "stale"),
+        "past-expiry": ("past_expiry", "past its expiry date"),
+        "too-old": ("too_old", "too old"),
+    }
+    fresh.refresh_from_db()
+    assert fresh.status == KeyStatus.ACTIVE
+    assert len(expired_events()) == 3
+
+
+def test_it_schedules_the_sweep_and_the_warnings(settings):
+    from excloud_portal.celery import app
+
+    schedule = {entry["task"]: entry["schedule"] for entry in app.conf.beat_schedule.values()}
+    assert schedule["keys.tasks.expire_due_keys"] == settings.KEY_EXPIRY_INTERVAL
+    assert schedule["keys.tasks.warn_expiring_keys"] == settings.KEY_WARNING_INTERVAL
+    app.loader.import_default_modules()
+    assert {"keys.tasks.expire_due_keys", "keys.tasks.warn_expiring_keys"} <= set(app.tasks)
+
+
+def test_it_uses_the_defaults_without_a_policy_and_honours_off(owner):
+    now = timezone.now()
+    unused, _ = new_key(owner, "unused")
+    ancient, _ = new_key(owner, "ancient")
+    age(unused, created_at=now - timedelta(days=91))
+    age(ancient, created_at=now - timedelta(days=5000), last_used_at=now)
+    # Default policy: 90 days of inactivity, no maximum age.
+    assert list(expiry.due_keys(now).values_list("name", flat=True)) == ["unused"]
+    KeyPolicy.objects.create(org=owner.org, inactivity_days=0, max_age_days=0)
+    assert not expiry.due_keys(now).exists()
+    assert expiry.expire_due_keys(now) == 0
+
+
+# 2. Two sweeps at once, and a sweep killed halfway.
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_sweeps_at_once_expire_each_of_10000_keys_exactly_once(org):
+    now = timezone.now()
+    ids = bulk_keys(org, 10_000, expires_at=now - timedelta(minutes=5))
+    barrier = threading.Barrier(2)
+    counts: list[int] = []
+    errors: list[BaseException] = []
+
+    def sweep() -> None:
+        try:
+            barrier.wait()
+            counts.append(expiry.expire_due_keys(now, batch_size=250))
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=sweep) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not errors, errors
+    assert sum(counts) == 10_000
+    # Both sweeps did part of the work: SKIP LOCKED let them take different batches.
+    assert len(counts) == 2 and min(counts) > 0, counts
+    assert AccessKey.objects.filter(status=KeyStatus.EXPIRED).count() == 10_000
+    per_key = Counter(
+        AuditEvent.objects.filter(action="access_key.expired").values_list("target_id", flat=True)
+    )
+    assert set(per_key) == set(ids)
+    assert set(per_key.values()) == {1}
+
+
+SWEEP_SCRIPT = """
+import sys
+import django
+django.setup()
+from django.utils import timezone
+from keys import expiry
+now = timezone.now()
+while expiry.expire_batch(now, 100) is not None:
+    print("batch", flush=True)
+print("done", flush=True)
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sweep_killed_halfway_is_finished_by_the_next_run(org, settings):
+    now = timezone.now()
+    ids = bulk_keys(org, 2_000, last_used_at=now - timedelta(days=120))
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+        "EXCLOUD_SECRET_KEYS": settings.EXCLOUD_SECRET_KEYS,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SWEEP_SCRIPT],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        for _ in range(3):
+            line = proc.stdout.readline()
+            assert line == "batch\n", line + proc.stderr.read()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+
+    done = AccessKey.objects.filter(status=KeyStatus.EXPIRED).count()
+    assert 300 <= done < 2_000
+    assert len(expired_events()) == done
+    assert expiry.expire_due_keys(now) == 2_000 - done
+    assert AccessKey.objects.filter(status=KeyStatus.EXPIRED).count() == 2_000
+    per_key = Counter(e.target_id for e in expired_events())
+    assert set(per_key) == set(ids) and set(per_key.values()) == {1}
+    assert expiry.expire_due_keys(now) == 0
+
+
+# 3. Warnings before expiry.
+
+
+@pytest.fixture
+def eager_celery():
+    from excloud_portal.celery import app
+
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
+
+
+def test_it_warns_once_per_key_per_window_naming_the_key(
+    owner, admin, member, auditor, eager_celery, django_capture_on_commit_callbacks, settings
+):
+    from keys.tasks import warn_expiring_keys
+
+    now = timezone.now()
+    soon, _ = new_key(member, "deploy-bot")
+    age(soon, expires_at=now + timedelta(days=3))
+    idle, _ = new_key(owner, "idle-laptop")
+    age(idle, created_at=now - timedelta(days=100), last_used_at=now - timedelta(days=85))
+    later, _ = new_key(owner, "later")
+    age(later, expires_at=now + timedelta(days=30))
+
+    for _ in range(2):
+        with django_capture_on_commit_callbacks(execute=True):
+            warn_expiring_keys()
+
+    assert KeyWarning.objects.count() == 2
+    by_key = {}
+    for message in mail.outbox:
+        key_id = next(k.id for k in (soon, idle) if k.id in message.subject)
+        by_key.setdefault(key_id, []).append(message)
+    assert {k: len(v) for k, v in by_key.items()} == {soon.id: 1, idle.id: 1}
+
+    [message] = by_key[soon.id]
+    assert "deploy-bot" in message.subject
+    assert sorted(message.to) == ["admin@acme.test", "member@acme.test", "owner@acme.test"]
+    assert "Past its expiry date" in message.body
+    assert f"{settings.SITE_URL}/orgs/acme/keys/{soon.id}/" in message.body
+    soon.refresh_from_db()
+    assert f"{soon.expires_at:%Y-%m-%d %H:%M}" in message.body
+    [message] = by_key[idle.id]
+    assert "Unused for too long" in message.body
+    assert sorted(message.to) == ["admin@acme.test", "owner@acme.test"]
+
+    warned = AuditEvent.objects.filter(action="access_key.expiry_warned")
+    assert Counter(warned.values_list("target_id", flat=True)) == {soon.id: 1, idle.id: 1}
+    assert all(w.sent_at is not None for w in KeyWarning.objects.all())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_warning_runs_at_once_send_one_email_per_key(owner, eager_celery):
+    now = timezone.now()
+    keys = [new_key(owner, f"soon-{n}")[0] for n in range(20)]
+    AccessKey.objects.update(expires_at=now + timedelta(days=2))
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            barrier.wait()
+            expiry.record_warnings(now)
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    sent = Counter(k.id for message in mail.outbox for k in keys if k.id in message.subject)
+    assert sent == {k.id: 1 for k in keys}
+    assert KeyWarning.objects.count() == 20
+
+
+# 4. Rotation: both keys work during the overlap, the old one stops after it.
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rotated_key_works_during_the_overlap_and_is_expired_after_it(
+    owner, store, tmp_path, settings
+):
+    old, old_secret = new_key(owner, "ci")
+    with gateway(tmp_path, store, redis_url=settings.REDIS_URL) as gw:
+        bucket = bucket_name()
+        s3_client(gw.url, old.id, old_secret).create_bucket(Bucket=bucket)
+        created = rotate_key(owner, Actor.for_user(owner.user), old, overlap=timedelta(hours=1))
+        new, new_secret = created.key, created.secret
+        assert s3_status(gw.url, old.id, old_secret, bucket) == 200
+        assert s3_status(gw.url, new.id, new_secret, bucket) == 200
+
+        # The sweep runs as if the overlap were over.
+        assert expiry.expire_due_keys(timezone.now() + timedelta(hours=1, minutes=1)) == 1
+        assert s3_status(gw.url, old.id, old_secret, bucket) == 403
+        assert s3_status(gw.url, new.id, new_secret, bucket) == 200
+
+    old.refresh_from_db()
+    assert old.status == KeyStatus.EXPIRED
+    chain = list(
+        AuditEvent.objects.filter(target_id=old.id).order_by("pk").values_list("action", flat=True)
+    )
+    assert chain == ["access_key.created", "access_key.rotated", "access_key.expired"]
+    rotated = AuditEvent.objects.get(target_id=old.id, action="access_key.rotated")
+    assert rotated.details["replacement"] == new.id
+    assert expired_events(target_id=old.id)[0].details["reason"] == "past_expiry"
+
+
+def test_recipients_leave_out_admins_when_the_policy_says_so(owner, admin, member):
+    from keys.tasks import warning_recipients
+
+    key, _ = new_key(member, "bot")
+    warning = KeyWarning.objects.create(key=key, reason="past_expiry", due_at=timezone.now())
+    assert warning_recipients(warning) == ["admin@acme.test", "member@acme.test", "owner@acme.test"]
+    KeyPolicy.objects.create(org=owner.org, warn_admins=False)
+    assert warning_recipients(warning) == ["member@acme.test"]
+    Membership.objects.create(org=owner.org, user=make_user("x@acme.test"), role=Role.AUDITOR)
+    assert warning_recipients(warning) == ["member@acme.test"]
