@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from django.db.models import Q
@@ -55,6 +55,14 @@ class KeyPage(Schema):
 class KeyName(Schema):
     # Longer than a name may be, so an over-long name gets the same message as on the page.
     name: str = Field(max_length=NAME_MAX_LENGTH + 200, description=services.NAME_RULES)
+
+
+class KeyCreateIn(KeyName):
+    expires_at: datetime | None = Field(
+        None,
+        description="When the key stops working (within the org's maximum key age); "
+        "a time without a zone is UTC",
+    )
 
 
 class KeyFilter(Schema):
@@ -131,10 +139,13 @@ def list_keys(request: HttpRequest, filters: Query[KeyFilter]):
 
 
 @router.post("", response={201: KeyCreated, **KEY_ERRORS}, summary="Create a key")
-def create_key(request: HttpRequest, body: KeyName, response: HttpResponse):
+def create_key(request: HttpRequest, body: KeyCreateIn, response: HttpResponse):
     """A new key; the response holds its secret, which is never shown again."""
+    expires_at = body.expires_at
+    if expires_at is not None and expires_at.tzinfo is None:
+        expires_at = expires_at.replace(tzinfo=UTC)
     created = services.create_key(
-        membership(request), actor(request), body.name, via=CreatedVia.API
+        membership(request), actor(request), body.name, via=CreatedVia.API, expires_at=expires_at
     )
     # The one response that holds the secret must not be kept by any cache.
     response["Cache-Control"] = "no-store"

@@ -50,6 +50,11 @@ from .models import (
 SWEEP_BATCH = 500
 EXPIRY_ACTOR = "key expiry"
 ONE_DAY = timedelta(days=1)
+UPCOMING_REASONS = {
+    ExpiryReason.STALE: "if it stays unused until then (the inactivity limit)",
+    ExpiryReason.PAST_EXPIRY: "its expiry date",
+    ExpiryReason.TOO_OLD: "the organisation's maximum key age",
+}
 
 # Written into status_reason, which the dashboard shows.
 REASON_TEXT = {
@@ -119,6 +124,11 @@ class Due:
     @property
     def label(self) -> str:
         return ExpiryReason(self.reason).label
+
+    @property
+    def why(self) -> str:
+        """Why the key will expire then, as the key's page says it."""
+        return UPCOMING_REASONS[self.reason]
 
 
 def next_due(key: AccessKey, policy: KeyPolicy | None) -> Due | None:

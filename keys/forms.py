@@ -1,11 +1,21 @@
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime, time, timedelta
 
 from django import forms
+from django.utils import timezone
 
 from .models import NAME_MAX_LENGTH
 from .services import NAME_RULES, AccessKeyError, clean_key_name
+
+EXPIRY_PRESETS = [
+    ("", "Never (the policy's limits still apply)"),
+    ("7", "In 7 days"),
+    ("30", "In 30 days"),
+    ("90", "In 90 days"),
+    ("365", "In a year"),
+]
 
 
 class CreateKeyForm(forms.Form):
@@ -22,14 +32,45 @@ class CreateKeyForm(forms.Form):
             }
         ),
     )
+    expires_in = forms.TypedChoiceField(
+        label="Expires",
+        choices=EXPIRY_PRESETS,
+        coerce=int,
+        empty_value=None,
+        required=False,
+    )
+    expires_on = forms.DateField(
+        label="Or on a date",
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="The key stops working at the end of that day, UTC.",
+    )
     # A random token per rendered form; the same form submitted twice creates one key.
     # Optional, so a client that posts without it still gets a key (just no de-duplication).
     creation_token = forms.CharField(widget=forms.HiddenInput, max_length=64, required=False)
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, max_age_days: int = 0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if not self.is_bound:
             self.initial.setdefault("creation_token", secrets.token_urlsafe(24))
+        if max_age_days:
+            # Offer only what the org's policy allows; without a choice the policy's
+            # maximum age applies anyway.
+            self.fields["expires_in"].choices = [
+                ("", f"At the policy's maximum ({max_age_days} days)"),
+                *[(v, label) for v, label in EXPIRY_PRESETS if v and int(v) <= max_age_days],
+            ]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        on, days = data.get("expires_on"), data.get("expires_in")
+        if on:
+            data["expires_at"] = datetime.combine(on, time(23, 59, 59), tzinfo=UTC)
+        elif days:
+            data["expires_at"] = timezone.now() + timedelta(days=days)
+        else:
+            data["expires_at"] = None
+        return data
 
     def clean_name(self) -> str:
         try:

@@ -22,6 +22,7 @@ from audit.trail import Actor, record
 
 from . import credentials, revocation
 from .models import NAME_MAX_LENGTH, AccessKey, CreatedVia, KeyStatus
+from .policy import policy_for
 
 NAME_RE = re.compile(r"^[A-Za-z0-9 ._-]+$")
 NAME_RULES = (
@@ -31,6 +32,7 @@ RESEAL_BATCH = 500
 ROTATION_OVERLAP_MIN = timedelta(hours=1)
 ROTATION_OVERLAP_MAX = timedelta(days=30)
 ROTATION_OVERLAP_DEFAULT = timedelta(hours=24)
+EXPIRY_MIN_AHEAD = timedelta(minutes=5)
 
 
 class AccessKeyError(Exception):
@@ -42,6 +44,10 @@ class KeyNameTaken(AccessKeyError):
 
 
 class InvalidKeyState(AccessKeyError):
+    pass
+
+
+class InvalidExpiry(AccessKeyError):
     pass
 
 
@@ -82,6 +88,7 @@ def _insert_key(
     *,
     creation_token: str | None = None,
     rotated_from: AccessKey | None = None,
+    expires_at: datetime | None = None,
 ) -> tuple[AccessKey, str]:
     """Insert a key with a fresh ID and sealed secret, in a savepoint.
 
@@ -102,6 +109,7 @@ def _insert_key(
             created_via=via,
             creation_token=creation_token or None,
             rotated_from=rotated_from,
+            expires_at=expires_at,
         )
     return key, secret
 
@@ -119,11 +127,14 @@ def create_key(
     *,
     via: str = CreatedVia.WEB,
     creation_token: str | None = None,
+    expires_at: datetime | None = None,
 ) -> CreatedKey:
     if not membership.can_create_keys:
         raise PermissionDenied("Auditors cannot create keys.")
     name = clean_key_name(name)
     org = membership.org
+    if expires_at is not None:
+        _check_expiry(org, expires_at)
     with transaction.atomic():
         if creation_token:
             existing = AccessKey.objects.filter(org=org, creation_token=creation_token).first()
@@ -131,7 +142,9 @@ def create_key(
                 return CreatedKey(existing, None)
         _check_name_free(org, name)
         try:
-            key, secret = _insert_key(membership, name, via, creation_token=creation_token)
+            key, secret = _insert_key(
+                membership, name, via, creation_token=creation_token, expires_at=expires_at
+            )
         except IntegrityError:
             # A concurrent request won: the same form submitted twice, or the same name.
             if creation_token:
@@ -145,9 +158,24 @@ def create_key(
             org=org,
             target_type="access_key",
             target_id=key.id,
-            details={"name": key.name, "via": via},
+            details={"name": key.name, "via": via}
+            | ({"expires_at": expires_at.isoformat()} if expires_at else {}),
         )
     return CreatedKey(key, secret)
+
+
+def _check_expiry(org, expires_at: datetime) -> None:
+    """A chosen expiry must be in the future and within the org's maximum key age."""
+    now = timezone.now()
+    if expires_at <= now + EXPIRY_MIN_AHEAD:
+        raise InvalidExpiry("Choose an expiry date in the future.")
+    max_age = policy_for(org).max_age_days
+    if max_age and expires_at > now + timedelta(days=max_age):
+        limit = now + timedelta(days=max_age)
+        raise InvalidExpiry(
+            f"This organisation keeps keys at most {max_age} day{'s' if max_age != 1 else ''}: "
+            f"choose a date on or before {limit:%Y-%m-%d}."
+        )
 
 
 def _rotation_name(key: AccessKey, today: date) -> str:

@@ -92,7 +92,9 @@ def key_list(request: HttpRequest, slug: str) -> HttpResponse:
         "query": query,
         "next_cursor": next_cursor,
         "paged": cursor is not None,
-        "form": CreateKeyForm() if membership.can_create_keys else None,
+        "form": CreateKeyForm(max_age_days=policy.max_age_days)
+        if membership.can_create_keys
+        else None,
     }
     template = "keys/key_list.html"
     if request.htmx and request.htmx.target == "key-table":
@@ -109,7 +111,8 @@ def key_create(request: HttpRequest, slug: str) -> HttpResponse:
         raise PermissionDenied("Auditors cannot create keys.")
     context = {"membership": membership, "org": membership.org}
     partial = "#create-panel" if request.htmx else ""
-    form = CreateKeyForm(request.POST if request.method == "POST" else None)
+    max_age = policy_for(membership.org).max_age_days
+    form = CreateKeyForm(request.POST if request.method == "POST" else None, max_age_days=max_age)
     if request.method == "POST" and form.is_valid():
         try:
             created = services.create_key(
@@ -117,14 +120,17 @@ def key_create(request: HttpRequest, slug: str) -> HttpResponse:
                 Actor.from_request(request),
                 form.cleaned_data["name"],
                 creation_token=form.cleaned_data["creation_token"],
+                expires_at=form.cleaned_data["expires_at"],
             )
+        except services.InvalidExpiry as e:
+            form.add_error("expires_on", str(e))
         except services.AccessKeyError as e:
             form.add_error("name", str(e))
         else:
             context.update(
                 created=created,
                 key=_with_permissions([created.key], membership)[0],
-                form=CreateKeyForm(),
+                form=CreateKeyForm(max_age_days=max_age),
                 snippet_tabs=snippets.tabs(created.key.pk, created.secret)
                 if created.is_new
                 else None,
@@ -147,6 +153,7 @@ def key_create(request: HttpRequest, slug: str) -> HttpResponse:
 def key_detail(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
     membership = membership_for(request, slug)
     key = _with_permissions([_get_key(membership, key_id)], membership)[0]
+    expiry.add_hints([key], policy_for(membership.org), timezone.now())
     # The key's own events, and the rotation that created it (recorded on the old key).
     history = (
         AuditEvent.objects.filter(org=membership.org)
