@@ -33,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import audit_fill  # noqa: E402
+import benchdb  # noqa: E402
 
 SIZES = {"small": 10_000, "large": 100_000}
 KEYS = 2_000
@@ -207,16 +208,13 @@ def kept_in_memory(client, slug: str, fmt: str) -> int:
 
 def main() -> int:
     began = time.perf_counter()
-    with audit_fill.bench_database("bench_audit_export"):
+    with benchdb.bench_database("bench_audit_export"):
         problems = run()
     print(f"\nwhole run: {time.perf_counter() - began:.0f} s")
-    if problems:
-        print("\nBUDGET FAILED:")
-        for problem in problems:
-            print(f"  - {problem}")
-        return 1
-    print(f"\nBudget met: the Python peak at 100,000 events is within ×{FLAT_RATIO} of 10,000.")
-    return 0
+    return benchdb.report(
+        problems,
+        f"Budget met: the Python peak at 100,000 events is within ×{FLAT_RATIO} of 10,000.",
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Shared by the audit benchmarks: a throw-away database and a fast, realistic audit trail.
+"""Shared by the audit benchmarks: a fast, realistic audit trail (the database is benchdb's).
 
 Not a benchmark itself. The trail is written with COPY, straight into the table with its
 append-only triggers in place: every event has its org's next seq, a time that rises with
@@ -12,21 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
-from psycopg import sql
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import benchdb  # noqa: E402
 
 # Rows are loaded with the audit app at this migration: the table, its first indexes and
 # the append-only triggers. Indexes from later migrations are built after the load.
@@ -83,62 +78,11 @@ def user_email(n: int) -> str:
     return f"user{n:02d}@bench.test"
 
 
-def bench_urls(database_url: str, suffix: str) -> tuple[str, str, str]:
-    """Return (bench database URL, maintenance URL, bench database name)."""
-    parts = urlsplit(database_url)
-    if parts.scheme not in ("postgres", "postgresql", "pgsql"):
-        sys.exit(f"DATABASE_URL must point at PostgreSQL, got scheme {parts.scheme!r}")
-    name = parts.path.lstrip("/")
-    if not name:
-        sys.exit("DATABASE_URL names no database")
-    bench_name = f"{name}_{suffix}"
-    bench = urlunsplit(parts._replace(path=f"/{bench_name}"))
-    maintenance = urlunsplit(parts._replace(path="/postgres"))
-    return bench, maintenance, bench_name
-
-
-def recreate_database(maintenance_url: str, name: str, create: bool) -> None:
-    with psycopg.connect(maintenance_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-        if create:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-@contextmanager
-def bench_database(suffix: str) -> Iterator[None]:
-    """Point Django at a fresh database beside DATABASE_URL's, and drop it afterwards."""
-    database_url = os.environ.get("DATABASE_URL", "")
-    if not database_url:
-        sys.exit("Set DATABASE_URL to a PostgreSQL database; the bench runs beside it.")
-    bench_url, maintenance_url, bench_name = bench_urls(database_url, suffix)
-    print(f"bench database: {bench_name} (dropped at the end)")
-    recreate_database(maintenance_url, bench_name, create=True)
-    os.environ["DATABASE_URL"] = bench_url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "excloud_portal.settings")
-    try:
-        yield
-    finally:
-        if "django" in sys.modules:
-            from django.db import connections
-
-            connections.close_all()
-        recreate_database(maintenance_url, bench_name, create=False)
-
-
 def setup_django() -> None:
     """Migrate, then step the audit app back to LOAD_AT for the bulk load (see finish_load)."""
-    import django
-
-    django.setup()
-    from django.conf import settings
+    benchdb.setup_django()
     from django.core.management import call_command
 
-    # One connection for the whole run: a reconnect every CONN_MAX_AGE seconds would land
-    # in some samples and say nothing about what is measured.
-    settings.DATABASES["default"]["CONN_MAX_AGE"] = None
-    call_command("migrate", verbosity=0)
     call_command("migrate", "audit", LOAD_AT, verbosity=0)
 
 

@@ -39,6 +39,7 @@ from urllib.parse import urlencode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import audit_fill  # noqa: E402
+import benchdb  # noqa: E402
 
 EVENTS = 1_000_000
 NEIGHBOUR_EVENTS = 300_000
@@ -70,21 +71,6 @@ class Measurement:
     slowest_sql: str
 
 
-def timed_get(client, url: str) -> tuple[float, int, list[dict], str]:
-    """One request: (milliseconds, query count, the queries with their times, body)."""
-    from django.db import connection, reset_queries
-    from django.test.utils import CaptureQueriesContext
-
-    reset_queries()
-    with CaptureQueriesContext(connection) as ctx:
-        start = time.perf_counter()
-        response = client.get(url)
-        elapsed = (time.perf_counter() - start) * 1000
-    if response.status_code != 200:
-        sys.exit(f"GET {url} answered {response.status_code}")
-    return elapsed, len(ctx.captured_queries), ctx.captured_queries, response.content.decode()
-
-
 def events_query(queries: list[dict]) -> str:
     matches = [
         q["sql"]
@@ -98,11 +84,11 @@ def events_query(queries: list[dict]) -> str:
 
 def measure(client, case: str, page: str, url: str) -> Measurement:
     for _ in range(WARMUP):
-        first_ms, *_ = timed_get(client, url)
+        first_ms, *_ = benchdb.timed_get(client, url)
     samples = SLOW_REQUESTS if first_ms > SLOW_SAMPLE_MS else REQUESTS
     times, counts, rows, sqls = [], set(), set(), set()
     for _ in range(samples):
-        elapsed, count, queries, body = timed_get(client, url)
+        elapsed, count, queries, body = benchdb.timed_get(client, url)
         times.append(elapsed)
         counts.add(count)
         rows.add(len(ROW_RE.findall(body)))
@@ -133,14 +119,6 @@ def deep_cursor(org, params: dict[str, str]) -> int | None:
     seqs = form.to_filter().events(org).order_by("seq").values_list("seq", flat=True)
     found = list(seqs[PAGE_SIZE : PAGE_SIZE + 1])
     return found[0] if found else None
-
-
-def explain(query: str) -> str:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + query)
-        return "\n".join(row[0] for row in cursor.fetchall())
 
 
 def plan_summary(query: str) -> str:
@@ -281,12 +259,12 @@ def run(audit_migration: str | None) -> list[str]:
         print(f"\nEXPLAIN (ANALYZE, BUFFERS), {r.case}, {r.page} page ({r.median_ms:.0f} ms),")
         print("of the request's slowest query:")
         print(r.slowest_sql)
-        print(explain(r.slowest_sql))
+        print(benchdb.explain(r.slowest_sql))
     if not slow:
         print(f"\nNo page took over {SLOW_MS} ms. The plan of the slowest:")
         worst = max(results, key=lambda r: r.median_ms)
         print(f"{worst.case}, {worst.page} page:")
-        print(explain(worst.events_sql))
+        print(benchdb.explain(worst.events_sql))
     return problems
 
 
@@ -298,16 +276,10 @@ def main() -> int:
     )
     args = parser.parse_args()
     began = time.perf_counter()
-    with audit_fill.bench_database("bench_audit_page"):
+    with benchdb.bench_database("bench_audit_page"):
         problems = run(args.audit_migration)
     print(f"\nwhole run: {time.perf_counter() - began:.0f} s")
-    if problems:
-        print("\nBUDGET FAILED:")
-        for problem in problems:
-            print(f"  - {problem}")
-        return 1
-    print("\nBudget met: every page costs the same queries, first or deep.")
-    return 0
+    return benchdb.report(problems, "Budget met: every page costs the same queries, first or deep.")
 
 
 if __name__ == "__main__":

@@ -20,28 +20,13 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench.keys_list import recreate_database  # noqa: E402
+import benchdb  # noqa: E402
 
 TOTALS = (10_000, 100_000)
 DUE = 10_000
 ORGS = 20
-
-
-def bench_urls(database_url: str) -> tuple[str, str, str]:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(database_url)
-    if parts.scheme not in ("postgres", "postgresql", "pgsql"):
-        sys.exit(f"DATABASE_URL must point at PostgreSQL, got scheme {parts.scheme!r}")
-    name = f"{parts.path.lstrip('/')}_bench_expiry"
-    return (
-        urlunsplit(parts._replace(path=f"/{name}")),
-        urlunsplit(parts._replace(path="/postgres")),
-        name,
-    )
 
 
 def fill(orgs, owner, total: int) -> None:
@@ -99,11 +84,7 @@ class QueryCounter:
 
 
 def run() -> list[str]:
-    import django
-
-    django.setup()
-    from django.conf import settings
-    from django.core.management import call_command
+    benchdb.setup_django()
     from django.db import connection
     from django.utils import timezone
 
@@ -113,8 +94,6 @@ def run() -> list[str]:
     from keys import expiry
     from keys.models import AccessKey, KeyPolicy, KeyStatus
 
-    settings.DATABASES["default"]["CONN_MAX_AGE"] = None
-    call_command("migrate", verbosity=0)
     actor = Actor.system("bench/expiry_sweep.py")
     owner = User.objects.create_user(email="owner@bench.test")
     orgs = [create_org(owner, f"Bench {i}", actor, slug=f"bench-{i}") for i in range(ORGS)]
@@ -157,29 +136,12 @@ def run() -> list[str]:
 
 
 def main() -> int:
-    database_url = os.environ.get("DATABASE_URL", "")
-    if not database_url:
-        sys.exit("Set DATABASE_URL to a PostgreSQL database; the bench runs beside it.")
-    bench_url, maintenance_url, bench_name = bench_urls(database_url)
-    print(f"bench database: {bench_name} (dropped at the end)")
-    recreate_database(maintenance_url, bench_name, create=True)
-    os.environ["DATABASE_URL"] = bench_url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "excloud_portal.settings")
     os.environ.pop("REDIS_URL", None)
-    try:
+    with benchdb.bench_database("bench_expiry"):
         problems = run()
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        recreate_database(maintenance_url, bench_name, create=False)
-    if problems:
-        print("\nBUDGET FAILED:")
-        for problem in problems:
-            print(f"  - {problem}")
-        return 1
-    print("\nBudget met: the sweep's query count does not grow with the number of keys.")
-    return 0
+    return benchdb.report(
+        problems, "Budget met: the sweep's query count does not grow with the number of keys."
+    )
 
 
 if __name__ == "__main__":

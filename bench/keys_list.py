@@ -16,22 +16,17 @@ measured in the same run, because these machines are noisy; they have no pass ma
 from __future__ import annotations
 
 import html
-import os
 import random
 import re
 import statistics
 import sys
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
-from psycopg import sql
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import benchdb  # noqa: E402
 
 SIZES = (100, 10_000)
 # Another org's keys share the table, as in production, so filtering by org is selective
@@ -59,29 +54,6 @@ class Measurement:
     median_ms: float
     p95_ms: float
     list_sql: str
-
-
-def bench_urls(database_url: str) -> tuple[str, str, str]:
-    """Return (bench database URL, maintenance URL, bench database name)."""
-    parts = urlsplit(database_url)
-    if parts.scheme not in ("postgres", "postgresql", "pgsql"):
-        sys.exit(f"DATABASE_URL must point at PostgreSQL, got scheme {parts.scheme!r}")
-    name = parts.path.lstrip("/")
-    if not name:
-        sys.exit("DATABASE_URL names no database")
-    bench_name = f"{name}_bench"
-    bench = urlunsplit(parts._replace(path=f"/{bench_name}"))
-    maintenance = urlunsplit(parts._replace(path="/postgres"))
-    return bench, maintenance, bench_name
-
-
-def recreate_database(maintenance_url: str, name: str, create: bool) -> None:
-    with psycopg.connect(maintenance_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-        if create:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 def make_keys(org, owner, count: int, rng: random.Random, start: int) -> None:
@@ -132,40 +104,26 @@ def analyze() -> None:
         cursor.execute(f'ANALYZE "{AccessKey._meta.db_table}"')
 
 
-def timed_get(client, url: str) -> tuple[float, int, list[str], str]:
-    """One request: (milliseconds, query count, SQL of each query, body)."""
-    from django.db import connection, reset_queries
-    from django.test.utils import CaptureQueriesContext
-
-    # The query log keeps at most 9,000 entries; once full, a capture would come back empty.
-    reset_queries()
-    with CaptureQueriesContext(connection) as ctx:
-        start = time.perf_counter()
-        response = client.get(url)
-        elapsed = (time.perf_counter() - start) * 1000
-    if response.status_code != 200:
-        sys.exit(f"GET {url} answered {response.status_code}")
-    return (
-        elapsed,
-        len(ctx.captured_queries),
-        [q["sql"] for q in ctx.captured_queries],
-        (response.content.decode()),
-    )
-
-
-def list_query(queries: list[str]) -> str:
-    matches = [q for q in queries if 'FROM "keys_accesskey"' in q]
+def list_query(queries: list[dict]) -> str:
+    # The page's rows come from the one query that orders keys newest first; the page
+    # also counts the keys due soon, which is another query on the same table.
+    matches = [
+        q["sql"]
+        for q in queries
+        if 'FROM "keys_accesskey"' in q["sql"]
+        and 'ORDER BY "keys_accesskey"."created_at" DESC' in q["sql"]
+    ]
     if len(matches) != 1:
-        sys.exit(f"expected one query on keys_accesskey per page, found {len(matches)}")
+        sys.exit(f"expected one list query on keys_accesskey per page, found {len(matches)}")
     return matches[0]
 
 
 def measure(client, label: str, url: str, keys_in_org: int, problems: list[str]) -> Measurement:
     for _ in range(WARMUP):
-        timed_get(client, url)
+        benchdb.timed_get(client, url)
     times, counts, rows, sqls = [], set(), set(), set()
     for _ in range(REQUESTS):
-        elapsed, count, queries, body = timed_get(client, url)
+        elapsed, count, queries, body = benchdb.timed_get(client, url)
         times.append(elapsed)
         counts.add(count)
         rows.add(len(KEY_ID_RE.findall(body)))
@@ -191,7 +149,7 @@ def walk_pages(client, first_url: str, live: int, problems: list[str]) -> str:
     """
     url, seen, counts, pages = first_url, [], set(), 0
     while True:
-        _, count, _, body = timed_get(client, url)
+        _, count, _, body = benchdb.timed_get(client, url)
         pages += 1
         counts.add(count)
         seen.extend(KEY_ID_RE.findall(body))
@@ -208,14 +166,6 @@ def walk_pages(client, first_url: str, live: int, problems: list[str]) -> str:
         problems.append(f"query counts differ between keyset pages: {sorted(counts)}")
     print(f"  walked {pages} keyset pages, {len(seen)} rows, queries per page {sorted(counts)}")
     return url
-
-
-def explain(query: str) -> str:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + query)
-        return "\n".join(row[0] for row in cursor.fetchall())
 
 
 def print_table(results: list[Measurement]) -> None:
@@ -239,22 +189,13 @@ def print_table(results: list[Measurement]) -> None:
 
 
 def run() -> list[str]:
-    import django
-
-    django.setup()
-    from django.conf import settings
-    from django.core.management import call_command
+    benchdb.setup_django()
     from django.test import Client
 
     from accounts.models import User
     from accounts.services import create_org
     from audit.trail import Actor
     from keys.models import AccessKey
-
-    # One connection for the whole run: a reconnect every CONN_MAX_AGE seconds would land
-    # in some samples and say nothing about the page.
-    settings.DATABASES["default"]["CONN_MAX_AGE"] = None
-    call_command("migrate", verbosity=0)
 
     rng = random.Random(SEED)
     actor = Actor.system("bench/keys_list.py")
@@ -300,10 +241,10 @@ def run() -> list[str]:
 
     print(f"\nEXPLAIN (ANALYZE, BUFFERS) of the list query, first page, {SIZES[-1]:,} keys:")
     print(large["first page"].list_sql)
-    print(explain(large["first page"].list_sql))
+    print(benchdb.explain(large["first page"].list_sql))
     print()
     for label, r in large.items():
-        plan = explain(r.list_sql)
+        plan = benchdb.explain(r.list_sql)
         uses = "uses" if INDEX_NAME in plan else "does NOT use"
         sort = "; sorts rows (Sort node)" if re.search(r"\bSort\b", plan) else ""
         print(f"{label}: list query {uses} {INDEX_NAME}{sort}")
@@ -311,28 +252,9 @@ def run() -> list[str]:
 
 
 def main() -> int:
-    database_url = os.environ.get("DATABASE_URL", "")
-    if not database_url:
-        sys.exit("Set DATABASE_URL to a PostgreSQL database; the bench runs beside it.")
-    bench_url, maintenance_url, bench_name = bench_urls(database_url)
-    print(f"bench database: {bench_name} (dropped at the end)")
-    recreate_database(maintenance_url, bench_name, create=True)
-    os.environ["DATABASE_URL"] = bench_url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "excloud_portal.settings")
-    try:
+    with benchdb.bench_database("bench"):
         problems = run()
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        recreate_database(maintenance_url, bench_name, create=False)
-    if problems:
-        print("\nBUDGET FAILED:")
-        for problem in problems:
-            print(f"  - {problem}")
-        return 1
-    print("\nBudget met: constant query count from 100 to 10,000 keys.")
-    return 0
+    return benchdb.report(problems, "Budget met: constant query count from 100 to 10,000 keys.")
 
 
 if __name__ == "__main__":

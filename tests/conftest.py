@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import pytest
+from django.db.models import Max
 from django.test import Client
 
 from accounts.models import Membership, Organization, Role, User
+from audit.models import AuditEvent
 from audit.trail import Actor
 from keys.services import create_key
 
@@ -80,6 +82,29 @@ def owner_client(owner) -> Client:
 @pytest.fixture
 def member_client(member) -> Client:
     return client_for(member)
+
+
+@pytest.fixture
+def everyone(owner, admin, member, auditor, outsider) -> dict[str, Membership]:
+    people = {
+        "owner": owner,
+        "admin": admin,
+        "member": member,
+        "auditor": auditor,
+        "outsider": outsider,
+    }
+    # Sign everyone in now, so their sign-in events come before any test's audit mark.
+    for membership in people.values():
+        client_for(membership)
+    return people
+
+
+def audit_mark() -> int:
+    return AuditEvent.objects.aggregate(m=Max("pk"))["m"] or 0
+
+
+def events_since(mark: int) -> list[AuditEvent]:
+    return list(AuditEvent.objects.filter(pk__gt=mark).order_by("pk"))
 
 
 def new_key(membership: Membership, name: str = "laptop"):

@@ -7,17 +7,15 @@ import base64
 import json
 
 import pytest
-from django.db.models import Max
 from django.test import Client
 
 from accounts.models import Membership
 from accounts.services import create_api_token, revoke_api_token
-from audit.models import AuditEvent
 from audit.trail import Actor
 from keys.models import AccessKey, KeyStatus
 from keys.services import deactivate_key
 
-from .conftest import new_key
+from .conftest import audit_mark, events_since, new_key
 
 OK = "ok"
 IP = "203.0.113.9"
@@ -26,6 +24,7 @@ ROLES = ["owner", "admin", "member", "auditor"]
 
 @pytest.fixture
 def everyone(owner, admin, member, auditor, outsider) -> dict[str, Membership]:
+    # Unlike conftest's, signs no one in up front: these tests mostly use API tokens.
     return {
         "owner": owner,
         "admin": admin,
@@ -51,14 +50,6 @@ def call(token: str | None, method: str, path: str, body=None, raw: str | None =
     return client.generic(
         method, f"/api/v1{path}", data, content_type="application/json", headers=headers
     )
-
-
-def audit_mark() -> int:
-    return AuditEvent.objects.aggregate(m=Max("pk"))["m"] or 0
-
-
-def events_since(mark: int) -> list[AuditEvent]:
-    return list(AuditEvent.objects.filter(pk__gt=mark).order_by("pk"))
 
 
 def assert_error(response, status: int, code: str) -> None:

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 
 import pytest
 from django.db import connection, transaction
-from django.db.models import Max
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -26,7 +25,7 @@ from audit.trail import Actor, record
 from keys.models import AccessKey
 from keys.services import deactivate_key, revoke_key
 
-from .conftest import client_for, new_key
+from .conftest import audit_mark, client_for, events_since, new_key
 
 PAGE = "/orgs/acme/audit/"
 EXPORTS = {"csv": "/orgs/acme/audit/export.csv", "jsonl": "/orgs/acme/audit/export.jsonl"}
@@ -45,20 +44,6 @@ ROLE_MATRIX = [
     ("outsider", 404),
     ("anonymous", LOGIN),
 ]
-
-
-@pytest.fixture
-def everyone(owner, admin, member, auditor, outsider) -> dict[str, Membership]:
-    people = {
-        "owner": owner,
-        "admin": admin,
-        "member": member,
-        "auditor": auditor,
-        "outsider": outsider,
-    }
-    for membership in people.values():
-        client_for(membership)
-    return people
 
 
 def client_as(everyone: dict[str, Membership], who: str) -> Client:
@@ -104,14 +89,6 @@ def org_seqs(org, **filters) -> list[int]:
     """The org's events with these exact field values, newest first: what a filter must show."""
     events = AuditEvent.objects.filter(org=org, **filters).order_by("-seq")
     return list(events.values_list("seq", flat=True))
-
-
-def audit_mark() -> int:
-    return AuditEvent.objects.aggregate(m=Max("pk"))["m"] or 0
-
-
-def events_since(mark: int) -> list[AuditEvent]:
-    return list(AuditEvent.objects.filter(pk__gt=mark).order_by("pk"))
 
 
 def add_event(org, action: str = "access_key.created", *, at=None, **fields) -> AuditEvent:

@@ -30,7 +30,6 @@ from django.conf import settings
 from django.contrib.auth.tokens import default_token_generator
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Max
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from django.utils import timezone
@@ -58,7 +57,7 @@ from keys import credentials
 from keys.models import AccessKey, KeyStatus
 from keys.services import create_key, deactivate_key, revoke_key
 
-from .conftest import PASSWORD, client_for, new_key
+from .conftest import PASSWORD, audit_mark, client_for, new_key
 
 IP = "203.0.113.7"
 UA = "AuditTrailTest/1.0 (X11; Linux x86_64)"
@@ -66,25 +65,6 @@ NEW_PASSWORD = "another horse battery staple 43"
 REPO = Path(__file__).resolve().parent.parent
 CELERY = str(REPO / ".venv" / "bin" / "celery")
 WORKER_TIMEOUT = 60
-
-
-@pytest.fixture
-def everyone(owner, admin, member, auditor, outsider) -> dict[str, Membership]:
-    people = {
-        "owner": owner,
-        "admin": admin,
-        "member": member,
-        "auditor": auditor,
-        "outsider": outsider,
-    }
-    # Sign everyone in now, so their sign-in events come before any test's audit mark.
-    for membership in people.values():
-        client_for(membership)
-    return people
-
-
-def audit_mark() -> int:
-    return AuditEvent.objects.aggregate(m=Max("pk"))["m"] or 0
 
 
 def events_since(mark: int) -> list[AuditEvent]:

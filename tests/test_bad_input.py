@@ -9,7 +9,6 @@ import threading
 
 import pytest
 from django.db import connection
-from django.db.models import Max
 from django.test import Client
 
 from accounts.models import Membership
@@ -18,19 +17,11 @@ from audit.trail import Actor
 from keys import credentials, services
 from keys.models import AccessKey, KeyStatus
 
-from .conftest import new_key
+from .conftest import audit_mark, events_since, new_key
 
 CREATE_URL = "/orgs/acme/keys/new/"
 HTMX = {"HTTP_HX_REQUEST": "true"}
 THREAD_TIMEOUT = 20
-
-
-def audit_mark() -> int:
-    return AuditEvent.objects.aggregate(m=Max("pk"))["m"] or 0
-
-
-def events_since(mark: int) -> list[AuditEvent]:
-    return list(AuditEvent.objects.filter(pk__gt=mark).order_by("pk"))
 
 
 def text(response) -> str:

@@ -11,17 +11,15 @@ import html
 import secrets
 
 import pytest
-from django.db.models import Max
 from django.test import Client
 
 from accounts.models import Invitation, Membership, Role
 from accounts.services import invite
-from audit.models import AuditEvent
 from audit.trail import Actor
 from keys.models import AccessKey, KeyStatus
 from keys.services import deactivate_key, revoke_key
 
-from .conftest import client_for, new_key
+from .conftest import audit_mark, client_for, events_since, new_key
 
 OK = "ok"
 LOGIN = "login"
@@ -29,31 +27,8 @@ IP = "203.0.113.7"
 ALL_ROLES = ["owner", "admin", "member", "auditor", "outsider", "anonymous"]
 
 
-@pytest.fixture
-def everyone(owner, admin, member, auditor, outsider) -> dict[str, Membership]:
-    people = {
-        "owner": owner,
-        "admin": admin,
-        "member": member,
-        "auditor": auditor,
-        "outsider": outsider,
-    }
-    # Sign everyone in now, so their sign-in events come before any test's audit mark.
-    for membership in people.values():
-        client_for(membership)
-    return people
-
-
 def client_as(everyone: dict[str, Membership], who: str) -> Client:
     return Client() if who == "anonymous" else client_for(everyone[who])
-
-
-def audit_mark() -> int:
-    return AuditEvent.objects.aggregate(m=Max("pk"))["m"] or 0
-
-
-def events_since(mark: int) -> list[AuditEvent]:
-    return list(AuditEvent.objects.filter(pk__gt=mark).order_by("pk"))
 
 
 def assert_one_event(mark: int, action: str, user, target_id: str) -> None:

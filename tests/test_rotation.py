@@ -7,7 +7,6 @@ from datetime import timedelta
 
 import pytest
 from django.core.exceptions import PermissionDenied
-from django.db.models import Max
 from django.test import Client
 from django.utils import timezone
 
@@ -18,11 +17,7 @@ from keys import credentials
 from keys.models import AccessKey, CreatedVia, KeyStatus
 from keys.services import AccessKeyError, InvalidKeyState, KeyNameTaken, revoke_key, rotate_key
 
-from .conftest import new_key
-
-
-def audit_mark() -> int:
-    return AuditEvent.objects.aggregate(m=Max("pk"))["m"] or 0
+from .conftest import audit_mark, new_key
 
 
 def rotate(membership, key, **kwargs):
