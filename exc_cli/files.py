@@ -79,7 +79,14 @@ def _section_name(line: str) -> str | None:
     return " ".join(match.group(1).split()) if match else None
 
 
-def set_section(text: str, section: str, values: dict[str, str]) -> str:
+def _setting(name: str, value: str | dict[str, str]) -> str:
+    """One setting's lines; a dict is a nested block, as aws reads ``s3 =`` settings."""
+    if isinstance(value, dict):
+        return f"{name} =\n" + "".join(f"    {k} = {v}\n" for k, v in value.items())
+    return f"{name} = {value}\n"
+
+
+def set_section(text: str, section: str, values: dict[str, str | dict[str, str]]) -> str:
     """The INI text with these keys set in the section, everything else left as it was.
 
     configparser would drop comments and reformat the file, so this edits lines: within
@@ -90,7 +97,7 @@ def set_section(text: str, section: str, values: dict[str, str]) -> str:
     lines = text.splitlines(keepends=True)
     start = next((i for i, line in enumerate(lines) if _section_name(line) == section), None)
     if start is None:
-        block = [f"[{section}]\n", *(f"{k} = {v}\n" for k, v in values.items())]
+        block = [f"[{section}]\n", *(_setting(k, v) for k, v in values.items())]
         prefix = text if not text or text.endswith("\n") else text + "\n"
         separator = "\n" if prefix.strip() else ""
         return prefix + separator + "".join(block)
@@ -111,11 +118,11 @@ def set_section(text: str, section: str, values: dict[str, str]) -> str:
         if name in values:
             skipping_continuation = True
             if name not in written:
-                body.append(f"{name} = {values[name]}\n")
+                body.append(_setting(name, values[name]))
                 written.add(name)
             continue
         body.append(line)
-    missing = [f"{k} = {v}\n" for k, v in values.items() if k not in written]
+    missing = [_setting(k, v) for k, v in values.items() if k not in written]
     if missing:
         # After the section's last setting: a comment below it is about the next section.
         last = max(
@@ -129,7 +136,7 @@ def set_section(text: str, section: str, values: dict[str, str]) -> str:
     return "".join(lines[:start]) + header + "".join(body) + "".join(lines[end:])
 
 
-def update_ini(path: Path, section: str, values: dict[str, str]) -> None:
+def update_ini(path: Path, section: str, values: dict[str, str | dict[str, str]]) -> None:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -217,8 +217,10 @@ def delete(key_id: str, yes: bool) -> None:
 def configure(key_id: str, profile: str, secret: str | None, set_default: bool) -> None:
     """Write key ID into an AWS profile, in ~/.aws/config and ~/.aws/credentials.
 
-    Honours AWS_CONFIG_FILE and AWS_SHARED_CREDENTIALS_FILE; every other profile and
-    comment in those files is kept as it was.
+    The profile gets the portal's region and endpoint and an `s3 =` block (path-style
+    addressing, Signature Version 4), replacing any `s3 =` block it had. Honours
+    AWS_CONFIG_FILE and AWS_SHARED_CREDENTIALS_FILE; every other profile and comment in
+    those files is kept as it was.
     """
     key_id = _key_id(key_id)
     if not PROFILE_RE.match(profile):
@@ -246,7 +248,10 @@ def configure(key_id: str, profile: str, secret: str | None, set_default: bool) 
 
     config, credentials = files.aws_config_path(), files.aws_credentials_path()
     section = "default" if profile == "default" else f"profile {profile}"
-    files.update_ini(config, section, {"region": region, "endpoint_url": endpoint})
+    # Path-style addressing suits an endpoint given by address, and aws-cli v1 presigns
+    # with Signature Version 2 unless told otherwise, which the endpoint refuses.
+    s3 = {"addressing_style": "path", "signature_version": "s3v4"}
+    files.update_ini(config, section, {"region": region, "endpoint_url": endpoint, "s3": s3})
     if set_default and profile != "default":
         files.update_ini(config, "default", {"endpoint_url": endpoint})
     files.update_ini(

@@ -10,6 +10,7 @@ import re
 import stat
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import httpx
@@ -49,6 +50,8 @@ endpoint_url = http://old.example
 cli_pager =
 """
 
+S3_BLOCK = "s3 =\n    addressing_style = path\n    signature_version = s3v4\n"
+
 EXISTING_CREDENTIALS = """\
 [default]
 aws_access_key_id = AKIADEFAULT
@@ -81,6 +84,13 @@ def test_it_appends_missing_keys_at_the_end_of_the_section():
     updated = set_section(EXISTING_CONFIG, "profile work", {"endpoint_url": ENDPOINT})
     assert "    addressing_style = path\nendpoint_url = https://s3.excloud.test\n\n" in updated
     assert updated.replace(f"endpoint_url = {ENDPOINT}\n", "", 1) == EXISTING_CONFIG
+
+
+def test_it_writes_a_nested_block_in_place_of_the_old_one():
+    block = {"addressing_style": "path", "signature_version": "s3v4"}
+    updated = set_section(EXISTING_CONFIG, "profile work", {"s3": block})
+    assert f"[profile work]\nregion = us-west-2\n{S3_BLOCK}\n[profile excloud]" in updated
+    assert updated.count("addressing_style") == 1
 
 
 def test_it_replaces_a_key_with_its_continuation_lines():
@@ -199,9 +209,14 @@ def test_configure_with_secret_writes_the_profile_and_keeps_the_rest(portal, hom
     result = run("buckets", "keys", "configure", KEY_ID, "--profile", "excloud", "--secret", SECRET)
 
     assert result.exit_code == 0, result.output
-    assert config.read_text() == EXISTING_CONFIG.replace(
-        "region = old-region", "region = us-east-1"
-    ).replace("endpoint_url = http://old.example", f"endpoint_url = {ENDPOINT}")
+    # Changed keys are replaced where they stand; the new s3 block follows the last setting.
+    assert (
+        config.read_text()
+        == EXISTING_CONFIG.replace("region = old-region", "region = us-east-1").replace(
+            "endpoint_url = http://old.example", f"endpoint_url = {ENDPOINT}"
+        )
+        + S3_BLOCK
+    )
     assert credentials.read_text() == EXISTING_CREDENTIALS + (
         f"\n[excloud]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET}\n"
     )
@@ -239,7 +254,7 @@ def test_create_prints_two_lines_and_configure_uses_the_stored_secret(portal, ho
     result = run("buckets", "keys", "configure", KEY_ID, "--profile", "default")
     assert result.exit_code == 0, result.output
     assert (home / "aws" / "config").read_text() == (
-        f"[default]\nregion = us-east-1\nendpoint_url = {ENDPOINT}\n"
+        f"[default]\nregion = us-east-1\nendpoint_url = {ENDPOINT}\n{S3_BLOCK}"
     )
     assert f"aws_secret_access_key = {SECRET}" in (home / "aws" / "credentials").read_text()
 
@@ -501,6 +516,13 @@ def test_the_installed_exc_against_a_live_server(live_server, gw, owner, tmp_pat
     got = aws(env, "--profile", "excloud", "s3", "cp", f"s3://{bucket}/x", str(download))
     assert got.returncode == 0, got.stderr
     assert download.read_bytes() == upload.read_bytes()
+    # A presigned URL from the same profile (Signature Version 4, from its s3 block)
+    # fetches the object with plain HTTP.
+    presigned = aws(env, "--profile", "excloud", "s3", "presign", f"s3://{bucket}/x")
+    assert presigned.returncode == 0, presigned.stderr
+    assert "X-Amz-Signature=" in presigned.stdout
+    with urllib.request.urlopen(presigned.stdout.strip(), timeout=30) as response:
+        assert response.read() == upload.read_bytes()
 
     # --set-default points the default profile (its own, non-Excloud key) at the gateway,
     # which then answers it rather than AWS.
