@@ -229,24 +229,28 @@ def accept_invitation(request: HttpRequest, token: str) -> HttpResponse:
     return render(request, "accounts/invitation.html", context)
 
 
-class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
-    """Setting a new password from an emailed link, audited in the password's transaction."""
+class _AuditedPasswordMixin:
+    """Saves the new password and its audit event in one transaction."""
+
+    audit_action: str
 
     def form_valid(self, form) -> HttpResponse:
         with transaction.atomic():
             response = super().form_valid(form)
-            services.record_account_event(self.request, form.user, "user.password_reset")
+            services.record_account_event(self.request, form.user, self.audit_action)
         return response
 
 
-class PasswordChangeView(auth_views.PasswordChangeView):
-    """A signed-in user changing their password, audited in the password's transaction."""
+class PasswordResetConfirmView(_AuditedPasswordMixin, auth_views.PasswordResetConfirmView):
+    """Setting a new password from an emailed link."""
 
-    def form_valid(self, form) -> HttpResponse:
-        with transaction.atomic():
-            response = super().form_valid(form)
-            services.record_account_event(self.request, form.user, "user.password_changed")
-        return response
+    audit_action = "user.password_reset"
+
+
+class PasswordChangeView(_AuditedPasswordMixin, auth_views.PasswordChangeView):
+    """A signed-in user changing their password."""
+
+    audit_action = "user.password_changed"
 
 
 def _tokens_context(membership: Membership, form: ApiTokenForm, created=None) -> dict:
