@@ -5,7 +5,7 @@ in a temporary EXCLOUD_VAR_DIR)::
 
     .venv/bin/python bench/gateway.py
 
-It migrates, makes a key, starts `rclone serve s3` and the gateway (uvicorn) on free
+It migrates, makes a key, starts `rclone serve s3` and the gateway (gateway.serve) on free
 ports, then times 1 KiB and 64 MiB GETs and PUTs with boto3 straight to the store and
 through the gateway, and samples the gateway's resident memory while one 1 GiB object is
 PUT through it in a single request. Budget (DESIGN.md): memory stays flat while a large
@@ -122,13 +122,13 @@ def main() -> int:
             log = open(tmp / "gateway.log", "wb")  # noqa: SIM115
             gateway = subprocess.Popen(
                 [
-                    str(BIN / "uvicorn"),
-                    "gateway.app:app",
+                    str(BIN / "python"),
+                    "-m",
+                    "gateway.serve",
                     "--host",
                     "127.0.0.1",
                     "--port",
                     str(gateway_port),
-                    "--no-access-log",
                 ],
                 env=env,
                 cwd=REPO,

@@ -100,6 +100,7 @@ def upstream(tmp: Path) -> Iterator[Upstream]:
 class Gateway:
     url: str
     log: Path
+    pid: int
 
 
 def database_url() -> str:
@@ -158,9 +159,11 @@ def gateway(
     endpoint_host: str = "127.0.0.1",
     var: Path | None = None,
     read_only: bool = False,
+    http: str = "httptools",
     **extra: str,
 ) -> Iterator[Gateway]:
-    """uvicorn serving gateway.app against the test database (and Redis, if given).
+    """gateway.serve (uvicorn) serving gateway.app against the test database (and Redis,
+    if given), with the ``http`` parser implementation: httptools or h11.
 
     ``endpoint_host`` is the public host name: requests to <bucket>.<endpoint_host> are
     virtual-hosted style. The gateway listens on 127.0.0.1 whatever it is.
@@ -182,13 +185,15 @@ def gateway(
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [
-                str(BIN / "uvicorn"),
-                "gateway.app:app",
+                str(BIN / "python"),
+                "-m",
+                "gateway.serve",
                 "--host",
                 "127.0.0.1",
                 "--port",
                 str(port),
-                "--no-access-log",
+                "--http",
+                http,
             ],
             cwd=REPO,
             env=env,
@@ -198,7 +203,7 @@ def gateway(
         )
     try:
         _wait_for_http(url + "/", proc, log)
-        yield Gateway(url, log)
+        yield Gateway(url, log, proc.pid)
     finally:
         _stop(proc)
 
