@@ -123,16 +123,53 @@ EXCLOUD_S3_UPSTREAM_REGION = os.environ.get("EXCLOUD_S3_UPSTREAM_REGION", "us-ea
 EXCLOUD_USAGE_FLUSH_SECONDS = envint("EXCLOUD_USAGE_FLUSH_SECONDS", 60)
 if EXCLOUD_USAGE_FLUSH_SECONDS < 1:
     raise ImproperlyConfigured("EXCLOUD_USAGE_FLUSH_SECONDS must be at least 1")
+# Failed S3 authentications one source IP may make per window before each gateway answers
+# its requests with 503 SlowDown until the window ends; 0 turns this off.
+EXCLOUD_S3_FAILURE_LIMIT = envint("EXCLOUD_S3_FAILURE_LIMIT", 100)
+EXCLOUD_S3_FAILURE_WINDOW_SECONDS = envint("EXCLOUD_S3_FAILURE_WINDOW_SECONDS", 60)
+if EXCLOUD_S3_FAILURE_LIMIT < 0 or EXCLOUD_S3_FAILURE_WINDOW_SECONDS < 1:
+    raise ImproperlyConfigured(
+        "EXCLOUD_S3_FAILURE_LIMIT must be 0 or more and EXCLOUD_S3_FAILURE_WINDOW_SECONDS "
+        "at least 1"
+    )
+
+
+def parse_service_tokens(entries: list[str]) -> list[tuple[str, frozenset[str] | None]]:
+    """``TOKEN`` (may verify for every org) or ``TOKEN@slug|slug`` (only for those orgs)
+    -> (token, the org slugs or None). Errors name an entry by its place, never its token."""
+    tokens: list[tuple[str, frozenset[str] | None]] = []
+    for number, entry in enumerate(entries, 1):
+        token, limited, slugs = entry.partition("@")
+        where = f"EXCLOUD_VERIFY_SERVICE_TOKENS entry {number}"
+        if len(token) < 32 or any(char.isspace() for char in token):
+            raise ImproperlyConfigured(
+                f"{where}: the token must be at least 32 characters long, without spaces"
+            )
+        if any(token == seen for seen, _ in tokens):
+            raise ImproperlyConfigured(f"{where}: the token is listed twice")
+        orgs = None
+        if limited:
+            if not slugs:
+                raise ImproperlyConfigured(f"{where}: name at least one org slug after '@'")
+            orgs = frozenset(slugs.split("|"))
+            for slug in sorted(orgs):
+                if not slug or slug.strip("abcdefghijklmnopqrstuvwxyz0123456789-_"):
+                    raise ImproperlyConfigured(
+                        f"{where}: {slug!r} is not an org slug (lowercase letters, digits, "
+                        "'-' and '_', separated by '|')"
+                    )
+        tokens.append((token, orgs))
+    return tokens
+
+
 # Service tokens of the S3 front ends (Ceph RGW, a CDN edge) that may call the internal
 # verify API, comma-separated; several let a token be replaced without downtime. They are
 # not API tokens: a user's token is refused there, and these are refused everywhere else.
-EXCLOUD_VERIFY_SERVICE_TOKENS = envlist("EXCLOUD_VERIFY_SERVICE_TOKENS") or [
-    dev_secret("verify-service-token", lambda: secrets.token_urlsafe(32))
-]
-if any(len(token) < 32 for token in EXCLOUD_VERIFY_SERVICE_TOKENS):
-    raise ImproperlyConfigured(
-        "Each EXCLOUD_VERIFY_SERVICE_TOKENS entry must be at least 32 characters long"
-    )
+# ``TOKEN@acme|globex`` may verify keys of those orgs only; a plain ``TOKEN``, of any org.
+EXCLOUD_VERIFY_SERVICE_TOKENS = parse_service_tokens(
+    envlist("EXCLOUD_VERIFY_SERVICE_TOKENS")
+    or [dev_secret("verify-service-token", lambda: secrets.token_urlsafe(32))]
+)
 
 INSTALLED_APPS = [
     "django.contrib.auth",

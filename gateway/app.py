@@ -14,17 +14,20 @@ import logging
 import secrets
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
 
 from . import authority as auth_module
-from . import sigv4
-from .authority import CREATE_BUCKET, DELETE_BUCKET, LIST_BUCKETS, READ, WRITE, Authority
+from . import operations, sigv4
+from .authority import Authority
+from .guard import FailureGuard
+from .operations import Operation
+from .serve import MAX_HEAD_BYTES
 from .upstream import Signer
-from .usage import UsageRecorder, operation_name
+from .usage import UsageRecorder
 
 log = logging.getLogger(__name__)
 
@@ -66,20 +69,16 @@ LIST_BUCKETS_MAX_BYTES = 16 * 1024 * 1024
 # A refused request's body up to this size is read and dropped, so the connection stays
 # usable; a larger one closes the connection instead.
 DRAIN_MAX_BYTES = 1024 * 1024
+# S3's limits: one header line, and the user metadata (x-amz-meta-*) of one request.
+MAX_HEADER_BYTES = 8 * 1024
+MAX_METADATA_BYTES = 16 * 1024
+# Object responses are served from the S3 origin; a browser must never sniff them into
+# something executable.
+SECURITY_HEADERS = ((b"x-content-type-options", b"nosniff"),)
 
 
 class ClientGone(Exception):
     """The client disconnected before its body was read."""
-
-
-@dataclass(slots=True)
-class Target:
-    """What a request addresses: bucket (None for the service), key path (raw), action."""
-
-    bucket: str | None
-    key_path: str  # raw, still percent-encoded, with its leading "/" ("" for none)
-    action: str
-    copy_source_bucket: str | None = None
 
 
 def _forwarded_query(query: str) -> str:
@@ -94,46 +93,35 @@ def _forwarded_query(query: str) -> str:
     return sigv4.canonical_query("&".join(kept))
 
 
-def route(request: sigv4.Request, endpoint_host: str | None) -> Target:
-    """Find the bucket (path style, or virtual-hosted under the endpoint's host name) and
-    the action the request performs."""
-    headers = request.header_map or {}
-    host = (headers.get("host") or [""])[0].lower()
-    hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    path = request.path or "/"
-    if endpoint_host and hostname.endswith("." + endpoint_host):
-        bucket: str | None = hostname[: -len(endpoint_host) - 1]
-        key_path = path if path != "/" else ""
-    else:
-        first, slash, rest = path.lstrip("/").partition("/")
-        bucket = unquote(first) or None
-        key_path = slash + rest if rest else ""
-    method = request.method
-    query = _forwarded_query(request.query)
-    if bucket is None:
-        if method not in ("GET", "HEAD"):
-            raise sigv4.S3Error(
-                "MethodNotAllowed",
-                405,
-                "The specified method is not allowed against this resource.",
-            )
-        return Target(None, "", LIST_BUCKETS)
-    copy_source = headers.get("x-amz-copy-source")
-    copy_bucket = None
-    if copy_source and method == "PUT":
-        source = unquote(copy_source[0]).lstrip("/")
-        copy_bucket = source.partition("/")[0] or None
-        if copy_bucket is None:
-            raise sigv4.S3Error(
-                "InvalidArgument", 400, "Copy Source must mention the source bucket"
-            )
-    if not key_path:
-        if method == "PUT" and not query:
-            return Target(bucket, "", CREATE_BUCKET)
-        if method == "DELETE" and not query:
-            return Target(bucket, "", DELETE_BUCKET)
-    action = READ if method in ("GET", "HEAD") else WRITE
-    return Target(bucket, key_path, action, copy_bucket)
+def check_header_sizes(headers: dict[str, list[str]]) -> None:
+    """S3's limits on what a request's headers may carry. The server (gateway.serve) bounds
+    what it buffers of a head, with a margin of one read; this refuses exactly."""
+    metadata = 0
+    total = 0
+    for name, values in headers.items():
+        for value in values:
+            total += len(name) + len(value) + 4
+            if len(name) + len(value) > MAX_HEADER_BYTES:
+                raise sigv4.S3Error(
+                    "RequestHeaderSectionTooLarge",
+                    400,
+                    f"Your request header is over {MAX_HEADER_BYTES} bytes.",
+                )
+            if name.startswith("x-amz-meta-"):
+                metadata += len(name) - len("x-amz-meta-") + len(value)
+    if total > MAX_HEAD_BYTES:
+        raise sigv4.S3Error(
+            "RequestHeaderSectionTooLarge",
+            431,
+            f"Your request's headers are over {MAX_HEAD_BYTES} bytes.",
+        )
+    if metadata > MAX_METADATA_BYTES:
+        raise sigv4.S3Error(
+            "MetadataTooLarge",
+            400,
+            "Your metadata headers exceed the maximum allowed metadata size.",
+            {"MaxMetadataSize": MAX_METADATA_BYTES},
+        )
 
 
 def _error_response(
@@ -144,7 +132,11 @@ def _error_response(
         (b"content-type", b"application/xml"),
         (b"content-length", str(len(body)).encode()),
         (b"x-amz-request-id", request_id.encode()),
+        *SECURITY_HEADERS,
     ]
+    if error.status == 503:
+        retry_after = error.extra.get("RetryAfterSeconds", "1")
+        headers.append((b"retry-after", retry_after.encode()))
     return error.status, headers, body
 
 
@@ -225,14 +217,26 @@ class _Sender:
 
 
 @dataclass(slots=True)
-class Outcome:
-    """What usage recording needs to know about a request once it is answered."""
+class Exchange:
+    """One request on its way through the gateway, and what usage recording needs to
+    know once it is answered."""
 
+    scope: dict[str, Any]
+    request: sigv4.Request
+    request_id: str
+    receive: _Receiver
+    send: _Sender
+    ip: str | None
+    operation: Operation | None = None
+    # The key the request was signed with: set only once its signature verified.
     access_key_id: str | None = None
     authenticated: bool = False
     denied: bool = False
-    operation: str = ""
-    bucket: str = ""
+    # A key ID the request named without authenticating (a denied attempt).
+    claimed_key_id: str | None = None
+    failures: list[BaseException] = field(default_factory=list)
+    # This request claimed its CreateBucket's name, to give back if the store refuses.
+    claimed_bucket: bool = False
 
 
 def _refuse_signature_v2(request: sigv4.Request) -> None:
@@ -258,6 +262,7 @@ class Gateway:
         self.region = auth_module.region()
         self.endpoint_host = urlsplit(auth_module.endpoint()).hostname
         self.usage = UsageRecorder()
+        self.guard = FailureGuard(*auth_module.failure_limit())
         self.flush_seconds = auth_module.usage_flush_seconds()
         self._flusher: asyncio.Task | None = None
         self._client: httpx.AsyncClient | None = None
@@ -309,106 +314,189 @@ class Gateway:
             return
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_periodically())
-        request_id = secrets.token_hex(8).upper()
-        request = sigv4.Request.from_asgi(scope)
-        receiver = _Receiver(receive)
-        sender = _Sender(send)
-        outcome = Outcome()
+        exchange = Exchange(
+            scope,
+            sigv4.Request.from_asgi(scope),
+            secrets.token_hex(8).upper(),
+            _Receiver(receive),
+            _Sender(send),
+            (scope.get("client") or (None,))[0],
+        )
         try:
-            await self._serve(scope, request, request_id, receiver, sender, outcome)
+            await self._serve(exchange)
         finally:
-            if outcome.access_key_id is not None:
-                self.usage.record(
-                    outcome.access_key_id,
-                    at=time.time(),
-                    ip=(scope.get("client") or (None,))[0],
-                    operation=outcome.operation,
-                    bucket=outcome.bucket,
-                    bytes_in=receiver.bytes,
-                    bytes_out=sender.bytes,
-                    status=sender.status or 499,
-                    denied=outcome.denied,
-                    authenticated=outcome.authenticated,
-                )
+            self._count(exchange)
 
-    async def _serve(self, scope, request, request_id, receiver, sender, outcome) -> None:
+    def _count(self, exchange: Exchange) -> None:
+        now = time.time()
+        if exchange.access_key_id is not None:
+            operation = exchange.operation
+            self.usage.record(
+                exchange.access_key_id,
+                at=now,
+                ip=exchange.ip,
+                operation=operation.name if operation else "",
+                bucket=(operation.bucket or "") if operation else "",
+                bytes_in=exchange.receive.bytes,
+                bytes_out=exchange.send.bytes,
+                status=exchange.send.status or 499,
+                denied=exchange.denied,
+                authenticated=exchange.authenticated,
+            )
+        elif exchange.claimed_key_id is not None:
+            self.usage.record_denied_attempt(exchange.claimed_key_id, at=now, ip=exchange.ip)
+
+    async def _serve(self, exchange: Exchange) -> None:
+        request = exchange.request
         try:
-            await self._handle(scope, request, request_id, receiver, sender, outcome)
+            await self._handle(exchange)
         except ClientGone:
             return
         except Exception as error:
-            if sender.started:
+            if exchange.send.started:
                 # Too late for an error answer: dropping the connection tells the client
                 # that the body it got is incomplete.
-                log.warning("request %s failed after its answer began: %r", request_id, error)
+                log.warning(
+                    "request %s failed after its answer began: %r", exchange.request_id, error
+                )
                 raise
             if not isinstance(error, sigv4.S3Error):
-                log.exception("request %s failed", request_id)
+                log.exception("request %s failed", exchange.request_id)
                 error = sigv4.S3Error(
                     "InternalError", 500, "We encountered an internal error. Please try again."
                 )
-            status, headers, body = _error_response(error, request_id, request.path)
-            if not await receiver.drain(request):
-                # Whatever is left of the body would be read as the next request.
+            status, headers, body = _error_response(error, exchange.request_id, request.path)
+            if error.status == 431 or not await exchange.receive.drain(request):
+                # Whatever is left of the body would be read as the next request (and a
+                # client that sent an oversized head is not worth keeping).
                 headers.append((b"connection", b"close"))
-            await sender({"type": "http.response.start", "status": status, "headers": headers})
-            await sender(
+            start = {"type": "http.response.start", "status": status, "headers": headers}
+            await exchange.send(start)
+            await exchange.send(
                 {"type": "http.response.body", "body": b"" if request.method == "HEAD" else body}
             )
 
-    async def _handle(
-        self, scope, request: sigv4.Request, request_id: str, receive, send, outcome: Outcome
-    ) -> None:
-        target = route(request, self.endpoint_host)
+    async def _handle(self, exchange: Exchange) -> None:
+        request = exchange.request
+        headers = request.header_map or {}
+        check_header_sizes(headers)
         _refuse_signature_v2(request)
+        # Names are validated before anything else is decided, the key included.
+        operation = operations.classify(
+            request.method, request.path, request.query, headers, self.endpoint_host
+        )
+        exchange.operation = operation
         auth = sigv4.parse(request, region=self.region)
-        outcome.operation = operation_name(
-            request.method,
-            target.bucket is not None,
-            bool(target.key_path),
-            _forwarded_query(request.query),
-            "x-amz-copy-source" in (request.header_map or {}),
-        )
-        outcome.bucket = target.bucket or ""
-        names = tuple(
-            {name for name in (target.bucket, target.copy_source_bucket) if name is not None}
-        )
-        found = await self.authority.lookup(auth.access_key_id, names)
+        now = time.monotonic()
+        self.guard.check(exchange.ip, now)
+        found = await self.authority.lookup(auth.access_key_id, operation.buckets)
         key = found.key
-        if key is not None:
-            outcome.access_key_id = key.id
-            outcome.denied = not key.usable()
-        key, signing_keys = auth_module.admit(auth.access_key_id, key, self.signing_keys)
-        verified = sigv4.verify(auth, signing_keys)
-        outcome.authenticated = True
-        auth_module.check_access(
-            key,
-            target.action,
-            found.buckets.get(target.bucket) if target.bucket else None,
-            found.buckets[target.copy_source_bucket] if target.copy_source_bucket else None,
+        try:
+            verified = auth_module.authenticate(
+                auth.access_key_id,
+                key,
+                self.signing_keys,
+                lambda signing_keys: sigv4.verify(auth, signing_keys),
+            )
+        except sigv4.S3Error:
+            exchange.claimed_key_id = auth.access_key_id
+            self.guard.failed(exchange.ip, now)
+            raise
+        # Signed with this key's secret: from here on the request counts as the key's.
+        assert key is not None
+        exchange.access_key_id = key.id
+        if not key.usable():
+            exchange.denied = True
+            self.guard.failed(exchange.ip, now)
+        auth_module.require_usable(key)
+        exchange.authenticated = True
+        auth_module.check_access(key, operation, found.owners)
+        body = None
+        if operation.reads_body_first:
+            body = await self._read_small_body(verified, key, exchange)
+            operation = exchange.operation = operations.with_deleted_objects(operation, body)
+            auth_module.check_access(key, operation, found.owners)
+        if operation.name == auth_module.CREATE_BUCKET:
+            await self._claim_bucket(exchange, key, operation, found.owners)
+        await self._proxy(exchange, verified, key, operation, body)
+
+    async def _claim_bucket(
+        self,
+        exchange: Exchange,
+        key: auth_module.KeyInfo,
+        operation: Operation,
+        owners: dict[str, int | None],
+    ) -> None:
+        """Claim the bucket's name for the key's org before the store creates it; refuse a
+        name the store already holds for nobody (it would hand over its contents)."""
+        if owners.get(operation.bucket) == key.org_id:
+            return
+        if await self._exists_upstream(operation):
+            raise _bucket_already_exists(operation)
+        claim = await self.authority.claim_bucket(
+            key.id, operation.bucket, exchange.ip, exchange.request_id
         )
-        await self._proxy(scope, request, request_id, verified, key, target, receive, send)
+        if claim == "taken":
+            raise sigv4.access_denied()
+        exchange.claimed_bucket = claim == "claimed"
+
+    async def _exists_upstream(self, operation: Operation) -> bool:
+        url, headers = self.signer.sign("HEAD", operation.upstream_path(), "", [])
+        request = self.client.build_request("HEAD", url, headers=headers)
+        request.extensions["target"] = self._target(operation.upstream_path(), "")
+        try:
+            response = await self.client.send(request)
+        except httpx.HTTPError as error:
+            log.warning("upstream HeadBucket failed: %r", error)
+            raise _store_unavailable() from None
+        if response.status_code >= 500:
+            raise _store_unavailable()
+        # 404: free. 200: ours already. 403 and 301 (another account's, elsewhere): taken.
+        return response.status_code != 404
+
+    async def _holds_objects(self, operation: Operation) -> bool:
+        """Does the bucket hold any object? Asked of a bucket just created; when the store
+        cannot say, the answer is yes, so nothing is handed over on a guess."""
+        path, query = operation.upstream_path(), "list-type=2&max-keys=1"
+        url, headers = self.signer.sign("GET", path, query, [])
+        request = self.client.build_request("GET", url, headers=headers)
+        request.extensions["target"] = self._target(path, query)
+        try:
+            response = await self.client.send(request)
+        except httpx.HTTPError as error:
+            log.warning("upstream ListObjectsV2 after CreateBucket failed: %r", error)
+            return True
+        return response.status_code != 200 or b"<Key>" in response.content
+
+    def _target(self, path: str, query: str) -> bytes:
+        """The request target to send upstream, byte for byte: the HTTP client must not
+        resolve dot segments or re-encode anything in it."""
+        return (self.signer.prefix + path + ("?" + query if query else "")).encode("ascii")
+
+    async def _read_small_body(
+        self, verified: sigv4.Verified, key: auth_module.KeyInfo, exchange: Exchange
+    ) -> bytes:
+        """The whole verified body of a request that is decided on its body."""
+        pieces = []
+        size = 0
+        async for piece in self._body(verified, key, exchange):
+            size += len(piece)
+            if size > operations.DELETE_OBJECTS_MAX_BODY:
+                raise sigv4.S3Error("MaxMessageLengthExceeded", 400, "Your request was too big.")
+            pieces.append(piece)
+        return b"".join(pieces)
 
     async def _proxy(
         self,
-        scope,
-        request: sigv4.Request,
-        request_id: str,
+        exchange: Exchange,
         verified: sigv4.Verified,
         key: auth_module.KeyInfo,
-        target: Target,
-        receive,
-        send,
+        operation: Operation,
+        body: bytes | None,
     ) -> None:
+        request = exchange.request
         headers_in = verified.headers
-        if target.bucket is None:
-            path = "/"
-        else:
-            path = sigv4.canonical_uri(
-                "/"
-                + sigv4.quote_from_bytes(target.bucket.encode(), safe="")
-                + (target.key_path or "")
-            )
+        path = operation.upstream_path()
         query = _forwarded_query(request.query)
         forwarded: list[tuple[str, str]] = []
         streaming = verified.streaming
@@ -423,35 +511,43 @@ class Gateway:
                 if value:
                     forwarded.append((name, value))
                 continue
+            if name == operations.COPY_SOURCE_HEADER:
+                # Exactly the source that was authorized, however the client spelled it.
+                assert operation.copy_source is not None
+                forwarded.append((name, operation.copy_source.header()))
+                continue
             forwarded.append((name, ",".join(values)))
         if "accept-encoding" not in headers_in:
             forwarded.append(("accept-encoding", "identity"))
 
-        length = self._body_length(verified, headers_in)
+        if body is not None:
+            length: int | None = len(body)
+            content: Any = body
+        else:
+            length = self._body_length(verified, headers_in)
+            content = self._body(verified, key, exchange) if length is not None else None
         if length is not None:
             forwarded.append(("content-length", str(length)))
         url, out_headers = self.signer.sign(request.method, path, query, forwarded)
-        failure: list[BaseException] = []
-        content = self._body(verified, key, receive, failure) if length is not None else None
         upstream_request = self.client.build_request(
             request.method,
             url,
             headers=[(n.encode("latin-1"), v.encode("latin-1")) for n, v in out_headers],
             content=content,
         )
+        upstream_request.extensions["target"] = self._target(path, query)
         try:
             response = await self.client.send(upstream_request, stream=True)
         except Exception as error:
-            if failure:
-                raise failure[0] from None
+            if exchange.failures:
+                raise exchange.failures[0] from None
             log.warning("upstream request failed: %r", error)
-            raise sigv4.S3Error(
-                "ServiceUnavailable", 503, "The object store could not be reached."
-            ) from None
+            await self._creation_failed(exchange, key, operation, 503)
+            raise _store_unavailable() from None
         try:
-            if failure:
-                raise failure[0]
-            await self._respond(request, request_id, key, target, response, send, scope)
+            if exchange.failures:
+                raise exchange.failures[0]
+            await self._respond(exchange, key, operation, response)
         finally:
             await response.aclose()
 
@@ -475,10 +571,11 @@ class Gateway:
             )
         return None
 
-    async def _body(self, verified: sigv4.Verified, key, receive, failure: list):
+    async def _body(self, verified: sigv4.Verified, key, exchange: Exchange):
         """The verified, decoded request body; the last piece only once all of it checked
         out and the key is still usable, so the upstream never completes a bad upload."""
         verifier = verified.body()
+        receive = exchange.receive
         try:
             more = True
             while more:
@@ -494,18 +591,37 @@ class Gateway:
             if verifier.decoded_length and not await self.authority.still_usable(key.id):
                 raise sigv4.invalid_access_key_id(key.id)
         except (sigv4.S3Error, ClientGone) as error:
-            failure.append(error)
+            exchange.failures.append(error)
             raise
         if tail:
             yield tail
 
-    async def _respond(self, request, request_id, key, target, response, send, scope) -> None:
+    async def _creation_failed(
+        self, exchange: Exchange, key: auth_module.KeyInfo, operation: Operation, status: int
+    ) -> None:
+        """Give back the name a refused CreateBucket claimed (and only then: a bucket the
+        org held before this request stays the org's whatever the store answers)."""
+        if exchange.claimed_bucket:
+            await self.authority.release_bucket_claim(
+                key.id, operation.bucket, exchange.ip, exchange.request_id, status
+            )
+
+    async def _respond(
+        self,
+        exchange: Exchange,
+        key: auth_module.KeyInfo,
+        operation: Operation,
+        response: httpx.Response,
+    ) -> None:
+        request = exchange.request
+        send = exchange.send
         status = response.status_code
         headers = [
             (name.lower(), value)
             for name, value in response.headers.raw
             if name.lower().decode("latin-1") not in NOT_RELAYED
         ]
+        headers.extend(SECURITY_HEADERS)
         if (
             status == 200
             and "range" in request.header_map
@@ -519,8 +635,7 @@ class Gateway:
                 for n, v in headers
                 if n.decode("latin-1") not in WHOLE_OBJECT_CHECKSUM_HEADERS
             ]
-        ip = (scope.get("client") or (None,))[0]
-        if target.action == LIST_BUCKETS and status == 200 and request.method == "GET":
+        if operation.name == "ListBuckets" and status == 200 and request.method == "GET":
             body = await self._read_limited(response)
             allowed = await self.authority.org_bucket_names(key.org_id, _bucket_names(body))
             body = _filter_list_buckets(body, allowed)
@@ -529,11 +644,17 @@ class Gateway:
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             return
-        if target.action == CREATE_BUCKET and status == 200:
-            if not await self.authority.bucket_created(key.id, target.bucket, ip, request_id):
-                log.error("bucket %s created upstream but owned by another org", target.bucket)
-        elif target.action == DELETE_BUCKET and status in (200, 204):
-            await self.authority.bucket_deleted(key.id, target.bucket, ip, request_id)
+        if operation.name == auth_module.CREATE_BUCKET and not 200 <= status < 300:
+            await self._creation_failed(exchange, key, operation, status)
+        elif exchange.claimed_bucket and await self._holds_objects(operation):
+            # Some stores answer 200 for a bucket they already have (and a store with a
+            # stale listing may not have said so when asked): what was there stays nobody's.
+            await self._creation_failed(exchange, key, operation, 409)
+            raise _bucket_already_exists(operation)
+        elif operation.name == "DeleteBucket" and status in (200, 204):
+            await self.authority.bucket_deleted(
+                key.id, operation.bucket, exchange.ip, exchange.request_id
+            )
         await send({"type": "http.response.start", "status": status, "headers": headers})
         async for piece in response.aiter_raw():
             await send({"type": "http.response.body", "body": piece, "more_body": True})
@@ -549,6 +670,20 @@ class Gateway:
                 raise sigv4.S3Error("InternalError", 500, "The bucket list is too large.")
             parts.append(piece)
         return b"".join(parts)
+
+
+def _bucket_already_exists(operation: Operation) -> sigv4.S3Error:
+    return sigv4.S3Error(
+        "BucketAlreadyExists",
+        409,
+        "The requested bucket name is not available. The bucket namespace is shared by all "
+        "users of the system. Please select a different name and try again.",
+        {"BucketName": operation.bucket},
+    )
+
+
+def _store_unavailable() -> sigv4.S3Error:
+    return sigv4.S3Error("ServiceUnavailable", 503, "The object store could not be reached.")
 
 
 app = Gateway()

@@ -1,12 +1,16 @@
 """The gateway's one link to Django: who holds an access key, who owns a bucket, and
 whether this key may do this to that bucket.
 
-The internal verify API (gateway/verify_api.py) decides through the same admit(),
+The internal verify API (gateway/verify_api.py) decides through the same authenticate(),
 check_access() and key reads, so both front doors answer alike.
 
 Importing this module sets Django up (unless the importer already did). Every database
 read of the gateway runs in a worker thread, and no request writes to the database except
 CreateBucket and DeleteBucket, which change Bucket records through gateway.services.
+
+Buckets: CreateBucket claims the name (gateway.services.claim_bucket) before the store is
+asked, and a refused creation gives it back; DeleteBucket removes the record once the
+store has deleted the bucket.
 
 Revocation: without Redis each request reads the key's row, so a revoke is seen by the
 next request. With ``REDIS_URL`` key and bucket rows are cached in memory and every
@@ -20,8 +24,10 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import django
 from django.apps import apps
@@ -42,21 +48,21 @@ from excloud_portal import celery_app  # noqa: E402, F401 - binds shared tasks t
 from keys import credentials, revocation  # noqa: E402
 from keys.models import AccessKey, KeyStatus  # noqa: E402
 
-from . import services, sigv4  # noqa: E402
+from . import operations, services, sigv4  # noqa: E402
 from .models import Bucket  # noqa: E402
+from .operations import Operation  # noqa: E402
+
+CREATE_BUCKET = "CreateBucket"
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
 # A backstop for a version bump lost after a commit (see keys/revocation.py): no cached
 # entry outlives this, whatever Redis says.
 CACHE_TTL_SECONDS = 30.0
-
-# What a request does, as far as authorization cares.
-LIST_BUCKETS = "ListBuckets"
-CREATE_BUCKET = "CreateBucket"
-DELETE_BUCKET = "DeleteBucket"
-READ = "read"
-WRITE = "write"
+# How long an unknown access key ID is answered from memory, and how many are kept.
+UNKNOWN_KEY_SECONDS = 10.0
+UNKNOWN_KEYS_MAX = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,54 +89,61 @@ class KeyInfo:
         return credentials.unseal(self.kek_id, self.sealed, self.id)
 
 
-@dataclass(frozen=True, slots=True)
-class BucketRef:
-    """A bucket name and the org that owns it (None: no org, whether or not it exists)."""
+def authorize(key: KeyInfo, operation: Operation, owners: Mapping[str, int | None]) -> bool:
+    """May this (usable) key perform ``operation``? The one place that decides.
 
-    name: str
-    org_id: int | None
-
-
-def authorize(key: KeyInfo, action: str, bucket: BucketRef | None) -> bool:
-    """May this (usable) key do ``action`` to ``bucket``? The one place that decides.
-
-    Keys have full read-write on every bucket their org owns. CreateBucket needs a name
-    no other org holds; ListBuckets needs no bucket (its answer is filtered to the org's).
+    ``owners`` maps each bucket the operation touches to the org that holds it (None: no
+    org, whether or not the store has it). Keys have full read-write on every bucket
+    their org owns. CreateBucket needs a name no other org holds; ListBuckets touches no
+    bucket (its answer is filtered to the org's).
     """
-    if action == LIST_BUCKETS:
-        return bucket is None
-    if bucket is None:
+    if operation.level != operations.SERVICE and not operation.touches:
         return False
-    if action == CREATE_BUCKET:
-        return bucket.org_id is None or bucket.org_id == key.org_id
-    return bucket.org_id == key.org_id
+    for touch in operation.touches:
+        owner = owners.get(touch.bucket)
+        if operation.name == CREATE_BUCKET and touch.access == operations.ADMIN:
+            if owner is not None and owner != key.org_id:
+                return False
+        elif owner != key.org_id:
+            return False
+    return True
 
 
-def check_access(
-    key: KeyInfo, action: str, bucket: BucketRef | None, copy_source: BucketRef | None = None
-) -> None:
-    """authorize(), as the S3 answer: AccessDenied unless the key may do ``action`` to
-    ``bucket`` and, for a copy, read ``copy_source``."""
-    if not authorize(key, action, bucket):
+def check_access(key: KeyInfo, operation: Operation, owners: Mapping[str, int | None]) -> None:
+    """authorize(), as the S3 answer: AccessDenied unless the key may do it."""
+    if not authorize(key, operation, owners):
         raise sigv4.access_denied()
-    if copy_source is not None and not authorize(key, READ, copy_source):
-        raise sigv4.access_denied()
 
 
-def admit(
-    access_key_id: str, key: KeyInfo | None, cache: sigv4.SigningKeyCache
-) -> tuple[KeyInfo, sigv4.SigningKeyProvider]:
-    """Key ID and what the lookup found -> the usable key and the signing keys of its
-    scopes, or S3Error.
+def authenticate(
+    access_key_id: str,
+    key: KeyInfo | None,
+    cache: sigv4.SigningKeyCache,
+    verify: Callable[[sigv4.SigningKeyProvider], T],
+) -> T:
+    """Run ``verify`` (a signature check) with the signing keys of ``key``; its result, or
+    S3Error.
 
-    Unknown, inactive, revoked and expired keys all answer InvalidAccessKeyId, so a
-    client learns nothing about keys it cannot use. The secret is unsealed only when the
+    Unknown keys answer InvalidAccessKeyId, and so does a failed check with an inactive,
+    revoked or expired key, so a client learns nothing about keys it cannot use. A
+    correct signature with such a key passes here: the request is that key's (denied) use,
+    and the caller refuses it with require_usable(). The secret is unsealed only when the
     cache has no signing key for the scope asked; the gateway and the verify API both
     come through here.
     """
-    if key is None or not key.usable():
+    if key is None:
         raise sigv4.invalid_access_key_id(access_key_id)
-    return key, cache.provider(lambda _id: key.secret())
+    try:
+        return verify(cache.provider(lambda _id: key.secret()))
+    except sigv4.S3Error:
+        if not key.usable():
+            raise sigv4.invalid_access_key_id(access_key_id) from None
+        raise
+
+
+def require_usable(key: KeyInfo) -> None:
+    if not key.usable():
+        raise sigv4.invalid_access_key_id(key.id)
 
 
 # ---------------------------------------------------------------------------------------
@@ -177,11 +190,20 @@ def _org_bucket_names(org_id: int, names: list[str]) -> set[str]:
     return set(Bucket.objects.filter(org_id=org_id, name__in=names).values_list("name", flat=True))
 
 
-def _bucket_created(access_key_id: str, name: str, ip: str | None, request_id: str) -> bool:
+def _claim_bucket(access_key_id: str, name: str, ip: str | None, request_id: str) -> str:
     close_old_connections()
     key = AccessKey.objects.select_related("org").get(pk=access_key_id)
     actor = Actor.for_access_key(key, ip, request_id)
-    return services.bucket_created(key, name, actor) is not None
+    return services.claim_bucket(key, name, actor)
+
+
+def _release_bucket_claim(
+    access_key_id: str, name: str, ip: str | None, request_id: str, status: int
+) -> bool:
+    close_old_connections()
+    key = AccessKey.objects.select_related("org").get(pk=access_key_id)
+    actor = Actor.for_access_key(key, ip, request_id)
+    return services.release_bucket_claim(key, name, actor, status)
 
 
 def _bucket_deleted(access_key_id: str, name: str, ip: str | None, request_id: str) -> bool:
@@ -208,7 +230,8 @@ def _in_thread(func):
 @dataclass(slots=True)
 class Lookup:
     key: KeyInfo | None
-    buckets: dict[str, BucketRef]
+    # Each bucket asked about and the org that holds it (None: no org).
+    owners: dict[str, int | None]
 
 
 class Authority:
@@ -223,6 +246,10 @@ class Authority:
         # current: a read that started before a change and ends after it is never used.
         self._keys: dict[str, tuple[KeyInfo, float, bytes | None]] = {}
         self._owners: dict[str, tuple[int, float, bytes | None]] = {}
+        # Access key IDs the database did not know, until when to answer so without
+        # asking again. IDs are random: only a client guessing ever names one before it
+        # exists, so this never delays a new key.
+        self._unknown: dict[str, float] = {}
         self.on_invalidate: list = []
 
     async def _current_version(self) -> tuple[bool, bytes | None]:
@@ -262,15 +289,26 @@ class Authority:
             if self._fresh(cached, version, now) and all(
                 self._fresh(o, version, now) for o in owners.values()
             ):
-                return Lookup(
-                    cached[0], {name: BucketRef(name, o[0]) for name, o in owners.items()}
-                )
+                return Lookup(cached[0], {name: o[0] for name, o in owners.items()})
+        unknown_until = self._unknown.get(access_key_id)
+        if unknown_until is not None:
+            if now < unknown_until:
+                return Lookup(None, {})
+            del self._unknown[access_key_id]
         key, found = await _in_thread(_load)(access_key_id, names)
-        if caching and key is not None:
+        if key is None:
+            self._remember_unknown(access_key_id, now)
+        elif caching:
             self._keys[access_key_id] = (key, now, version)
             for name, org_id in found.items():
                 self._owners[name] = (org_id, now, version)
-        return Lookup(key, {name: BucketRef(name, found.get(name)) for name in names})
+        return Lookup(key, {name: found.get(name) for name in names})
+
+    def _remember_unknown(self, access_key_id: str, now: float) -> None:
+        if len(self._unknown) >= UNKNOWN_KEYS_MAX:
+            # A flood of made-up IDs: start over rather than grow.
+            self._unknown.clear()
+        self._unknown[access_key_id] = now + UNKNOWN_KEY_SECONDS
 
     async def still_usable(self, access_key_id: str) -> bool:
         """Is the key still usable now? Asked again before an upload is let complete."""
@@ -287,10 +325,17 @@ class Authority:
             return set()
         return await _in_thread(_org_bucket_names)(org_id, names)
 
-    async def bucket_created(
+    async def claim_bucket(
         self, access_key_id: str, name: str, ip: str | None, request_id: str
+    ) -> str:
+        """services.claim_bucket() for the key's org: "claimed", "owned" or "taken"."""
+        return await _in_thread(_claim_bucket)(access_key_id, name, ip, request_id)
+
+    async def release_bucket_claim(
+        self, access_key_id: str, name: str, ip: str | None, request_id: str, status: int
     ) -> bool:
-        return await _in_thread(_bucket_created)(access_key_id, name, ip, request_id)
+        self._owners.pop(name, None)
+        return await _in_thread(_release_bucket_claim)(access_key_id, name, ip, request_id, status)
 
     async def bucket_deleted(
         self, access_key_id: str, name: str, ip: str | None, request_id: str
@@ -327,6 +372,11 @@ def upstream() -> Upstream:
         settings.EXCLOUD_S3_UPSTREAM_SECRET_ACCESS_KEY,
         settings.EXCLOUD_S3_UPSTREAM_REGION,
     )
+
+
+def failure_limit() -> tuple[int, int]:
+    """(failures, window seconds) one source IP may have before SlowDown."""
+    return settings.EXCLOUD_S3_FAILURE_LIMIT, settings.EXCLOUD_S3_FAILURE_WINDOW_SECONDS
 
 
 def usage_flush_seconds() -> int:

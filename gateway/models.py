@@ -2,11 +2,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
-# S3 bucket names are 3 to 63 characters.
-BUCKET_NAME_MAX_LENGTH = 63
+from .names import BUCKET_NAME_MAX_LENGTH, bucket_name_problem
+
+
+def validate_bucket_name(name: str) -> None:
+    problem = bucket_name_problem(name)
+    if problem is not None:
+        raise ValidationError(problem, code="invalid_bucket_name")
 
 
 class BucketQuerySet(models.QuerySet["Bucket"]):
@@ -17,11 +23,14 @@ class BucketQuerySet(models.QuerySet["Bucket"]):
 class Bucket(models.Model):
     """A bucket in the object store and the organisation that owns it.
 
-    Written when CreateBucket succeeds upstream and removed when DeleteBucket does; a
-    bucket name is global, so no two organisations can hold the same one.
+    Claimed before CreateBucket is forwarded upstream (gateway.services) and removed when
+    DeleteBucket succeeds; a bucket name is global, so no two organisations can hold the
+    same one, and it always satisfies S3's naming rules.
     """
 
-    name = models.CharField(max_length=BUCKET_NAME_MAX_LENGTH, unique=True)
+    name = models.CharField(
+        max_length=BUCKET_NAME_MAX_LENGTH, unique=True, validators=[validate_bucket_name]
+    )
     org = models.ForeignKey("accounts.Organization", models.PROTECT, related_name="buckets")
     created_at = models.DateTimeField(default=timezone.now)
     created_by_key = models.ForeignKey(
@@ -66,3 +75,60 @@ class KeyUsage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.access_key_id} {self.hour:%Y-%m-%d %H}:00"
+
+
+class DeniedAttempt(models.Model):
+    """Requests that named an access key ID but did not authenticate (unknown key, bad
+    signature, or a key no longer usable), per claimed ID, source IP and hour.
+
+    Kept apart from KeyUsage: naming a key proves nothing, so these never count as the
+    key's use. ``org`` is the org of the named key when such a key exists; an empty
+    ``access_key_id`` gathers what a gateway could not keep apart under a flood.
+    """
+
+    access_key_id = models.CharField(max_length=32, blank=True)
+    org = models.ForeignKey(
+        "accounts.Organization", models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    source_ip = models.CharField(max_length=45, blank=True)
+    hour = models.DateTimeField()
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["access_key_id", "source_ip", "hour"], name="deniedattempt_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["org", "hour"], name="deniedattempt_org_hour_idx")]
+
+    def __str__(self) -> str:
+        who = f"{self.access_key_id or '?'} from {self.source_ip or '?'}"
+        return f"{who} {self.hour:%Y-%m-%d %H}:00"
+
+
+class SigningKeyGrant(models.Model):
+    """How many signing keys of one access key the verify API handed to one service token
+    in one hour: each allowed call carries one, and with it the front end can sign as the
+    key for that day and region.
+
+    ``token_label`` is a fingerprint of the token (gateway.verify_api.token_label), so
+    the counts name a front end without storing what would let anyone act as it.
+    """
+
+    token_label = models.CharField(max_length=32)
+    access_key = models.ForeignKey(
+        "keys.AccessKey", models.CASCADE, related_name="signing_key_grants"
+    )
+    hour = models.DateTimeField()
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["token_label", "access_key", "hour"], name="signingkeygrant_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.token_label}: {self.access_key_id} {self.hour:%Y-%m-%d %H}:00"

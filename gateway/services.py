@@ -1,8 +1,15 @@
-"""The only code that changes Bucket records: the gateway calls these after the object
-store has created or deleted the bucket. Each change and its audit event share one
-transaction."""
+"""The only code that changes Bucket records. Each change and its audit event share one
+transaction, and every name written satisfies S3's bucket naming rules.
+
+A bucket is claimed for an org before CreateBucket is forwarded to the object store, so
+two orgs racing for one name cannot both get it, and the claim is released if the store
+refuses. A bucket that exists in the store without an owner is never handed over by
+CreateBucket; an operator assigns it with ``manage.py adopt_bucket``.
+"""
 
 from __future__ import annotations
+
+from enum import StrEnum
 
 from django.db import IntegrityError, transaction
 
@@ -11,13 +18,35 @@ from keys import revocation
 from keys.models import AccessKey
 
 from .models import Bucket
+from .names import bucket_name_problem
 
 
-def bucket_created(key: AccessKey, name: str, actor: Actor) -> Bucket | None:
-    """Record that ``key`` created bucket ``name``; None when another org already holds it."""
+class Claim(StrEnum):
+    CLAIMED = "claimed"  # the name is now this org's
+    OWNED = "owned"  # the org held it already
+    TAKEN = "taken"  # another org holds it
+
+
+class InvalidBucketName(ValueError):
+    """A name that breaks S3's bucket naming rules; never written."""
+
+
+def _check_name(name: str) -> None:
+    problem = bucket_name_problem(name)
+    if problem is not None:
+        raise InvalidBucketName(f"{name!r}: {problem}")
+
+
+def claim_bucket(key: AccessKey, name: str, actor: Actor) -> Claim:
+    """Claim bucket ``name`` for the key's org before the store is asked to create it."""
+    _check_name(name)
+    holder = Bucket.objects.filter(name=name).values_list("org_id", flat=True).first()
+    if holder is not None:
+        return Claim.OWNED if holder == key.org_id else Claim.TAKEN
     try:
         with transaction.atomic():
-            bucket = Bucket.objects.create(name=name, org_id=key.org_id, created_by_key=key)
+            # Gateways cache only owned names, so claiming one needs no announcement.
+            Bucket.objects.create(name=name, org_id=key.org_id, created_by_key=key)
             record(
                 actor,
                 "bucket.created",
@@ -27,8 +56,34 @@ def bucket_created(key: AccessKey, name: str, actor: Actor) -> Bucket | None:
                 details={"name": name, "access_key": key.id},
             )
     except IntegrityError:
-        return None
-    return bucket
+        holder = Bucket.objects.filter(name=name).values_list("org_id", flat=True).first()
+        return Claim.OWNED if holder == key.org_id else Claim.TAKEN
+    return Claim.CLAIMED
+
+
+def release_bucket_claim(key: AccessKey, name: str, actor: Actor, status: int) -> bool:
+    """Give back a claim the object store refused to create (it answered ``status``)."""
+    with transaction.atomic():
+        deleted, _ = Bucket.objects.filter(
+            name=name, org_id=key.org_id, created_by_key=key
+        ).delete()
+        if not deleted:
+            return False
+        revocation.announce_change()
+        record(
+            actor,
+            "bucket.deleted",
+            org=key.org,
+            target_type="bucket",
+            target_id=name,
+            details={
+                "name": name,
+                "access_key": key.id,
+                "reason": "creation_refused",
+                "status": status,
+            },
+        )
+    return True
 
 
 def bucket_deleted(key: AccessKey, name: str, actor: Actor) -> bool:
@@ -48,3 +103,55 @@ def bucket_deleted(key: AccessKey, name: str, actor: Actor) -> bool:
             details={"name": name, "access_key": key.id},
         )
     return True
+
+
+def adopt_bucket(org, name: str, actor: Actor) -> Bucket:
+    """Assign a bucket that already exists in the store to ``org`` (an operator's act).
+
+    Raises InvalidBucketName, or ValueError when some org already holds the name.
+    """
+    _check_name(name)
+    try:
+        with transaction.atomic():
+            bucket = Bucket.objects.create(name=name, org=org)
+            record(
+                actor,
+                "bucket.adopted",
+                org=org,
+                target_type="bucket",
+                target_id=name,
+                details={"name": name},
+            )
+    except IntegrityError:
+        holder = Bucket.objects.filter(name=name).select_related("org").first()
+        raise ValueError(
+            f"bucket {name!r} already belongs to {holder.org.slug if holder else 'an org'}"
+        ) from None
+    return bucket
+
+
+def remove_invalid_buckets(actor: Actor) -> int:
+    """Delete every Bucket row whose name breaks the naming rules, one audit event each in
+    the org that held it; return how many went. Such rows predate the rules' enforcement:
+    their names could stand for another org's bucket once the store read them."""
+    removed = 0
+    for bucket in Bucket.objects.select_related("org").order_by("pk"):
+        problem = bucket_name_problem(bucket.name)
+        if problem is None:
+            continue
+        with transaction.atomic():
+            deleted, _ = Bucket.objects.filter(pk=bucket.pk).delete()
+            if not deleted:
+                continue
+            record(
+                actor,
+                "bucket.deleted",
+                org=bucket.org,
+                target_type="bucket",
+                target_id=bucket.name,
+                details={"name": bucket.name, "reason": "invalid_name", "problem": problem},
+            )
+        removed += 1
+    if removed:
+        revocation.announce_change()
+    return removed

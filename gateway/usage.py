@@ -14,6 +14,16 @@ from typing import Any
 HOUR = 3600
 # Fields of one hourly total, in the order a batch carries them.
 COUNTERS = ("requests", "bytes_in", "bytes_out", "errors", "denied")
+# Distinct (key ID, source IP, hour) denied attempts kept between two drains; past that,
+# further attempts are added to one row per hour with neither key nor IP, so a flood of
+# made-up IDs cannot grow the gateway's memory.
+MAX_DENIED_ENTRIES = 10_000
+ANY_KEY = ""
+# Access key IDs are 20 characters; what a client claims is cut to this before counting.
+ACCESS_KEY_ID_MAX = 32
+# Distinct (service token label, key ID, hour) signing-key counts kept between two drains;
+# past that, further ones are added to one row per token and hour with no key.
+MAX_SIGNING_KEY_ENTRIES = 10_000
 
 
 @dataclass(slots=True)
@@ -25,12 +35,20 @@ class LastUse:
 
 
 class UsageRecorder:
-    """Per-key, per-hour totals and each key's latest use, until drained."""
+    """Per-key, per-hour totals and each key's latest use, until drained.
+
+    Only requests whose signature verified count toward a key (``record``); a request
+    that names a key but fails to authenticate is a denied attempt, counted apart by the
+    key ID it named and its source IP (``record_denied_attempt``), so nobody can add to
+    another org's usage by naming its key.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, int], list[int]] = {}
         self._last: dict[str, LastUse] = {}
+        self._denied: dict[tuple[str, str | None, int], int] = {}
+        self._signing_keys: dict[tuple[str, str, int], int] = {}
 
     def record(
         self,
@@ -46,8 +64,8 @@ class UsageRecorder:
         denied: bool,
         authenticated: bool,
     ) -> None:
-        """Count one request. ``denied``: the key was revoked, inactive or expired;
-        ``authenticated``: its signature verified, so it counts as the key's latest use."""
+        """Count one request signed with the key. ``denied``: the key was revoked, inactive
+        or expired; ``authenticated``: it was let in, so it counts as the key's latest use."""
         hour = int(at) // HOUR * HOUR
         with self._lock:
             counts = self._counts.get((access_key_id, hour))
@@ -61,17 +79,47 @@ class UsageRecorder:
             if authenticated:
                 self._last[access_key_id] = LastUse(at, ip, operation, bucket)
 
+    def record_denied_attempt(self, access_key_id: str, *, at: float, ip: str | None) -> None:
+        """Count a request that named ``access_key_id`` but did not authenticate."""
+        hour = int(at) // HOUR * HOUR
+        entry = (access_key_id[:ACCESS_KEY_ID_MAX], ip, hour)
+        with self._lock:
+            if entry not in self._denied and len(self._denied) >= MAX_DENIED_ENTRIES:
+                entry = (ANY_KEY, None, hour)
+            self._denied[entry] = self._denied.get(entry, 0) + 1
+
+    def record_signing_key(self, token_label: str, access_key_id: str, *, at: float) -> None:
+        """Count a signing key of ``access_key_id`` handed to the service token labelled
+        ``token_label`` (gateway.verify_api: each allowed call carries one)."""
+        hour = int(at) // HOUR * HOUR
+        with self._lock:
+            self._add_signing_keys((token_label, access_key_id, hour), 1)
+
+    def _add_signing_keys(self, entry: tuple[str, str, int], count: int) -> None:
+        if entry not in self._signing_keys and len(self._signing_keys) >= MAX_SIGNING_KEY_ENTRIES:
+            entry = (entry[0], ANY_KEY, entry[2])
+        self._signing_keys[entry] = self._signing_keys.get(entry, 0) + count
+
     def drain(self) -> dict[str, Any] | None:
         """The totals so far as a JSON-ready batch (None if there are none), and reset."""
         with self._lock:
             counts, self._counts = self._counts, {}
             last, self._last = self._last, {}
-        if not counts:
+            denied, self._denied = self._denied, {}
+            signing_keys, self._signing_keys = self._signing_keys, {}
+        if not counts and not denied and not signing_keys:
             return None
         return {
             "counts": [[key_id, hour, *values] for (key_id, hour), values in counts.items()],
             "last_used": [
                 [key_id, use.at, use.ip, use.operation, use.bucket] for key_id, use in last.items()
+            ],
+            "denied_attempts": [
+                [key_id, ip, hour, count] for (key_id, ip, hour), count in denied.items()
+            ],
+            "signing_keys": [
+                [label, key_id, hour, count]
+                for (label, key_id, hour), count in signing_keys.items()
             ],
         }
 
@@ -86,47 +134,8 @@ class UsageRecorder:
                 current = self._last.get(key_id)
                 if current is None or current.at < at:
                     self._last[key_id] = LastUse(at, ip, operation, bucket)
-
-
-def operation_name(method: str, has_bucket: bool, has_key: bool, query: str, copy: bool) -> str:
-    """The S3 API operation a request performs, as AWS names it, for the key's last use."""
-    params = {part.partition("=")[0] for part in query.split("&") if part}
-    if not has_bucket:
-        return "ListBuckets"
-    if not has_key:
-        if method == "GET":
-            if "list-type" in params:
-                return "ListObjectsV2"
-            if "uploads" in params:
-                return "ListMultipartUploads"
-            if "versions" in params:
-                return "ListObjectVersions"
-            if "location" in params:
-                return "GetBucketLocation"
-            sub = sorted(params - {"prefix", "delimiter", "marker", "max-keys", "encoding-type"})
-            return f"GetBucket{sub[0].title().replace('-', '')}" if sub else "ListObjects"
-        if method == "HEAD":
-            return "HeadBucket"
-        if method == "POST" and "delete" in params:
-            return "DeleteObjects"
-        verb = {"PUT": "Put", "DELETE": "Delete"}.get(method, method.title())
-        sub = sorted(params)
-        if not sub:
-            return {"PUT": "CreateBucket", "DELETE": "DeleteBucket"}.get(method, verb + "Bucket")
-        return f"{verb}Bucket{sub[0].title().replace('-', '')}"
-    if method == "GET":
-        return "ListParts" if "uploadId" in params else "GetObject"
-    if method == "HEAD":
-        return "HeadObject"
-    if method == "PUT":
-        if "partNumber" in params:
-            return "UploadPartCopy" if copy else "UploadPart"
-        return "CopyObject" if copy else "PutObject"
-    if method == "POST":
-        if "uploads" in params:
-            return "CreateMultipartUpload"
-        if "uploadId" in params:
-            return "CompleteMultipartUpload"
-    if method == "DELETE":
-        return "AbortMultipartUpload" if "uploadId" in params else "DeleteObject"
-    return f"{method} object"
+            for key_id, ip, hour, count in batch.get("denied_attempts", ()):
+                entry = (key_id, ip, hour)
+                self._denied[entry] = self._denied.get(entry, 0) + count
+            for label, key_id, hour, count in batch.get("signing_keys", ()):
+                self._add_signing_keys((label, key_id, hour), count)

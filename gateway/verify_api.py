@@ -5,8 +5,12 @@ each request and asks here, authenticated by a service token from
 ``EXCLOUD_VERIFY_SERVICE_TOKENS`` (``Authorization: Bearer <token>``; a user's API token
 is refused). The answer runs through the gateway's own steps, in the gateway's order:
 the scope in the string to sign (gateway.sigv4), the key (gateway.authority.read, a
-database read per call, so a revoke is seen by the next call), admit() for usable keys
-and their signing keys, the clock and the signature, then check_access() on the bucket.
+database read per call, so a revoke is seen by the next call), the clock and the
+signature, whether the key is usable, then check_access() on the bucket.
+
+A token may be limited to some orgs (``TOKEN@acme|globex``): for a key of any other org
+it gets the answer an unknown key gets, decided before the signature is looked at, so it
+learns nothing about keys of orgs its front end does not serve.
 
 Request, JSON::
 
@@ -29,13 +33,18 @@ Answers (never the secret; always ``Cache-Control: no-store``):
 - 401 ``{"allow": false, "code": "unauthorized"}`` for a missing or wrong service token,
   400 ``bad_request`` for a body that is not the JSON above, 405 for another method.
 
-Each call counts toward the key's usage like a gateway request, kept in memory and sent
-to the worker about once per EXCLOUD_USAGE_FLUSH_SECONDS; no call writes to the database.
+Calls are counted like gateway requests: toward the key's usage only once the signature
+verified with its secret, otherwise as a denied attempt on the key ID named. Each 200
+also counts one signing key handed to that token (gateway.models.SigningKeyGrant), as a
+signing key lets its holder sign requests as the key (the README says for how long). All
+of it is kept in memory and sent to the worker about once per
+EXCLOUD_USAGE_FLUSH_SECONDS; no call writes to the database.
 """
 
 from __future__ import annotations
 
 import atexit
+import hashlib
 import hmac
 import ipaddress
 import json
@@ -50,19 +59,13 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import authority, sigv4
+from . import authority, operations, sigv4
 from .models import BUCKET_NAME_MAX_LENGTH
 from .usage import UsageRecorder
 
 log = logging.getLogger(__name__)
 
-ACTIONS = (
-    authority.LIST_BUCKETS,
-    authority.CREATE_BUCKET,
-    authority.DELETE_BUCKET,
-    authority.READ,
-    authority.WRITE,
-)
+ACTIONS = tuple(operations.VERIFY_ACTIONS)
 MAX_BODY_BYTES = 16 * 1024
 # Longest accepted value per text field; anything real is far shorter.
 MAX_LENGTHS = {
@@ -91,6 +94,17 @@ class BadCall(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Caller:
+    """The front end behind a call: its token's label and the orgs it may verify for."""
+
+    label: str
+    orgs: frozenset[str] | None  # None: every org
+
+    def serves(self, org_slug: str) -> bool:
+        return self.orgs is None or org_slug in self.orgs
+
+
+@dataclass(frozen=True, slots=True)
 class Call:
     access_key_id: str
     string_to_sign: str
@@ -112,15 +126,21 @@ def _refusal(status: int, code: str, message: str) -> JsonResponse:
     return _answer(status, {"allow": False, "code": code, "message": message})
 
 
-def _service_token_ok(request: HttpRequest) -> bool:
+def token_label(token: str) -> str:
+    """What usage counts and logs call a service token: a fingerprint, never the token."""
+    return "token " + hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+def _caller(request: HttpRequest) -> Caller | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     presented = token.strip().encode()
     if scheme.lower() != "bearer" or not presented:
-        return False
+        return None
     # Compare with every token, so the time taken does not tell which one nearly matched.
-    matched = False
-    for expected in settings.EXCLOUD_VERIFY_SERVICE_TOKENS:
-        matched |= hmac.compare_digest(presented, expected.encode())
+    matched = None
+    for expected, orgs in settings.EXCLOUD_VERIFY_SERVICE_TOKENS:
+        if hmac.compare_digest(presented, expected.encode()):
+            matched = Caller(token_label(expected), orgs)
     return matched
 
 
@@ -189,7 +209,8 @@ def verify(request: HttpRequest) -> JsonResponse:
         response = _refusal(405, "method_not_allowed", "Use POST.")
         response["Allow"] = "POST"
         return response
-    if not _service_token_ok(request):
+    caller = _caller(request)
+    if caller is None:
         response = _refusal(401, "unauthorized", UNAUTHORIZED_MESSAGE)
         response["WWW-Authenticate"] = 'Bearer realm="excloud-internal"'
         return response
@@ -203,42 +224,50 @@ def verify(request: HttpRequest) -> JsonResponse:
         call = parse_call(body)
     except BadCall as error:
         return _refusal(400, "bad_request", str(error))
-    return decide(call)
+    return decide(call, caller)
 
 
-def decide(call: Call, now: float | None = None) -> JsonResponse:
-    """The gateway's checks on a string to sign, in the gateway's order."""
-    found: authority.KeyInfo | None = None
+def decide(call: Call, caller: Caller, now: float | None = None) -> JsonResponse:
+    """The gateway's checks on a string to sign, in the gateway's order, for a front end
+    that may verify for ``caller.orgs``."""
+    at = time.time() if now is None else now
+    named = False
+    # Set once the call's signature verified with this key's secret.
+    signer: authority.KeyInfo | None = None
     authenticated = False
     try:
         signed = sigv4.parse_string_to_sign(
             call.string_to_sign, call.access_key_id, region=settings.EXCLOUD_S3_REGION
         )
-        names = tuple({n for n in (call.bucket, call.copy_source_bucket) if n is not None})
-        found, owners = authority.read(call.access_key_id, names)
-        key, signing_keys = authority.admit(call.access_key_id, found, SIGNING_KEYS)
-        signing_key = sigv4.verify_string_to_sign(
-            signed,
+        operation = operations.for_verify_action(call.action, call.bucket, call.copy_source_bucket)
+        found, owners = authority.read(call.access_key_id, operation.buckets)
+        named = True
+        # A key of an org this front end does not serve is an unknown key to it: refused
+        # before its signature or its status is looked at.
+        if found is None or not caller.serves(found.org_slug):
+            raise sigv4.invalid_access_key_id(call.access_key_id)
+        key = found
+        signing_key = authority.authenticate(
             call.access_key_id,
-            call.signature,
-            signing_keys,
-            now=time.time() if now is None else now,
-        )
-        authenticated = True
-        buckets = {name: authority.BucketRef(name, owners.get(name)) for name in names}
-        authority.check_access(
             key,
-            call.action,
-            buckets[call.bucket] if call.bucket is not None else None,
-            buckets[call.copy_source_bucket] if call.copy_source_bucket is not None else None,
+            SIGNING_KEYS,
+            lambda signing_keys: sigv4.verify_string_to_sign(
+                signed, call.access_key_id, call.signature, signing_keys, now=at
+            ),
         )
+        signer = key
+        authority.require_usable(key)
+        authenticated = True
+        authority.check_access(key, operation, owners)
     except sigv4.S3Error as error:
-        _record(call, found, error.status, authenticated)
+        if named:
+            _record(call, signer, error.status, authenticated, at)
         return _answer(
             error.status,
             {"allow": False, "code": error.code, "message": error.message, "details": error.extra},
         )
-    _record(call, found, 200, authenticated)
+    USAGE.record_signing_key(caller.label, key.id, at=at)
+    _record(call, key, 200, authenticated, at)
     return _answer(
         200,
         {
@@ -251,22 +280,27 @@ def decide(call: Call, now: float | None = None) -> JsonResponse:
     )
 
 
-def _record(call: Call, key: authority.KeyInfo | None, status: int, authenticated: bool) -> None:
-    """Count the call as the gateway counts a request: only for a key we know."""
-    if key is None:
-        return
-    USAGE.record(
-        key.id,
-        at=time.time(),
-        ip=call.source_ip,
-        operation=call.action,
-        bucket=call.bucket or "",
-        bytes_in=0,
-        bytes_out=0,
-        status=status,
-        denied=not key.usable(),
-        authenticated=authenticated,
-    )
+def _record(
+    call: Call, signer: authority.KeyInfo | None, status: int, authenticated: bool, at: float
+) -> None:
+    """Count a call that named a key as the gateway counts a request: toward the key only
+    when signed with its secret, else as a denied attempt, so naming a key adds nothing
+    to its usage."""
+    if signer is None:
+        USAGE.record_denied_attempt(call.access_key_id, at=at, ip=call.source_ip)
+    else:
+        USAGE.record(
+            signer.id,
+            at=at,
+            ip=call.source_ip,
+            operation=call.action,
+            bucket=call.bucket or "",
+            bytes_in=0,
+            bytes_out=0,
+            status=status,
+            denied=not authenticated,
+            authenticated=authenticated,
+        )
     _flush_when_due()
 
 

@@ -8,73 +8,94 @@ import time
 import pytest
 
 from gateway import sigv4
-from gateway.app import _filter_list_buckets, _forwarded_query, route
-from gateway.authority import (
-    CREATE_BUCKET,
-    DELETE_BUCKET,
-    LIST_BUCKETS,
-    READ,
-    WRITE,
-    BucketRef,
-    KeyInfo,
-    authorize,
-)
+from gateway.app import _filter_list_buckets, _forwarded_query
+from gateway.authority import KeyInfo, authorize
+from gateway.operations import classify
 from gateway.upstream import Signer
 
 KEY = KeyInfo("EXC" + "A" * 17, org_id=1, status="active", expires_at=None, kek_id="", sealed=b"")
 
 
-@pytest.mark.parametrize("action", [READ, WRITE, DELETE_BUCKET, CREATE_BUCKET])
-def test_it_allows_everything_on_the_orgs_own_buckets(action):
-    assert authorize(KEY, action, BucketRef("mine", 1))
-
-
-@pytest.mark.parametrize("action", [READ, WRITE, DELETE_BUCKET, CREATE_BUCKET])
-def test_it_denies_everything_on_another_orgs_buckets(action):
-    assert not authorize(KEY, action, BucketRef("theirs", 2))
-
-
-@pytest.mark.parametrize("action", [READ, WRITE, DELETE_BUCKET])
-def test_it_denies_buckets_no_org_owns_except_to_create_them(action):
-    assert not authorize(KEY, action, BucketRef("stray", None))
-    assert authorize(KEY, CREATE_BUCKET, BucketRef("stray", None))
-
-
-def test_it_lists_buckets_only_without_a_bucket():
-    assert authorize(KEY, LIST_BUCKETS, None)
-    assert not authorize(KEY, READ, None)
-
-
-def _request(method: str, target: str, host: str = "127.0.0.1:9000", **headers: str):
+def _operation(method: str, target: str, host: str = "127.0.0.1:9000", **headers: str):
     path, _, query = target.partition("?")
-    pairs = [("host", host), *headers.items()]
-    return sigv4.Request(method, path, query, pairs, header_map={k: [v] for k, v in pairs})
+    header_map = {"host": [host], **{name: [value] for name, value in headers.items()}}
+    return classify(method, path, query, header_map, "s3.test")
+
+
+# One request of each kind authorize() tells apart.
+REQUESTS = [
+    ("GET", "/bkt/k"),
+    ("PUT", "/bkt/k"),
+    ("DELETE", "/bkt/k"),
+    ("DELETE", "/bkt"),
+    ("PUT", "/bkt"),
+    ("GET", "/bkt?list-type=2"),
+]
+
+
+@pytest.mark.parametrize(("method", "target"), REQUESTS)
+def test_it_allows_everything_on_the_orgs_own_buckets(method, target):
+    assert authorize(KEY, _operation(method, target), {"bkt": 1})
+
+
+@pytest.mark.parametrize(("method", "target"), REQUESTS)
+def test_it_denies_everything_on_another_orgs_buckets(method, target):
+    assert not authorize(KEY, _operation(method, target), {"bkt": 2})
+
+
+@pytest.mark.parametrize(("method", "target"), [r for r in REQUESTS if r != ("PUT", "/bkt")])
+def test_it_denies_buckets_no_org_owns_except_to_create_them(method, target):
+    assert not authorize(KEY, _operation(method, target), {"bkt": None})
+    assert authorize(KEY, _operation("PUT", "/bkt"), {"bkt": None})
+
+
+def test_it_lists_buckets_without_a_bucket():
+    assert authorize(KEY, _operation("GET", "/"), {})
+
+
+def test_it_denies_a_copy_from_another_orgs_bucket_into_the_orgs_own():
+    copy = _operation("PUT", "/bkt/k", **{"x-amz-copy-source": "/src/some%20key"})
+    assert [(t.bucket, t.key, t.access) for t in copy.touches] == [
+        ("bkt", "k", "write"),
+        ("src", "some key", "read"),
+    ]
+    assert authorize(KEY, copy, {"bkt": 1, "src": 1})
+    assert not authorize(KEY, copy, {"bkt": 1, "src": 2})
+    assert not authorize(KEY, copy, {"bkt": 2, "src": 1})
 
 
 @pytest.mark.parametrize(
-    ("method", "target", "host", "bucket", "key_path", "action"),
+    ("method", "target", "host", "bucket", "key", "name"),
     [
-        ("GET", "/", "127.0.0.1:9000", None, "", LIST_BUCKETS),
-        ("PUT", "/bkt", "127.0.0.1:9000", "bkt", "", CREATE_BUCKET),
-        ("PUT", "/bkt/", "127.0.0.1:9000", "bkt", "", CREATE_BUCKET),
-        ("PUT", "/bkt?acl", "127.0.0.1:9000", "bkt", "", WRITE),
-        ("DELETE", "/bkt", "127.0.0.1:9000", "bkt", "", DELETE_BUCKET),
-        ("GET", "/bkt/a%20b/c", "127.0.0.1:9000", "bkt", "/a%20b/c", READ),
-        ("POST", "/bkt?delete", "127.0.0.1:9000", "bkt", "", WRITE),
-        ("GET", "/a%20b/c", "bkt.s3.test:9000", "bkt", "/a%20b/c", READ),
-        ("PUT", "/", "bkt.s3.test", "bkt", "", CREATE_BUCKET),
+        ("GET", "/", "127.0.0.1:9000", None, None, "ListBuckets"),
+        ("PUT", "/bkt", "127.0.0.1:9000", "bkt", None, "CreateBucket"),
+        ("PUT", "/bkt/", "127.0.0.1:9000", "bkt", None, "CreateBucket"),
+        ("DELETE", "/bkt", "127.0.0.1:9000", "bkt", None, "DeleteBucket"),
+        ("GET", "/bkt/a%20b/c", "127.0.0.1:9000", "bkt", "a b/c", "GetObject"),
+        ("POST", "/bkt?delete", "127.0.0.1:9000", "bkt", None, "DeleteObjects"),
+        ("GET", "/a%20b/c", "bkt.s3.test:9000", "bkt", "a b/c", "GetObject"),
+        ("PUT", "/", "bkt.s3.test", "bkt", None, "CreateBucket"),
         # A presigned URL's own parameters are not a subresource.
-        ("DELETE", "/bkt?X-Amz-Signature=ab&X-Amz-Date=1", "127.0.0.1", "bkt", "", DELETE_BUCKET),
+        (
+            "DELETE",
+            "/bkt?X-Amz-Signature=ab&X-Amz-Date=1",
+            "127.0.0.1",
+            "bkt",
+            None,
+            "DeleteBucket",
+        ),
     ],
 )
-def test_it_routes_requests(method, target, host, bucket, key_path, action):
-    routed = route(_request(method, target, host), "s3.test")
-    assert (routed.bucket, routed.key_path, routed.action) == (bucket, key_path, action)
+def test_it_routes_requests(method, target, host, bucket, key, name):
+    operation = _operation(method, target, host)
+    assert (operation.bucket, operation.key, operation.name) == (bucket, key, name)
 
 
-def test_it_names_the_copy_source_bucket():
-    request = _request("PUT", "/dst/k", **{"x-amz-copy-source": "/src%2Fx/some%20key?versionId=1"})
-    assert route(request, None).copy_source_bucket == "src"
+@pytest.mark.parametrize("source", ["/src%2Fx/some%20key", "src%2fx/k", "/SRC/k", "/src./k"])
+def test_it_refuses_a_copy_source_whose_bucket_is_not_a_bucket_name(source):
+    with pytest.raises(sigv4.S3Error) as excinfo:
+        _operation("PUT", "/dst/k", **{"x-amz-copy-source": source})
+    assert excinfo.value.code == "InvalidBucketName"
 
 
 def test_it_drops_presign_parameters_from_the_forwarded_query():

@@ -1,5 +1,5 @@
 """Usage counting without a network: the recorder, operation names, and the task that
-adds a gateway's totals to the database."""
+adds a gateway's totals (and denied attempts) to the database."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.models import KeyUsage
+from gateway.models import DeniedAttempt, KeyUsage
+from gateway.operations import classify
 from gateway.tasks import record_usage
-from gateway.usage import UsageRecorder, operation_name
+from gateway.usage import MAX_DENIED_ENTRIES, UsageRecorder
 from keys.models import AccessKey
 from tests.conftest import new_key
 
@@ -68,7 +69,7 @@ def test_it_keeps_a_batch_that_could_not_be_sent_for_the_next_one():
 
 
 @pytest.mark.parametrize(
-    ("method", "bucket", "key", "query", "copy", "name"),
+    ("method", "has_bucket", "has_key", "query", "copy", "name"),
     [
         ("GET", False, False, "", False, "ListBuckets"),
         ("PUT", True, False, "", False, "CreateBucket"),
@@ -91,8 +92,65 @@ def test_it_keeps_a_batch_that_could_not_be_sent_for_the_next_one():
         ("GET", True, True, "uploadId=x", False, "ListParts"),
     ],
 )
-def test_it_names_s3_operations(method, bucket, key, query, copy, name):
-    assert operation_name(method, bucket, key, query, copy) == name
+def test_it_names_s3_operations(method, has_bucket, has_key, query, copy, name):
+    path = "/" + ("bkt" if has_bucket else "") + ("/k" if has_key else "")
+    headers = {"host": ["127.0.0.1"]}
+    if copy:
+        headers["x-amz-copy-source"] = ["/src/k"]
+    assert classify(method, path, query, headers, None).name == name
+
+
+def test_it_counts_denied_attempts_apart_from_the_keys_usage():
+    recorder = UsageRecorder()
+    for _ in range(3):
+        recorder.record_denied_attempt("K", at=HOUR + 5, ip="192.0.2.7")
+    recorder.record_denied_attempt("K", at=HOUR + 5, ip="192.0.2.8")
+
+    batch = recorder.drain()
+
+    assert batch["counts"] == []
+    assert batch["last_used"] == []
+    assert sorted(batch["denied_attempts"]) == [
+        ["K", "192.0.2.7", HOUR, 3],
+        ["K", "192.0.2.8", HOUR, 1],
+    ]
+    recorder.restore(batch)
+    assert sorted(recorder.drain()["denied_attempts"]) == sorted(batch["denied_attempts"])
+
+
+def test_it_bounds_what_a_flood_of_made_up_key_ids_can_make_it_hold():
+    recorder = UsageRecorder()
+    for number in range(MAX_DENIED_ENTRIES + 500):
+        recorder.record_denied_attempt(f"EXC{number:017d}", at=HOUR, ip="192.0.2.7")
+
+    attempts = recorder.drain()["denied_attempts"]
+
+    assert len(attempts) == MAX_DENIED_ENTRIES + 1
+    assert ["", None, HOUR, 500] in attempts
+    assert sum(row[3] for row in attempts) == MAX_DENIED_ENTRIES + 500
+
+
+@pytest.mark.django_db
+def test_it_stores_denied_attempts_with_the_named_keys_org(owner):
+    key, _ = new_key(owner)
+    unknown = "EXC" + "Q" * 17
+    batch = {
+        "counts": [],
+        "last_used": [],
+        "denied_attempts": [[key.id, "192.0.2.7", HOUR, 3], [unknown, None, HOUR, 2]],
+    }
+
+    assert record_usage(batch) == 0
+    record_usage(batch)
+
+    rows = {row.access_key_id: row for row in DeniedAttempt.objects.all()}
+    assert (rows[key.id].count, rows[key.id].org_id, rows[key.id].source_ip) == (
+        6,
+        owner.org_id,
+        "192.0.2.7",
+    )
+    assert (rows[unknown].count, rows[unknown].org_id, rows[unknown].source_ip) == (4, None, "")
+    assert not KeyUsage.objects.filter(access_key=key).exists()
 
 
 @pytest.mark.django_db

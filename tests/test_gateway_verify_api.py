@@ -11,6 +11,7 @@ import pytest
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -18,8 +19,9 @@ from django.utils import timezone
 
 from accounts.services import create_api_token
 from audit.trail import Actor
-from gateway import verify_api
-from gateway.models import Bucket, KeyUsage
+from excloud_portal.settings import parse_service_tokens
+from gateway import usage, verify_api
+from gateway.models import Bucket, KeyUsage, SigningKeyGrant
 from gateway.sigv4 import derive_signing_key, signature
 from gateway.tasks import record_usage
 from keys.models import AccessKey
@@ -29,13 +31,17 @@ from tests.conftest import new_key
 URL = "/internal/v1/s3/verify"
 TOKEN = "svc-" + "t" * 40
 SECOND_TOKEN = "svc-" + "u" * 40
+# A front end that serves Acme (and an org that does not exist here) only.
+ACME_TOKEN = "svc-" + "v" * 40
 UNKNOWN_KEY_ID = "EXC" + "A" * 17
 BUCKET = "acme-photos"
 
 
 @pytest.fixture(autouse=True)
 def service_tokens(settings) -> None:
-    settings.EXCLOUD_VERIFY_SERVICE_TOKENS = [TOKEN, SECOND_TOKEN]
+    settings.EXCLOUD_VERIFY_SERVICE_TOKENS = parse_service_tokens(
+        [TOKEN, SECOND_TOKEN, f"{ACME_TOKEN}@acme|initech"]
+    )
     settings.EXCLOUD_S3_REGION = "us-east-1"
 
 
@@ -157,6 +163,9 @@ def test_it_refuses_an_unknown_key(db, key_id):
 
     body = assert_denied(response, 403, "InvalidAccessKeyId")
     assert body["details"] == {"AWSAccessKeyId": key_id}
+    batch = verify_api.USAGE.drain()
+    assert (batch["counts"], batch["signing_keys"]) == ([], [])
+    assert [row[:2] for row in batch["denied_attempts"]] == [[key_id[:32], "203.0.113.7"]]
 
 
 @pytest.mark.parametrize("change", [revoke_key, deactivate_key])
@@ -167,10 +176,14 @@ def test_it_refuses_a_key_on_the_call_after_it_is_revoked_or_deactivated(owner, 
     change(owner, Actor.for_user(owner.user), key)
 
     assert_denied(call(request_for(key.id, secret)), 403, "InvalidAccessKeyId")
-    # Denials with a known key count as denied attempts of that key, as in the gateway.
+    # Signed with the key's secret, the refused call counts as the key's denied use, as
+    # in the gateway; with a wrong signature it is only a denied attempt.
+    wrong = request_for(key.id, "x" * 40)
+    assert_denied(call(wrong), 403, "InvalidAccessKeyId")
     batch = verify_api.USAGE.drain()
     assert [row[0] for row in batch["counts"]] == [key.id]
     assert batch["counts"][0][2:] == [2, 0, 0, 1, 1]  # requests, in, out, errors, denied
+    assert [row[:2] for row in batch["denied_attempts"]] == [[key.id, "203.0.113.7"]]
 
 
 def test_it_refuses_an_expired_key(owner, bucket):
@@ -378,3 +391,174 @@ def test_it_sends_usage_to_the_worker_once_a_flush_is_due(owner, bucket, monkeyp
     assert (usage.requests, usage.errors, usage.denied) == (1, 0, 0)
     key.refresh_from_db()
     assert key.last_used_ip == "203.0.113.7"
+
+
+def test_it_answers_a_token_limited_to_some_orgs_as_if_other_orgs_keys_did_not_exist(
+    owner, outsider, bucket
+):
+    ours, our_secret = new_key(owner)
+    theirs, their_secret = new_key(outsider, "globex-laptop")
+    Bucket.objects.create(name="globex-own", org=outsider.org)
+    correct = request_for(theirs.id, their_secret, bucket="globex-own")
+    unknown_key = call(request_for(UNKNOWN_KEY_ID, "s" * 40), token=ACME_TOKEN)
+    unknown = assert_denied(unknown_key, 403, "InvalidAccessKeyId")
+    verify_api.USAGE.drain()
+
+    assert call(request_for(ours.id, our_secret), token=ACME_TOKEN).json()["allow"] is True
+    answers = [
+        call(correct, token=ACME_TOKEN),
+        call({**correct, "signature": "0" * 64}, token=ACME_TOKEN),
+        call({**correct, "action": "ListBuckets", "bucket": None}, token=ACME_TOKEN),
+    ]
+
+    for response in answers:
+        body = assert_denied(response, 403, "InvalidAccessKeyId")
+        assert body == {**unknown, "details": {"AWSAccessKeyId": theirs.id}}
+        assert response.status_code == unknown_key.status_code
+    # Named but not let in: denied attempts, nothing toward Globex's key.
+    batch = verify_api.USAGE.drain()
+    assert [row[0] for row in batch["counts"]] == [ours.id]
+    assert [row[0] for row in batch["last_used"]] == [ours.id]
+    assert [row[0] for row in batch["signing_keys"]] == [verify_api.token_label(ACME_TOKEN)]
+    assert [(row[0], row[3]) for row in batch["denied_attempts"]] == [(theirs.id, 3)]
+    # The signature was right: a token for every org is let in with it.
+    assert call(correct).json()["allow"] is True
+
+
+def test_it_reads_service_tokens_with_the_orgs_each_may_verify_for():
+    tokens = parse_service_tokens(
+        ["a" * 32, "b" * 32 + "@acme", "c" * 40 + "@acme|globex-2|3m|acme_corp"]
+    )
+
+    assert tokens == [
+        ("a" * 32, None),
+        ("b" * 32, frozenset({"acme"})),
+        ("c" * 40, frozenset({"acme", "globex-2", "3m", "acme_corp"})),
+    ]
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        ["a" * 31],
+        ["a" * 31 + "@acme"],
+        ["a" * 16 + " " + "a" * 16],
+        ["a" * 32 + "@"],
+        ["a" * 32 + "@acme|"],
+        ["a" * 32 + "@|acme"],
+        ["a" * 32 + "@Acme"],
+        ["a" * 32 + "@acme corp"],
+        ["a" * 32 + "@acme,globex"],
+        ["a" * 32 + "@acme@globex"],
+        ["a" * 32 + "@acme;globex"],
+        ["a" * 32, "a" * 32 + "@acme"],
+    ],
+)
+def test_it_refuses_a_malformed_service_token_entry_without_showing_the_token(entries):
+    with pytest.raises(ImproperlyConfigured) as refused:
+        parse_service_tokens(entries)
+
+    assert "EXCLOUD_VERIFY_SERVICE_TOKENS entry" in str(refused.value)
+    assert "a" * 16 not in str(refused.value)
+
+
+def test_it_labels_a_service_token_by_a_fingerprint():
+    label = verify_api.token_label(TOKEN)
+
+    assert label.startswith("token ") and len(label) == 18
+    assert label != verify_api.token_label(SECOND_TOKEN)
+    assert TOKEN not in label and "t" * 8 not in label
+
+
+def test_it_counts_the_signing_keys_it_hands_out_per_token_and_key(owner, bucket):
+    laptop, laptop_secret = new_key(owner)
+    server, server_secret = new_key(owner, "server")
+    for token, key_id, secret, times in [
+        (TOKEN, laptop.id, laptop_secret, 3),
+        (SECOND_TOKEN, laptop.id, laptop_secret, 2),
+        (ACME_TOKEN, server.id, server_secret, 1),
+    ]:
+        for _ in range(times):
+            assert call(request_for(key_id, secret), token=token).json()["allow"] is True
+    # Refusals hand out no signing key and are not counted as one.
+    denied = request_for(laptop.id, laptop_secret, bucket="nobody-owns-this")
+    assert_denied(call(denied), 403, "AccessDenied")
+
+    batch = verify_api.USAGE.drain()
+    record_usage(batch)
+    record_usage(batch)  # a second flush of the same totals adds to the same rows
+
+    expected = {
+        (verify_api.token_label(TOKEN), laptop.id): 3,
+        (verify_api.token_label(SECOND_TOKEN), laptop.id): 2,
+        (verify_api.token_label(ACME_TOKEN), server.id): 1,
+    }
+    counted: dict[tuple[str, str], int] = {}
+    for label, key_id, _hour, count in batch["signing_keys"]:
+        counted[(label, key_id)] = counted.get((label, key_id), 0) + count
+    assert counted == expected
+    stored: dict[tuple[str, str], int] = {}
+    for grant in SigningKeyGrant.objects.all():
+        pair = (grant.token_label, grant.access_key_id)
+        stored[pair] = stored.get(pair, 0) + grant.count
+    assert stored == {pair: 2 * count for pair, count in expected.items()}
+    rows = json.dumps(list(SigningKeyGrant.objects.values()), default=str)
+    for token in (TOKEN, SECOND_TOKEN, ACME_TOKEN):
+        assert token not in rows and token[4:12] not in rows
+
+
+def test_it_skips_signing_key_counts_of_keys_it_does_not_know(owner):
+    key, _ = new_key(owner)
+    hour = 1_800_000_000 // 3600 * 3600
+    label = verify_api.token_label(TOKEN)
+
+    record_usage(
+        {
+            "counts": [],
+            "last_used": [],
+            "signing_keys": [[label, key.id, hour, 4], [label, UNKNOWN_KEY_ID, hour, 2]],
+        }
+    )
+
+    grant = SigningKeyGrant.objects.get()
+    assert (grant.token_label, grant.access_key_id, grant.count) == (label, key.id, 4)
+    assert grant.hour == datetime.fromtimestamp(hour, UTC)
+
+
+def test_it_keeps_the_signing_key_counts_when_the_broker_is_down(owner, bucket, monkeypatch):
+    key, secret = new_key(owner)
+
+    def broker_down(batch):
+        raise ConnectionError("no broker")
+
+    monkeypatch.setattr(record_usage, "delay", broker_down)
+    assert call(request_for(key.id, secret)).json()["allow"] is True
+    verify_api.flush_usage()
+    assert call(request_for(key.id, secret)).json()["allow"] is True
+
+    [[label, key_id, _hour, count]] = verify_api.USAGE.drain()["signing_keys"]
+    assert (label, key_id, count) == (verify_api.token_label(TOKEN), key.id, 2)
+
+
+def test_it_bounds_the_signing_key_counts_it_holds(monkeypatch):
+    monkeypatch.setattr(usage, "MAX_SIGNING_KEY_ENTRIES", 2)
+    recorder = usage.UsageRecorder()
+    for number in range(5):
+        recorder.record_signing_key("token a", f"EXC{number:017d}", at=7200)
+
+    batch = recorder.drain()
+
+    assert len(batch["signing_keys"]) == 3
+    assert ["token a", usage.ANY_KEY, 7200, 3] in batch["signing_keys"]
+
+
+def test_it_counts_a_wrong_signature_as_a_denied_attempt_not_as_the_keys_use(owner, bucket):
+    key, secret = new_key(owner)
+    body = request_for(key.id, secret)
+
+    assert_denied(call({**body, "signature": "0" * 64}), 403, "SignatureDoesNotMatch")
+
+    batch = verify_api.USAGE.drain()
+    assert (batch["counts"], batch["last_used"], batch["signing_keys"]) == ([], [], [])
+    [[key_id, ip, _hour, count]] = batch["denied_attempts"]
+    assert (key_id, ip, count) == (key.id, "203.0.113.7", 1)

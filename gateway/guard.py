@@ -1,0 +1,50 @@
+"""Slowing down a source that keeps failing to authenticate.
+
+Django-free. Each gateway process counts failed authentications (unknown key IDs, bad
+signatures, unusable keys) per source IP in fixed windows; once an IP passes the limit
+in the current window, its requests answer ``503 SlowDown`` before any lookup, so a flood
+of made-up credentials costs neither database queries nor HMACs.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from .sigv4 import S3Error
+
+# Past this many tracked sources, start the table over rather than grow without bound.
+MAX_SOURCES = 100_000
+
+
+class FailureGuard:
+    def __init__(self, limit: int, window_seconds: float) -> None:
+        self.limit = limit
+        self.window = window_seconds
+        self._lock = threading.Lock()
+        # ip -> (window start, failures in it)
+        self._failures: dict[str, tuple[float, int]] = {}
+
+    def check(self, ip: str | None, now: float) -> None:
+        """Raise SlowDown when ``ip`` has failed too often in the current window."""
+        if ip is None or self.limit <= 0:
+            return
+        entry = self._failures.get(ip)
+        if entry is not None and now - entry[0] < self.window and entry[1] >= self.limit:
+            raise S3Error(
+                "SlowDown",
+                503,
+                "Please reduce your request rate.",
+                {"RetryAfterSeconds": int(self.window - (now - entry[0])) + 1},
+            )
+
+    def failed(self, ip: str | None, now: float) -> None:
+        if ip is None or self.limit <= 0:
+            return
+        with self._lock:
+            entry = self._failures.get(ip)
+            if entry is None or now - entry[0] >= self.window:
+                if len(self._failures) >= MAX_SOURCES:
+                    self._failures.clear()
+                self._failures[ip] = (now, 1)
+            else:
+                self._failures[ip] = (entry[0], entry[1] + 1)

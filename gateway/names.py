@@ -1,0 +1,103 @@
+"""S3's rules for bucket and object names, checked before anything is decided about them.
+
+Django-free. A bucket name that breaks the rules is refused, never repaired: the gateway
+decides on the name it validated and forwards that same name, so nothing downstream can
+read a different bucket into it. Object names are refused when a store behind the
+gateway could resolve them to another object (dot segments, empty segments, a trailing
+"/", NUL).
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote_to_bytes
+
+from .sigv4 import S3Error
+
+BUCKET_NAME_MIN_LENGTH = 3
+BUCKET_NAME_MAX_LENGTH = 63
+OBJECT_NAME_MAX_BYTES = 1024
+
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]*[a-z0-9]").fullmatch
+_IPV4_SHAPED = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+").fullmatch
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})").search
+# Prefixes and suffixes AWS reserves for its own kinds of bucket and access point.
+RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+
+
+def bucket_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a valid S3 bucket name, or None when it is."""
+    if not BUCKET_NAME_MIN_LENGTH <= len(name) <= BUCKET_NAME_MAX_LENGTH:
+        return "Bucket names are 3 to 63 characters long."
+    if not _BUCKET_NAME(name):
+        return (
+            "Bucket names hold lowercase letters, digits, '.' and '-', and start and end "
+            "with a letter or digit."
+        )
+    if ".." in name:
+        return "Bucket names may not hold two adjacent periods."
+    if _IPV4_SHAPED(name):
+        return "Bucket names may not be formatted as an IP address."
+    if name.startswith(RESERVED_PREFIXES) or name.endswith(RESERVED_SUFFIXES):
+        return "The bucket name uses a reserved prefix or suffix."
+    return None
+
+
+def is_valid_bucket_name(name: str) -> bool:
+    return bucket_name_problem(name) is None
+
+
+def check_bucket_name(name: str) -> str:
+    """``name`` itself when it is a valid bucket name, or InvalidBucketName."""
+    problem = bucket_name_problem(name)
+    if problem is not None:
+        raise S3Error(
+            "InvalidBucketName",
+            400,
+            f"The specified bucket is not valid. {problem}",
+            {"BucketName": name[: BUCKET_NAME_MAX_LENGTH * 2]},
+        )
+    return name
+
+
+def object_name_problem(name: str) -> str | None:
+    """Why the (decoded) object name cannot be used, or None when it can."""
+    if not name:
+        return "The object name is empty."
+    if "\x00" in name:
+        return "Object names may not hold a NUL character."
+    # A file-backed store (the embedded one among them) keeps "dir/" as "dir" and "a//b"
+    # as "a/b": a name with an empty segment, a trailing "/" included, could be another.
+    for segment in name.split("/"):
+        if segment in ("", ".", ".."):
+            return (
+                "Object names may not hold empty, '.' or '..' path segments, nor end with "
+                "'/': a store could resolve them to another object."
+            )
+    return None
+
+
+def check_object_name(name: str) -> str:
+    """``name`` itself when it can be used as an object name, or an S3 error."""
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise S3Error("InvalidArgument", 400, "Object names must be valid UTF-8.") from None
+    if size > OBJECT_NAME_MAX_BYTES:
+        raise S3Error("KeyTooLongError", 400, "Your key is too long.")
+    problem = object_name_problem(name)
+    if problem is not None:
+        raise S3Error("InvalidArgument", 400, problem)
+    return name
+
+
+def decode_object_name(raw: str) -> str:
+    """The object name a raw, percent-encoded path piece stands for, checked."""
+    if _BAD_ESCAPE(raw):
+        raise S3Error("InvalidURI", 400, "Couldn't parse the specified URI.")
+    try:
+        name = unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise S3Error("InvalidArgument", 400, "Object names must be valid UTF-8.") from None
+    return check_object_name(name)
