@@ -63,33 +63,18 @@ def claim_bucket(key: AccessKey, name: str, actor: Actor) -> Claim:
 
 def release_bucket_claim(key: AccessKey, name: str, actor: Actor, status: int) -> bool:
     """Give back a claim the object store refused to create (it answered ``status``)."""
-    with transaction.atomic():
-        deleted, _ = Bucket.objects.filter(
-            name=name, org_id=key.org_id, created_by_key=key
-        ).delete()
-        if not deleted:
-            return False
-        revocation.announce_change()
-        record(
-            actor,
-            "bucket.deleted",
-            org=key.org,
-            target_type="bucket",
-            target_id=name,
-            details={
-                "name": name,
-                "access_key": key.id,
-                "reason": "creation_refused",
-                "status": status,
-            },
-        )
-    return True
+    rows = Bucket.objects.filter(name=name, org_id=key.org_id, created_by_key=key)
+    return _forget(key, name, actor, rows, reason="creation_refused", status=status)
 
 
 def bucket_deleted(key: AccessKey, name: str, actor: Actor) -> bool:
     """Forget bucket ``name`` of the key's org; False when the org held no such bucket."""
+    return _forget(key, name, actor, Bucket.objects.filter(name=name, org_id=key.org_id))
+
+
+def _forget(key: AccessKey, name: str, actor: Actor, rows, **details: object) -> bool:
     with transaction.atomic():
-        deleted, _ = Bucket.objects.filter(name=name, org_id=key.org_id).delete()
+        deleted, _ = rows.delete()
         if not deleted:
             return False
         # Gateways cache bucket owners: the name may go to another org next.
@@ -100,7 +85,7 @@ def bucket_deleted(key: AccessKey, name: str, actor: Actor) -> bool:
             org=key.org,
             target_type="bucket",
             target_id=name,
-            details={"name": name, "access_key": key.id},
+            details={"name": name, "access_key": key.id, **details},
         )
     return True
 

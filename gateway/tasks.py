@@ -34,20 +34,34 @@ def record_usage(batch: dict[str, Any]) -> int:
         for key_id, hour, *values in counts:
             if key_id not in known:
                 continue
-            _add(
-                key_id, datetime.fromtimestamp(hour, UTC), dict(zip(COUNTERS, values, strict=True))
+            _add_up(
+                KeyUsage,
+                {"access_key_id": key_id, "hour": datetime.fromtimestamp(hour, UTC)},
+                dict(zip(COUNTERS, values, strict=True)),
             )
             changed += 1
         for key_id, at, ip, operation, bucket in last_used:
             if key_id in known:
                 note_last_use(key_id, datetime.fromtimestamp(at, UTC), ip, operation, bucket)
         for key_id, ip, hour, count in denied:
-            hour_at = datetime.fromtimestamp(hour, UTC)
-            _add_denied(key_id, orgs.get(key_id), ip or "", hour_at, count)
+            _add_up(
+                DeniedAttempt,
+                {
+                    "access_key_id": key_id,
+                    "source_ip": ip or "",
+                    "hour": datetime.fromtimestamp(hour, UTC),
+                },
+                {"count": count},
+                org_id=orgs.get(key_id),
+            )
         for label, key_id, hour, count in signing_keys:
             hour_at = datetime.fromtimestamp(hour, UTC)
             if key_id in known:
-                _add_signing_keys(label, key_id, hour_at, count)
+                _add_up(
+                    SigningKeyGrant,
+                    {"token_label": label, "access_key_id": key_id, "hour": hour_at},
+                    {"count": count},
+                )
             elif key_id == ANY_KEY:
                 log.warning(
                     "%s got %d signing keys in the hour from %s that the verify API could not "
@@ -59,40 +73,16 @@ def record_usage(batch: dict[str, Any]) -> int:
     return changed
 
 
-def _add(key_id: str, hour: datetime, values: dict[str, int]) -> None:
+def _add_up(model, key: dict[str, Any], values: dict[str, int], **create: Any) -> None:
+    """Add ``values`` to the counters of the ``model`` row that ``key`` names, creating the
+    row (with ``create``) when there is none yet."""
     increments = {name: F(name) + value for name, value in values.items()}
-    rows = KeyUsage.objects.filter(access_key_id=key_id, hour=hour)
+    rows = model.objects.filter(**key)
     if rows.update(**increments):
         return
     try:
         with transaction.atomic():
-            KeyUsage.objects.create(access_key_id=key_id, hour=hour, **values)
+            model.objects.create(**key, **create, **values)
     except IntegrityError:
         # Another flush made the row in the meantime.
         rows.update(**increments)
-
-
-def _add_denied(key_id: str, org_id: int | None, ip: str, hour: datetime, count: int) -> None:
-    rows = DeniedAttempt.objects.filter(access_key_id=key_id, source_ip=ip, hour=hour)
-    if rows.update(count=F("count") + count):
-        return
-    try:
-        with transaction.atomic():
-            DeniedAttempt.objects.create(
-                access_key_id=key_id, org_id=org_id, source_ip=ip, hour=hour, count=count
-            )
-    except IntegrityError:
-        rows.update(count=F("count") + count)
-
-
-def _add_signing_keys(label: str, key_id: str, hour: datetime, count: int) -> None:
-    rows = SigningKeyGrant.objects.filter(token_label=label, access_key_id=key_id, hour=hour)
-    if rows.update(count=F("count") + count):
-        return
-    try:
-        with transaction.atomic():
-            SigningKeyGrant.objects.create(
-                token_label=label, access_key_id=key_id, hour=hour, count=count
-            )
-    except IntegrityError:
-        rows.update(count=F("count") + count)
