@@ -47,11 +47,28 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-NOT_FORWARDED = HOP_BY_HOP | {
-    "host",
-    "authorization",
-    "content-length",
-    "expect",
+# What goes upstream of a client's headers: S3's own (x-amz-*, less those the gateway sets
+# or that describe the client's signature) and the plain HTTP ones S3 reads. Anything else
+# (X-Forwarded-Host, Cookie, method overrides) could make the store read a request other
+# than the one authorized.
+FORWARDED_HEADERS = frozenset(
+    {
+        "accept-encoding",
+        "cache-control",
+        "content-disposition",
+        "content-encoding",
+        "content-language",
+        "content-md5",
+        "content-type",
+        "expires",
+        "if-match",
+        "if-modified-since",
+        "if-none-match",
+        "if-unmodified-since",
+        "range",
+    }
+)
+NOT_FORWARDED = {
     "x-amz-date",
     "x-amz-content-sha256",
     "x-amz-decoded-content-length",
@@ -143,9 +160,11 @@ def _error_response(
 def _filter_list_buckets(body: bytes, allowed: set[str]) -> bytes:
     ET.register_namespace("", S3_NS)
     root = ET.fromstring(body)
-    for container in root.iter():
+    for container in list(root.iter()):
         for child in list(container):
-            if _local(child.tag) == "Bucket":
+            if _local(child.tag) == "ContinuationToken":
+                container.remove(child)
+            elif _local(child.tag) == "Bucket":
                 names = [c.text for c in child if _local(c.tag) == "Name"]
                 if not names or names[0] not in allowed:
                     container.remove(child)
@@ -344,7 +363,9 @@ class Gateway:
                 authenticated=exchange.authenticated,
             )
         elif exchange.claimed_key_id is not None:
-            self.usage.record_denied_attempt(exchange.claimed_key_id, at=now, ip=exchange.ip)
+            self.usage.record_denied_attempt(
+                auth_module.counted_key_id(exchange.claimed_key_id), at=now, ip=exchange.ip
+            )
 
     async def _serve(self, exchange: Exchange) -> None:
         request = exchange.request
@@ -389,6 +410,10 @@ class Gateway:
         auth = sigv4.parse(request, region=self.region)
         now = time.monotonic()
         self.guard.check(exchange.ip, now)
+        if not auth_module.well_formed_key_id(auth.access_key_id):
+            exchange.claimed_key_id = auth.access_key_id
+            self.guard.failed(exchange.ip, now)
+            raise sigv4.invalid_access_key_id(auth.access_key_id)
         found = await self.authority.lookup(auth.access_key_id, operation.buckets)
         key = found.key
         try:
@@ -497,11 +522,15 @@ class Gateway:
         request = exchange.request
         headers_in = verified.headers
         path = operation.upstream_path()
-        query = _forwarded_query(request.query)
+        # ListBuckets is answered whole and filtered here (a page of the store's own list,
+        # with its continuation token, would speak of other orgs' buckets).
+        query = "" if operation.name == "ListBuckets" else _forwarded_query(request.query)
         forwarded: list[tuple[str, str]] = []
         streaming = verified.streaming
         for name, values in headers_in.items():
-            if name in NOT_FORWARDED or name.startswith("proxy-"):
+            if name in NOT_FORWARDED or not (
+                name in FORWARDED_HEADERS or name.startswith("x-amz-")
+            ):
                 continue
             if streaming and name == "x-amz-sdk-checksum-algorithm" and verified.trailers:
                 # The checksum travels in the trailer, which is not forwarded.
@@ -539,13 +568,15 @@ class Gateway:
         try:
             response = await self.client.send(upstream_request, stream=True)
         except Exception as error:
+            await self._creation_failed(exchange, key, operation, 503)
             if exchange.failures:
                 raise exchange.failures[0] from None
             log.warning("upstream request failed: %r", error)
-            await self._creation_failed(exchange, key, operation, 503)
             raise _store_unavailable() from None
         try:
             if exchange.failures:
+                if not 200 <= response.status_code < 300:
+                    await self._creation_failed(exchange, key, operation, response.status_code)
                 raise exchange.failures[0]
             await self._respond(exchange, key, operation, response)
         finally:
@@ -596,6 +627,28 @@ class Gateway:
         if tail:
             yield tail
 
+    async def _settle_claim(
+        self,
+        exchange: Exchange,
+        key: auth_module.KeyInfo,
+        operation: Operation,
+        status: int,
+    ) -> None:
+        """Keep or give back the name this CreateBucket claimed, by what the store said."""
+        if 200 <= status < 300:
+            if await self._holds_objects(operation):
+                # Some stores answer 200 for a bucket they already have (and one with a
+                # stale listing may not have said so when asked): what was there stays
+                # nobody's.
+                await self._creation_failed(exchange, key, operation, 409)
+                raise _bucket_already_exists(operation)
+        elif status == 409 and not await self._holds_objects(operation):
+            # Created in the store after this request claimed the name: only the org's own
+            # requests could ask for it since, so it stays the org's.
+            return
+        else:
+            await self._creation_failed(exchange, key, operation, status)
+
     async def _creation_failed(
         self, exchange: Exchange, key: auth_module.KeyInfo, operation: Operation, status: int
     ) -> None:
@@ -637,20 +690,17 @@ class Gateway:
             ]
         if operation.name == "ListBuckets" and status == 200 and request.method == "GET":
             body = await self._read_limited(response)
-            allowed = await self.authority.org_bucket_names(key.org_id, _bucket_names(body))
+            prefix = operations.query_params(request.query).get("prefix", "")
+            names = [name for name in _bucket_names(body) if name.startswith(prefix)]
+            allowed = await self.authority.org_bucket_names(key.org_id, names)
             body = _filter_list_buckets(body, allowed)
             headers = [(n, v) for n, v in headers if n != b"content-length"]
             headers.append((b"content-length", str(len(body)).encode()))
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             return
-        if operation.name == auth_module.CREATE_BUCKET and not 200 <= status < 300:
-            await self._creation_failed(exchange, key, operation, status)
-        elif exchange.claimed_bucket and await self._holds_objects(operation):
-            # Some stores answer 200 for a bucket they already have (and a store with a
-            # stale listing may not have said so when asked): what was there stays nobody's.
-            await self._creation_failed(exchange, key, operation, 409)
-            raise _bucket_already_exists(operation)
+        if exchange.claimed_bucket:
+            await self._settle_claim(exchange, key, operation, status)
         elif operation.name == "DeleteBucket" and status in (200, 204):
             await self.authority.bucket_deleted(
                 key.id, operation.bucket, exchange.ip, exchange.request_id

@@ -51,6 +51,7 @@ from keys.models import AccessKey, KeyStatus  # noqa: E402
 from . import operations, services, sigv4  # noqa: E402
 from .models import Bucket  # noqa: E402
 from .operations import Operation  # noqa: E402
+from .usage import ANY_KEY  # noqa: E402
 
 CREATE_BUCKET = "CreateBucket"
 T = TypeVar("T")
@@ -139,6 +140,17 @@ def authenticate(
         if not key.usable():
             raise sigv4.invalid_access_key_id(access_key_id) from None
         raise
+
+
+def well_formed_key_id(access_key_id: str) -> bool:
+    """Could this be one of our access key IDs? Anything else is refused unlooked-up."""
+    return credentials.ACCESS_KEY_ID_RE.match(access_key_id) is not None
+
+
+def counted_key_id(access_key_id: str) -> str:
+    """The key ID a denied attempt is counted under: a malformed one (such as a secret
+    pasted into the ID's place) is never stored, only counted under no key."""
+    return access_key_id if well_formed_key_id(access_key_id) else ANY_KEY
 
 
 def require_usable(key: KeyInfo) -> None:

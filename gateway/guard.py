@@ -8,12 +8,25 @@ of made-up credentials costs neither database queries nor HMACs.
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 
 from .sigv4 import S3Error
 
 # Past this many tracked sources, start the table over rather than grow without bound.
 MAX_SOURCES = 100_000
+
+
+def source(ip: str) -> str:
+    """What counts as one source: an IPv4 address, or an IPv6 /64 (one host usually holds
+    a whole /64, and could otherwise fail from a fresh address every time)."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return ip
 
 
 class FailureGuard:
@@ -28,7 +41,7 @@ class FailureGuard:
         """Raise SlowDown when ``ip`` has failed too often in the current window."""
         if ip is None or self.limit <= 0:
             return
-        entry = self._failures.get(ip)
+        entry = self._failures.get(source(ip))
         if entry is not None and now - entry[0] < self.window and entry[1] >= self.limit:
             raise S3Error(
                 "SlowDown",
@@ -40,6 +53,7 @@ class FailureGuard:
     def failed(self, ip: str | None, now: float) -> None:
         if ip is None or self.limit <= 0:
             return
+        ip = source(ip)
         with self._lock:
             entry = self._failures.get(ip)
             if entry is None or now - entry[0] >= self.window:

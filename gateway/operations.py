@@ -291,6 +291,25 @@ def _refuse_repeated_headers(headers: Mapping[str, list[str]]) -> None:
             )
 
 
+def _refuse_header_tricks(headers: Mapping[str, list[str]]) -> None:
+    """Headers that would make the store read the request differently from the gateway,
+    or grant access past it, are refused rather than dropped."""
+    for name in headers:
+        if "_" in name:
+            # Some servers read "x_amz_copy_source" as x-amz-copy-source.
+            raise S3Error(
+                "InvalidArgument",
+                400,
+                "Header names with '_' are not accepted.",
+                {"ArgumentName": name},
+            )
+        if name.startswith("x-amz-grant-") or (
+            name == "x-amz-acl" and headers[name] != ["private"]
+        ):
+            # An ACL in the store would let its grantees past the gateway, and outlive keys.
+            raise _not_implemented(f"the {name} header (ACLs)")
+
+
 def split_target(path: str, host: str, endpoint_host: str | None) -> tuple[str | None, str | None]:
     """(bucket, raw object path) of a request target, neither decoded nor validated.
 
@@ -316,7 +335,9 @@ def split_target(path: str, host: str, endpoint_host: str | None) -> tuple[str |
     return first, rest or None
 
 
-def _query_params(query: str) -> dict[str, str]:
+def query_params(query: str) -> dict[str, str]:
+    """The query's parameters, decoded, without presigning's and SDK bookkeeping; a
+    parameter given twice is refused."""
     params: dict[str, str] = {}
     for part in query.split("&"):
         if not part:
@@ -398,6 +419,7 @@ def classify(
     lowercase name. Names are validated before anything else is decided.
     """
     _refuse_repeated_headers(headers)
+    _refuse_header_tricks(headers)
     host = (headers.get("host") or [""])[0]
     bucket, raw_key = split_target(path, host, endpoint_host)
     if bucket is not None:
@@ -406,7 +428,7 @@ def classify(
     copy_value = (headers.get(COPY_SOURCE_HEADER) or [None])[0]
     copy_source = parse_copy_source(copy_value) if copy_value is not None else None
     level = SERVICE if bucket is None else BUCKET if key is None else OBJECT
-    params = _query_params(query)
+    params = query_params(query)
     rule = _select(method, level, params, copy_source is not None)
     if rule.name == "ListObjectsV2" and params.get("list-type") != "2":
         raise S3Error("InvalidArgument", 400, "Invalid list type.", {"ArgumentName": "list-type"})

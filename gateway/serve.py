@@ -87,13 +87,25 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 HTTP_PROTOCOLS = {"httptools": LimitedHttpToolsProtocol, "h11": H11Protocol}
 
 
-def config(app: str, host: str, port: int, http: str = "httptools", **options) -> uvicorn.Config:
+def config(
+    app: str,
+    host: str,
+    port: int,
+    http: str = "httptools",
+    forwarded_allow_ips: str = "",
+    **options,
+) -> uvicorn.Config:
+    """uvicorn's configuration. The client's address (for SlowDown, usage and audit) is
+    the connection's own unless ``forwarded_allow_ips`` names the proxies whose
+    X-Forwarded-For may replace it: uvicorn would otherwise trust it from 127.0.0.1."""
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         http=HTTP_PROTOCOLS[http],
         h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+        proxy_headers=bool(forwarded_allow_ips),
+        forwarded_allow_ips=forwarded_allow_ips or None,
         **options,
     )
 
@@ -103,10 +115,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--http", choices=sorted(HTTP_PROTOCOLS), default="httptools")
+    parser.add_argument(
+        "--forwarded-allow-ips",
+        default="",
+        help="comma-separated addresses of the proxies in front, whose X-Forwarded-For is "
+        "believed (default: none)",
+    )
     parser.add_argument("--access-log", action="store_true")
     args = parser.parse_args(argv)
     uvicorn.Server(
-        config("gateway.app:app", args.host, args.port, args.http, access_log=args.access_log)
+        config(
+            "gateway.app:app",
+            args.host,
+            args.port,
+            args.http,
+            args.forwarded_allow_ips,
+            access_log=args.access_log,
+        )
     ).run()
 
 

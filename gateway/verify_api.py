@@ -287,7 +287,9 @@ def _record(
     when signed with its secret, else as a denied attempt, so naming a key adds nothing
     to its usage."""
     if signer is None:
-        USAGE.record_denied_attempt(call.access_key_id, at=at, ip=call.source_ip)
+        USAGE.record_denied_attempt(
+            authority.counted_key_id(call.access_key_id), at=at, ip=call.source_ip
+        )
     else:
         USAGE.record(
             signer.id,

@@ -143,6 +143,8 @@ def test_it_serves_boto3_end_to_end(gw, owner, tmp_path):
     )
     with urllib.request.urlopen(url) as response:
         assert response.read() == ODD_KEYS[3].encode()
+        # A browser opening the link must not sniff the object into something else.
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
 
     s3.copy_object(Bucket=name, Key="copied.txt", CopySource={"Bucket": name, "Key": "small.txt"})
     assert s3.get_object(Bucket=name, Key="copied.txt")["Body"].read() == b"hello, gateway"

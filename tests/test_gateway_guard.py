@@ -63,3 +63,14 @@ def test_it_asks_the_database_about_an_unknown_key_id_once_in_a_while(monkeypatc
 
     assert asyncio.run(run()) == [None] * 21
     assert loads == [made_up, made_up]
+
+
+def test_it_counts_an_ipv6_source_by_its_slash_64():
+    guard = FailureGuard(limit=2, window_seconds=60)
+    guard.failed("2001:db8:1:2::1", 100.0)
+    guard.failed("2001:db8:1:2:ffff::9", 100.0)
+
+    with pytest.raises(S3Error):
+        guard.check("2001:db8:1:2::abcd", 101.0)
+    guard.check("2001:db8:1:3::1", 101.0)
+    guard.check("192.0.2.1", 101.0)

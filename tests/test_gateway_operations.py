@@ -767,3 +767,29 @@ def test_it_refuses_verify_actions_it_cannot_describe(
     with pytest.raises(S3Error) as caught:
         for_verify_action(action, bucket, source)
     assert caught.value.code == code
+
+
+@pytest.mark.parametrize(
+    ("headers", "code", "status"),
+    [
+        ({"x_amz_copy_source": ["/other/secret.txt"]}, "InvalidArgument", 400),
+        ({"x-amz-meta_a": ["1"]}, "InvalidArgument", 400),
+        ({"x-amz-acl": ["public-read"]}, "NotImplemented", 501),
+        ({"x-amz-acl": ["private", "public-read"]}, "NotImplemented", 501),
+        (
+            {"x-amz-grant-read": ['uri="http://acs.amazonaws.com/groups/global/AllUsers"']},
+            "NotImplemented",
+            501,
+        ),
+        ({"x-amz-grant-full-control": ["id=someone"]}, "NotImplemented", 501),
+    ],
+)
+def test_it_refuses_headers_the_store_could_read_past_the_gateway(headers, code, status) -> None:
+    with pytest.raises(S3Error) as caught:
+        classify("PUT", "/b-1/a.txt", "", {"host": ["127.0.0.1"], **headers}, None)
+    assert (caught.value.code, caught.value.status) == (code, status)
+
+
+def test_it_accepts_a_private_acl_which_grants_nobody_anything() -> None:
+    headers = {"host": ["127.0.0.1"], "x-amz-acl": ["private"]}
+    assert classify("PUT", "/b-1/a.txt", "", headers, None).name == "PutObject"

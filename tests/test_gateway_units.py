@@ -131,6 +131,7 @@ def test_it_filters_list_buckets_to_the_orgs_buckets():
     body = (
         b'<?xml version="1.0" encoding="UTF-8"?>'
         b'<ListAllMyBucketsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+        b"<ContinuationToken>after-theirs</ContinuationToken>"
         b"<Owner><ID>x</ID></Owner><Buckets>"
         b"<Bucket><Name>mine</Name><CreationDate>2026-01-01T00:00:00Z</CreationDate></Bucket>"
         b"<Bucket><Name>theirs</Name><CreationDate>2026-01-01T00:00:00Z</CreationDate></Bucket>"
@@ -139,4 +140,5 @@ def test_it_filters_list_buckets_to_the_orgs_buckets():
     filtered = _filter_list_buckets(body, {"mine"})
     assert b"<Name>mine</Name>" in filtered
     assert b"theirs" not in filtered
+    assert b"ContinuationToken" not in filtered
     assert b'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"' in filtered
