@@ -293,8 +293,10 @@ class Gateway:
                 timeout=httpx.Timeout(300.0, connect=10.0, pool=60.0),
                 limits=httpx.Limits(max_connections=512, max_keepalive_connections=64),
             )
-            # Only what the client sent (and our signature) goes upstream.
-            self._client.headers = httpx.Headers()
+            # Only what the client sent (and our signature) goes upstream: no Accept,
+            # User-Agent or Connection of httpx's own (assigning headers keeps those).
+            for name in list(self._client.headers):
+                del self._client.headers[name]
         return self._client
 
     async def aclose(self) -> None:
@@ -439,6 +441,7 @@ class Gateway:
         body = None
         if operation.reads_body_first:
             body = await self._read_small_body(verified, key, exchange)
+        if operation.name == "DeleteObjects":
             operation = exchange.operation = operations.with_deleted_objects(operation, body)
             auth_module.check_access(key, operation, found.owners)
         if operation.name == auth_module.CREATE_BUCKET:
@@ -506,7 +509,7 @@ class Gateway:
         size = 0
         async for piece in self._body(verified, key, exchange):
             size += len(piece)
-            if size > operations.DELETE_OBJECTS_MAX_BODY:
+            if size > operations.MAX_SMALL_BODY:
                 raise sigv4.S3Error("MaxMessageLengthExceeded", 400, "Your request was too big.")
             pieces.append(piece)
         return b"".join(pieces)

@@ -46,7 +46,8 @@ SINGLE_VALUE_HEADERS = (
 COPY_SOURCE_HEADER = "x-amz-copy-source"
 # S3 caps DeleteObjects at 1,000 names of at most 1,024 bytes each.
 DELETE_OBJECTS_MAX_KEYS = 1000
-DELETE_OBJECTS_MAX_BODY = 2 * 1024 * 1024
+# The most the gateway reads of a body it decides on (Operation.reads_body_first).
+MAX_SMALL_BODY = 2 * 1024 * 1024
 # Query parameters that never select an operation: SDK bookkeeping.
 IGNORED_PARAMS = frozenset({"x-id"})
 
@@ -262,8 +263,10 @@ class Operation:
 
     @property
     def reads_body_first(self) -> bool:
-        """Does deciding need the body? (DeleteObjects names its objects there.)"""
-        return self.name == "DeleteObjects"
+        """Is the whole (small) body read and verified before anything is decided or sent?
+        DeleteObjects names its objects there; CreateBucket must not reach the store, which
+        may create the bucket from the headers alone, with a body that fails its hash."""
+        return self.name in ("DeleteObjects", "CreateBucket")
 
     def upstream_path(self) -> str:
         """The path to forward: ``/bucket/key``, built from the validated names only."""
@@ -467,7 +470,7 @@ def delete_objects_keys(body: bytes) -> list[str]:
     a ``Key`` of text alone, since parsers differ on text split by child elements and the
     store must delete exactly the names checked here.
     """
-    if len(body) > DELETE_OBJECTS_MAX_BODY or b"<!" in body or b"\x00" in body:
+    if len(body) > MAX_SMALL_BODY or b"<!" in body or b"\x00" in body:
         raise _malformed_xml()
     try:
         body.decode("utf-8")
