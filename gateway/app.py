@@ -1,10 +1,12 @@
 """The S3 endpoint: an ASGI application that verifies SigV4, authorizes, and proxies.
 
-Serve it with ``uvicorn gateway.app:app``. For each request: read the SigV4
-authentication (gateway.sigv4), look the key and the buckets up (gateway.authority, the
-only module that touches Django), verify the signature, authorize, then forward to the
-upstream object store re-signed with the gateway's own credentials, streaming the body
-through the payload verifier both ways so memory stays flat whatever the object size.
+Serve it with ``python -m gateway.serve`` (uvicorn with a cap on request heads). For
+each request: classify it and validate every name it touches (gateway.operations), read
+the SigV4 authentication (gateway.sigv4), look the key and the buckets up
+(gateway.authority, the only module that touches Django), verify the signature,
+authorize the classified operation, then forward exactly the authorized bucket and object
+to the upstream object store, re-signed with the gateway's own credentials, streaming the
+body through the payload verifier both ways so memory stays flat whatever the object size.
 """
 
 from __future__ import annotations
