@@ -447,28 +447,26 @@ class Gateway:
             operation = exchange.operation = operations.with_deleted_objects(operation, body)
             auth_module.check_access(key, operation, found.owners)
         if operation.name == auth_module.CREATE_BUCKET:
-            await self._claim_bucket(exchange, key, operation, found.owners)
+            await self._claim_bucket(exchange, key, operation)
         await self._proxy(exchange, verified, key, operation, body)
 
     async def _claim_bucket(
-        self,
-        exchange: Exchange,
-        key: auth_module.KeyInfo,
-        operation: Operation,
-        owners: dict[str, int | None],
+        self, exchange: Exchange, key: auth_module.KeyInfo, operation: Operation
     ) -> None:
-        """Claim the bucket's name for the key's org before the store creates it; refuse a
-        name the store already holds for nobody (it would hand over its contents)."""
-        if owners.get(operation.bucket) == key.org_id:
-            return
+        """Claim the bucket's name for the key's org before the store creates it (check_access
+        let only names no org holds through); refuse a name the store already holds for
+        nobody (it would hand over its contents)."""
         if await self._exists_upstream(operation):
-            raise _bucket_already_exists(operation)
+            raise auth_module.bucket_already_exists(operation.bucket)
         claim = await self.authority.claim_bucket(
             key.id, operation.bucket, exchange.ip, exchange.request_id
         )
+        # Another request got the name between the lookup and the claim.
+        if claim == "owned":
+            raise auth_module.bucket_already_owned_by_you(operation.bucket)
         if claim == "taken":
-            raise sigv4.access_denied()
-        exchange.claimed_bucket = claim == "claimed"
+            raise auth_module.bucket_already_exists(operation.bucket)
+        exchange.claimed_bucket = True
 
     async def _exists_upstream(self, operation: Operation) -> bool:
         url, headers = self.signer.sign("HEAD", operation.upstream_path(), "", [])
@@ -646,7 +644,7 @@ class Gateway:
                 # stale listing may not have said so when asked): what was there stays
                 # nobody's.
                 await self._creation_failed(exchange, key, operation, 409)
-                raise _bucket_already_exists(operation)
+                raise auth_module.bucket_already_exists(operation.bucket)
         elif status == 409 and not await self._holds_objects(operation):
             # Created in the store after this request claimed the name: only the org's own
             # requests could ask for it since, so it stays the org's.
@@ -725,16 +723,6 @@ class Gateway:
                 raise sigv4.S3Error("InternalError", 500, "The bucket list is too large.")
             parts.append(piece)
         return b"".join(parts)
-
-
-def _bucket_already_exists(operation: Operation) -> sigv4.S3Error:
-    return sigv4.S3Error(
-        "BucketAlreadyExists",
-        409,
-        "The requested bucket name is not available. The bucket namespace is shared by all "
-        "users of the system. Please select a different name and try again.",
-        {"BucketName": operation.bucket},
-    )
 
 
 def _store_unavailable() -> sigv4.S3Error:

@@ -90,30 +90,69 @@ class KeyInfo:
         return credentials.unseal(self.kek_id, self.sealed, self.id)
 
 
-def authorize(key: KeyInfo, operation: Operation, owners: Mapping[str, int | None]) -> bool:
-    """May this (usable) key perform ``operation``? The one place that decides.
+def refusal(
+    key: KeyInfo, operation: Operation, owners: Mapping[str, int | None]
+) -> sigv4.S3Error | None:
+    """Why this (usable) key may not perform ``operation``, as S3 answers it, or None when
+    it may. The one place that decides.
 
     ``owners`` maps each bucket the operation touches to the org that holds it (None: no
     org, whether or not the store has it). Keys have full read-write on every bucket
-    their org owns. CreateBucket needs a name no other org holds; ListBuckets touches no
-    bucket (its answer is filtered to the org's).
+    their org owns. A name no org holds is NoSuchBucket, which tells nothing (anyone may
+    try to create it); another org's bucket is AccessDenied. CreateBucket needs a name no
+    org holds. ListBuckets touches no bucket (its answer is filtered to the org's).
     """
     if operation.level != operations.SERVICE and not operation.touches:
-        return False
+        return sigv4.access_denied()
     for touch in operation.touches:
         owner = owners.get(touch.bucket)
         if operation.name == CREATE_BUCKET and touch.access == operations.ADMIN:
-            if owner is not None and owner != key.org_id:
-                return False
+            if owner == key.org_id:
+                return bucket_already_owned_by_you(touch.bucket)
+            if owner is not None:
+                return bucket_already_exists(touch.bucket)
+        elif owner is None:
+            return no_such_bucket(touch.bucket)
         elif owner != key.org_id:
-            return False
-    return True
+            return sigv4.access_denied()
+    return None
+
+
+def authorize(key: KeyInfo, operation: Operation, owners: Mapping[str, int | None]) -> bool:
+    """May this (usable) key perform ``operation``? (refusal() is None.)"""
+    return refusal(key, operation, owners) is None
 
 
 def check_access(key: KeyInfo, operation: Operation, owners: Mapping[str, int | None]) -> None:
-    """authorize(), as the S3 answer: AccessDenied unless the key may do it."""
-    if not authorize(key, operation, owners):
-        raise sigv4.access_denied()
+    """refusal(), raised."""
+    error = refusal(key, operation, owners)
+    if error is not None:
+        raise error
+
+
+def no_such_bucket(name: str) -> sigv4.S3Error:
+    return sigv4.S3Error(
+        "NoSuchBucket", 404, "The specified bucket does not exist", {"BucketName": name}
+    )
+
+
+def bucket_already_exists(name: str) -> sigv4.S3Error:
+    return sigv4.S3Error(
+        "BucketAlreadyExists",
+        409,
+        "The requested bucket name is not available. The bucket namespace is shared by all "
+        "users of the system. Please select a different name and try again.",
+        {"BucketName": name},
+    )
+
+
+def bucket_already_owned_by_you(name: str) -> sigv4.S3Error:
+    return sigv4.S3Error(
+        "BucketAlreadyOwnedByYou",
+        409,
+        "Your previous request to create the named bucket succeeded and you already own it.",
+        {"BucketName": name},
+    )
 
 
 def authenticate(

@@ -197,7 +197,6 @@ def test_it_answers_s3_errors_for_bad_credentials_and_foreign_buckets(gw, store,
         lambda: theirs.put_object(Bucket=name, Key="planted.txt", Body=b"x"),
         lambda: theirs.list_objects_v2(Bucket=name),
         lambda: theirs.delete_object(Bucket=name, Key="secret.txt"),
-        lambda: theirs.create_bucket(Bucket=name),
         lambda: theirs.delete_bucket(Bucket=name),
     ):
         with pytest.raises(ClientError) as excinfo:
@@ -205,6 +204,9 @@ def test_it_answers_s3_errors_for_bad_credentials_and_foreign_buckets(gw, store,
         assert error_code(excinfo) == "AccessDenied", excinfo.value.response["Error"].get(
             "CanonicalRequest"
         )
+    with pytest.raises(ClientError) as excinfo:
+        theirs.create_bucket(Bucket=name)
+    assert error_code(excinfo) == "BucketAlreadyExists"
     # Copying out of a foreign bucket into one's own is a read of the foreign bucket.
     own = bucket_name()
     theirs.create_bucket(Bucket=own)
@@ -224,7 +226,10 @@ def test_it_answers_s3_errors_for_bad_credentials_and_foreign_buckets(gw, store,
     direct.create_bucket(Bucket=stray)
     with pytest.raises(ClientError) as excinfo:
         mine.list_objects_v2(Bucket=stray)
-    assert error_code(excinfo) == "AccessDenied"
+    assert error_code(excinfo) == "NoSuchBucket"
+    with pytest.raises(ClientError) as excinfo:
+        mine.create_bucket(Bucket=stray)
+    assert error_code(excinfo) == "BucketAlreadyExists"
     assert not Bucket.objects.filter(name=stray).exists()
 
 
@@ -265,6 +270,14 @@ def test_it_refuses_signature_version_2_with_a_clear_error(gw, owner):
 
 
 def _aws(tmp_path: Path, gw_url: str, key_id: str, secret: str, *args: str) -> str:
+    result = _run_aws(tmp_path, gw_url, key_id, secret, *args)
+    assert result.returncode == 0, f"aws {args} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def _run_aws(
+    tmp_path: Path, gw_url: str, key_id: str, secret: str, *args: str
+) -> subprocess.CompletedProcess:
     config = tmp_path / "aws-config"
     # aws-cli v1 presigns with Signature Version 2 unless told; the gateway takes SigV4 only.
     config.write_text(
@@ -281,15 +294,45 @@ def _aws(tmp_path: Path, gw_url: str, key_id: str, secret: str, *args: str) -> s
         "AWS_CONFIG_FILE": str(config),
         "AWS_SHARED_CREDENTIALS_FILE": str(credentials),
     }
-    result = subprocess.run(
+    return subprocess.run(
         [str(BIN / "aws"), "--endpoint-url", gw_url, *args],
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert result.returncode == 0, f"aws {args} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+
+
+def test_it_answers_bucket_errors_as_s3_does(gw, owner, outsider, tmp_path):
+    key, secret = new_key(owner)
+    theirs_key, theirs_secret = new_key(outsider)
+    mine = s3_client(gw.url, key.id, secret)
+    theirs = s3_client(gw.url, theirs_key.id, theirs_secret)
+    missing = bucket_name()
+
+    typo = _run_aws(tmp_path, gw.url, key.id, secret, "s3", "ls", f"s3://{missing}")
+    assert typo.returncode != 0
+    assert "NoSuchBucket" in typo.stderr, typo.stderr
+    with pytest.raises(ClientError) as excinfo:
+        mine.head_bucket(Bucket=missing)
+    assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+    name = bucket_name()
+    mine.create_bucket(Bucket=name)
+    with pytest.raises(ClientError) as excinfo:
+        mine.create_bucket(Bucket=name)
+    assert error_code(excinfo) == "BucketAlreadyOwnedByYou"
+    with pytest.raises(ClientError) as excinfo:
+        theirs.create_bucket(Bucket=name)
+    assert error_code(excinfo) == "BucketAlreadyExists"
+    with pytest.raises(ClientError) as excinfo:
+        theirs.head_bucket(Bucket=name)
+    assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    # A copy out of a bucket nobody holds: NoSuchBucket too.
+    with pytest.raises(ClientError) as excinfo:
+        mine.copy_object(Bucket=name, Key="k", CopySource={"Bucket": missing, "Key": "k"})
+    assert error_code(excinfo) == "NoSuchBucket"
+    assert Bucket.objects.get(name=name).org == owner.org
 
 
 def test_it_serves_the_aws_cli(gw, owner, tmp_path):

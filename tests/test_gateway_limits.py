@@ -157,7 +157,7 @@ def test_it_closes_the_connection_after_a_request_head_over_64_kib(gw, own, http
             "GET", f"/{bucket}-none/x", unsigned=[(f"X-Filler-{n}", filler) for n in range(6)]
         )
         answer = connection.send(under)
-        assert (answer.status, error_code(answer.body)) == (403, "AccessDenied")
+        assert (answer.status, error_code(answer.body)) == (404, "NoSuchBucket")
         assert not connection.closed()
 
         # Over it on the same connection (ten of them): refused, and the connection closed.

@@ -9,7 +9,7 @@ import pytest
 
 from gateway import sigv4
 from gateway.app import _filter_list_buckets, _forwarded_query
-from gateway.authority import KeyInfo, authorize
+from gateway.authority import KeyInfo, authorize, refusal
 from gateway.operations import classify
 from gateway.upstream import Signer
 
@@ -33,9 +33,25 @@ REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize(("method", "target"), REQUESTS)
+@pytest.mark.parametrize(("method", "target"), [r for r in REQUESTS if r != ("PUT", "/bkt")])
 def test_it_allows_everything_on_the_orgs_own_buckets(method, target):
     assert authorize(KEY, _operation(method, target), {"bkt": 1})
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "owner", "answer"),
+    [
+        ("GET", "/bkt/k", 2, (403, "AccessDenied")),
+        ("GET", "/bkt/k", None, (404, "NoSuchBucket")),
+        ("DELETE", "/bkt", None, (404, "NoSuchBucket")),
+        ("PUT", "/bkt", 1, (409, "BucketAlreadyOwnedByYou")),
+        ("PUT", "/bkt", 2, (409, "BucketAlreadyExists")),
+        ("PUT", "/bkt", None, None),
+    ],
+)
+def test_it_refuses_as_s3_does(method, target, owner, answer):
+    error = refusal(KEY, _operation(method, target), {"bkt": owner})
+    assert (error and (error.status, error.code)) == answer
 
 
 @pytest.mark.parametrize(("method", "target"), REQUESTS)

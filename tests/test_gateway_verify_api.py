@@ -202,9 +202,11 @@ def test_it_refuses_another_orgs_bucket_and_a_bucket_nobody_owns(owner, outsider
     key, secret = new_key(outsider, "globex-laptop")
     theirs = request_for(key.id, secret)
 
-    for action in ("read", "write", "DeleteBucket", "CreateBucket"):
+    for action in ("read", "write", "DeleteBucket"):
         assert_denied(call({**theirs, "action": action}), 403, "AccessDenied")
-    assert_denied(call({**theirs, "bucket": "nobody-owns-this"}), 403, "AccessDenied")
+    # S3's answers: creating another org's bucket, and a name nobody holds.
+    assert_denied(call({**theirs, "action": "CreateBucket"}), 409, "BucketAlreadyExists")
+    assert_denied(call({**theirs, "bucket": "nobody-owns-this"}), 404, "NoSuchBucket")
     # Copying out of Acme's bucket into a bucket of one's own is a read of Acme's.
     Bucket.objects.create(name="globex-own", org=outsider.org)
     copy = {**theirs, "action": "write", "bucket": "globex-own"}
@@ -365,7 +367,7 @@ def test_it_counts_usage_and_writes_nothing_to_the_database(owner, bucket):
 
     with CaptureQueriesContext(connection) as queries:
         assert call(body).json()["allow"] is True
-        assert_denied(call({**body, "bucket": "nobody-owns-this"}), 403, "AccessDenied")
+        assert_denied(call({**body, "bucket": "nobody-owns-this"}), 404, "NoSuchBucket")
 
     statements = [q["sql"].lstrip().split()[0].upper() for q in queries.captured_queries]
     assert statements and set(statements) == {"SELECT"}, statements
@@ -487,7 +489,7 @@ def test_it_counts_the_signing_keys_it_hands_out_per_token_and_key(owner, bucket
             assert call(request_for(key_id, secret), token=token).json()["allow"] is True
     # Refusals hand out no signing key and are not counted as one.
     denied = request_for(laptop.id, laptop_secret, bucket="nobody-owns-this")
-    assert_denied(call(denied), 403, "AccessDenied")
+    assert_denied(call(denied), 404, "NoSuchBucket")
 
     batch = verify_api.USAGE.drain()
     record_usage(batch)
