@@ -27,7 +27,8 @@ Answers (never the secret; always ``Cache-Control: no-store``):
 
 - 200 ``{"allow": true, "org", "access_key_id", "scope", "signing_key"}``: the signing
   key derived for that scope, so the front end can verify chunk signatures itself.
-- the S3 error's own status (403, or 400 for a malformed scope or string to sign) with
+- the S3 error's own status (403; 404 NoSuchBucket or 409 for bucket names as S3 answers
+  them; 400 for a malformed scope, string to sign or bucket name) with
   ``{"allow": false, "code": "<S3 code>", "message", "details"}``, exactly what the
   gateway would answer, so the front end can relay it as AWS's XML.
 - 401 ``{"allow": false, "code": "unauthorized"}`` for a missing or wrong service token,
