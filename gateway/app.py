@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from . import authority as auth_module
-from . import operations, sigv4
+from . import cors, operations, sigv4
 from .authority import Authority
 from .guard import FailureGuard
 from .operations import Operation
@@ -77,8 +77,19 @@ NOT_FORWARDED = {
     "x-amz-trailer",
     "x-amz-security-token",
 }
-# The ASGI server writes its own Date and Server.
-NOT_RELAYED = HOP_BY_HOP | {"date", "server"}
+# The ASGI server writes its own Date and Server, and gateway.cors alone decides what a
+# browser may do (a store may allow everything to everyone).
+NOT_RELAYED = HOP_BY_HOP | {
+    "date",
+    "server",
+    "access-control-allow-origin",
+    "access-control-allow-credentials",
+    "access-control-allow-methods",
+    "access-control-allow-headers",
+    "access-control-expose-headers",
+    "access-control-max-age",
+    "vary",
+}
 # A ranged answer carries no whole-object checksum on AWS; some stores send one anyway,
 # which clients then check against the range and fail.
 WHOLE_OBJECT_CHECKSUM_HEADERS = frozenset(
@@ -405,6 +416,9 @@ class Gateway:
         request = exchange.request
         headers = request.header_map or {}
         check_header_sizes(headers)
+        if request.method == "OPTIONS":
+            await self._preflight(exchange)
+            return
         _refuse_signature_v2(request)
         # Names are validated before anything else is decided, the key included.
         operation = operations.classify(
@@ -446,9 +460,64 @@ class Gateway:
         if operation.name == "DeleteObjects":
             operation = exchange.operation = operations.with_deleted_objects(operation, body)
             auth_module.check_access(key, operation, found.owners)
+        if operation.answered_here:
+            await self._answer_cors_configuration(exchange, key, operation, body)
+            return
         if operation.name == auth_module.CREATE_BUCKET:
             await self._claim_bucket(exchange, key, operation)
         await self._proxy(exchange, verified, key, operation, body)
+
+    async def _preflight(self, exchange: Exchange) -> None:
+        """Answer a CORS preflight from the bucket's rules. It carries no credentials, so a
+        bucket no org holds answers as one without rules: nothing about it is told."""
+        request = exchange.request
+        headers = request.header_map or {}
+        bucket, _ = operations.preflight_target(request.path, headers, self.endpoint_host)
+        rules = cors.from_json(await self.authority.bucket_cors(bucket))
+        allowed = cors.preflight(
+            rules,
+            (headers.get("origin") or [None])[0],
+            (headers.get("access-control-request-method") or [None])[0],
+            ",".join(headers.get("access-control-request-headers") or []),
+        )
+        await self._answer(exchange, 200, b"", allowed)
+
+    async def _answer_cors_configuration(
+        self,
+        exchange: Exchange,
+        key: auth_module.KeyInfo,
+        operation: Operation,
+        body: bytes | None,
+    ) -> None:
+        """GetBucketCors, PutBucketCors and DeleteBucketCors, kept with the org's bucket."""
+        if operation.name == "GetBucketCors":
+            rules = cors.from_json(await self.authority.bucket_cors(operation.bucket))
+            if not rules:
+                raise cors.no_configuration()
+            await self._answer(
+                exchange, 200, cors.to_xml(rules), [(b"content-type", b"application/xml")]
+            )
+            return
+        rules_json = None
+        if operation.name == "PutBucketCors":
+            rules_json = cors.to_json(cors.parse_configuration(body or b""))
+        await self.authority.set_bucket_cors(
+            key.id, operation.bucket, rules_json, exchange.ip, exchange.request_id
+        )
+        await self._answer(exchange, 200 if rules_json is not None else 204, b"", [])
+
+    async def _answer(
+        self, exchange: Exchange, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        """A whole answer the gateway makes itself."""
+        headers = [
+            *headers,
+            (b"content-length", str(len(body)).encode()),
+            (b"x-amz-request-id", exchange.request_id.encode()),
+            *SECURITY_HEADERS,
+        ]
+        await exchange.send({"type": "http.response.start", "status": status, "headers": headers})
+        await exchange.send({"type": "http.response.body", "body": body})
 
     async def _claim_bucket(
         self, exchange: Exchange, key: auth_module.KeyInfo, operation: Operation
@@ -678,6 +747,10 @@ class Gateway:
             if name.lower().decode("latin-1") not in NOT_RELAYED
         ]
         headers.extend(SECURITY_HEADERS)
+        origin = (request.header_map or {}).get("origin")
+        if origin and operation.bucket is not None:
+            rules = cors.from_json(await self.authority.bucket_cors(operation.bucket))
+            headers.extend(cors.actual(rules, origin[0], request.method))
         if (
             status == 200
             and "range" in request.header_map

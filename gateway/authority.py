@@ -264,6 +264,20 @@ def _bucket_deleted(access_key_id: str, name: str, ip: str | None, request_id: s
     return services.bucket_deleted(key, name, actor)
 
 
+def _bucket_cors(name: str) -> list | None:
+    close_old_connections()
+    return Bucket.objects.filter(name=name).values_list("cors", flat=True).first()
+
+
+def _set_bucket_cors(
+    access_key_id: str, name: str, rules: list | None, ip: str | None, request_id: str
+) -> bool:
+    close_old_connections()
+    key = AccessKey.objects.select_related("org").get(pk=access_key_id)
+    actor = Actor.for_access_key(key, ip, request_id)
+    return services.set_bucket_cors(key, name, rules, actor)
+
+
 def _send_usage(batch: dict) -> None:
     from .tasks import record_usage
 
@@ -393,6 +407,15 @@ class Authority:
     ) -> bool:
         self._owners.pop(name, None)
         return await _in_thread(_bucket_deleted)(access_key_id, name, ip, request_id)
+
+    async def bucket_cors(self, name: str) -> list | None:
+        """The bucket's CORS rules as stored (read each time: browsers only ask)."""
+        return await _in_thread(_bucket_cors)(name)
+
+    async def set_bucket_cors(
+        self, access_key_id: str, name: str, rules: list | None, ip: str | None, request_id: str
+    ) -> bool:
+        return await _in_thread(_set_bucket_cors)(access_key_id, name, rules, ip, request_id)
 
     async def send_usage(self, batch: dict) -> bool:
         """Hand usage totals to the worker through the Celery broker; False if it failed."""

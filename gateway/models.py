@@ -36,6 +36,8 @@ class Bucket(models.Model):
     created_by_key = models.ForeignKey(
         "keys.AccessKey", models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # The bucket's CORS rules (gateway.cors.to_json), answered by the gateway; None: none.
+    cors = models.JSONField(null=True, blank=True)
 
     objects = BucketQuerySet.as_manager()
 

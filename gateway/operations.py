@@ -146,6 +146,10 @@ RULES: tuple[Rule, ...] = (
     ),
     _rule("GetBucketLocation", "GET", BUCKET, READ, "location"),
     _rule("GetBucketAcl", "GET", BUCKET, READ, "acl"),
+    # CORS configurations are kept and answered by the gateway (gateway.cors).
+    _rule("GetBucketCors", "GET", BUCKET, READ, "cors"),
+    _rule("PutBucketCors", "PUT", BUCKET, ADMIN, "cors"),
+    _rule("DeleteBucketCors", "DELETE", BUCKET, ADMIN, "cors"),
     _rule("GetBucketVersioning", "GET", BUCKET, READ, "versioning"),
     _rule("PutBucketVersioning", "PUT", BUCKET, ADMIN, "versioning"),
     _rule("GetBucketTagging", "GET", BUCKET, READ, "tagging"),
@@ -207,6 +211,7 @@ RULES: tuple[Rule, ...] = (
         {"versionId"},
     ),
 )
+GATEWAY_OPERATIONS = frozenset({"GetBucketCors", "PutBucketCors", "DeleteBucketCors"})
 SUPPORTED = frozenset(name for rule in RULES for name in (rule.name, *rule.aliases))
 _BY_SHAPE: dict[tuple[str, str], list[Rule]] = {}
 for _each in RULES:
@@ -262,11 +267,16 @@ class Operation:
         return tuple(dict.fromkeys(touch.bucket for touch in self.touches))
 
     @property
+    def answered_here(self) -> bool:
+        """Does the gateway answer it itself, without the store?"""
+        return self.name in GATEWAY_OPERATIONS
+
+    @property
     def reads_body_first(self) -> bool:
         """Is the whole (small) body read and verified before anything is decided or sent?
         DeleteObjects names its objects there; CreateBucket must not reach the store, which
         may create the bucket from the headers alone, with a body that fails its hash."""
-        return self.name in ("DeleteObjects", "CreateBucket")
+        return self.name in ("DeleteObjects", "CreateBucket", "PutBucketCors")
 
     def upstream_path(self) -> str:
         """The path to forward: ``/bucket/key``, built from the validated names only."""
@@ -388,6 +398,20 @@ def _select(method: str, level: str, params: Mapping[str, str], copy: bool) -> R
     raise _not_implemented(f"{method} on a {level} with {shown}")
 
 
+def preflight_target(
+    path: str, headers: Mapping[str, list[str]], endpoint_host: str | None
+) -> tuple[str, str | None]:
+    """The bucket and object a CORS preflight (OPTIONS) asks about, validated like any
+    request's: preflights carry no signature, so they are never forwarded."""
+    _refuse_repeated_headers(headers)
+    host = (headers.get("host") or [""])[0]
+    bucket, raw_key = split_target(path, host, endpoint_host)
+    if bucket is None:
+        raise S3Error("BadRequest", 400, "A CORS preflight names a bucket.")
+    check_bucket_name(bucket)
+    return bucket, decode_object_name(raw_key) if raw_key is not None else None
+
+
 def parse_copy_source(value: str) -> CopySource:
     """The bucket, object and version an ``x-amz-copy-source`` header names, validated.
 
@@ -463,13 +487,9 @@ def _malformed_xml() -> S3Error:
     )
 
 
-def delete_objects_keys(body: bytes) -> list[str]:
-    """The object names of a DeleteObjects body, each checked.
-
-    Only what every XML parser reads alike is accepted: UTF-8, no DTD (so no entities), and
-    a ``Key`` of text alone, since parsers differ on text split by child elements and the
-    store must delete exactly the names checked here.
-    """
+def parse_xml(body: bytes) -> ET.Element:
+    """A request body's XML, or MalformedXML: UTF-8 only and no DTD (so no entities),
+    which every XML parser, the store's included, reads alike."""
     if len(body) > MAX_SMALL_BODY or b"<!" in body or b"\x00" in body:
         raise _malformed_xml()
     try:
@@ -480,9 +500,19 @@ def delete_objects_keys(body: bytes) -> list[str]:
     if declared is not None and declared.group(1).lower() not in (b"utf-8", b"utf8"):
         raise _malformed_xml()
     try:
-        root = ET.fromstring(body)
+        return ET.fromstring(body)
     except ET.ParseError:
         raise _malformed_xml() from None
+
+
+def delete_objects_keys(body: bytes) -> list[str]:
+    """The object names of a DeleteObjects body, each checked.
+
+    Only what every XML parser reads alike is accepted: UTF-8, no DTD (so no entities), and
+    a ``Key`` of text alone, since parsers differ on text split by child elements and the
+    store must delete exactly the names checked here.
+    """
+    root = parse_xml(body)
     if _local(root.tag) != "Delete":
         raise _malformed_xml()
     keys = []

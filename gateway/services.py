@@ -13,6 +13,7 @@ from enum import StrEnum
 
 from django.db import IntegrityError, transaction
 
+from accounts.models import Organization
 from audit.trail import Actor, record
 from keys import revocation
 from keys.models import AccessKey
@@ -90,6 +91,24 @@ def _forget(key: AccessKey, name: str, actor: Actor, rows, **details: object) ->
     return True
 
 
+def set_bucket_cors(key: AccessKey, name: str, rules: list | None, actor: Actor) -> bool:
+    """Store (or, with None, remove) the CORS rules of the key's org's bucket ``name``;
+    False when the org holds no such bucket."""
+    with transaction.atomic():
+        changed = Bucket.objects.filter(name=name, org_id=key.org_id).update(cors=rules)
+        if not changed:
+            return False
+        record(
+            actor,
+            "bucket.cors_changed",
+            org=key.org,
+            target_type="bucket",
+            target_id=name,
+            details={"name": name, "access_key": key.id, "rules": len(rules or [])},
+        )
+    return True
+
+
 def adopt_bucket(org, name: str, actor: Actor) -> Bucket:
     """Assign a bucket that already exists in the store to ``org`` (an operator's act).
 
@@ -118,23 +137,28 @@ def adopt_bucket(org, name: str, actor: Actor) -> Bucket:
 def remove_invalid_buckets(actor: Actor) -> int:
     """Delete every Bucket row whose name breaks the naming rules, one audit event each in
     the org that held it; return how many went. Such rows predate the rules' enforcement:
-    their names could stand for another org's bucket once the store read them."""
+    their names could stand for another org's bucket once the store read them.
+
+    Migration gateway.0003 runs this: it reads only the columns that migration knows, so
+    later columns of Bucket do not break it on an older database.
+    """
     removed = 0
-    for bucket in Bucket.objects.select_related("org").order_by("pk"):
-        problem = bucket_name_problem(bucket.name)
+    rows = Bucket.objects.order_by("pk").values_list("pk", "name", "org_id")
+    for pk, name, org_id in rows:
+        problem = bucket_name_problem(name)
         if problem is None:
             continue
         with transaction.atomic():
-            deleted, _ = Bucket.objects.filter(pk=bucket.pk).delete()
+            deleted, _ = Bucket.objects.filter(pk=pk).delete()
             if not deleted:
                 continue
             record(
                 actor,
                 "bucket.deleted",
-                org=bucket.org,
+                org=Organization(pk=org_id),
                 target_type="bucket",
-                target_id=bucket.name,
-                details={"name": bucket.name, "reason": "invalid_name", "problem": problem},
+                target_id=name,
+                details={"name": name, "reason": "invalid_name", "problem": problem},
             )
         removed += 1
     if removed:

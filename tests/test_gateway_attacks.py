@@ -724,7 +724,7 @@ def test_it_answers_not_implemented_for_unsupported_operations(world):
         ("POST", f"/{mine}/new.txt", {"body": b"posted"}),
         ("GET", f"/{mine}/mine.txt?torrent"),
         ("GET", f"/{mine}?torrent"),
-        ("PUT", f"/{mine}?cors", {"body": b"<CORSConfiguration/>"}),
+        ("PUT", f"/{mine}?website", {"body": b"<WebsiteConfiguration/>"}),
     ]
 
     assert _mismatches(world, cases, (501, "NotImplemented")) == {}

@@ -432,7 +432,7 @@ def test_it_classifies_botocores_presigned_urls(
         ("GET", "/b-1?policy"),
         ("PUT", "/b-1?policy"),
         ("DELETE", "/b-1?policy"),
-        ("GET", "/b-1?cors"),
+        ("GET", "/b-1?website"),
         ("PUT", "/b-1?acl"),
         ("PUT", "/b-1/a.txt?acl"),
         ("GET", "/b-1/a.txt?torrent"),
