@@ -37,9 +37,22 @@ def shares_site(endpoint: str, site_url: str) -> bool:
     return _site(endpoint_host) == _site(site_host)
 
 
+def _in_development(site_url: str) -> bool:
+    """A dashboard served on a loopback address is a developer's (`make run`)."""
+    host = (urlsplit(site_url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @register()
 def s3_endpoint_on_its_own_site(app_configs, **kwargs) -> list[Warning]:
-    if settings.DEBUG or not shares_site(settings.EXCLOUD_S3_ENDPOINT, settings.SITE_URL):
+    if settings.DEBUG or _in_development(settings.SITE_URL):
+        return []
+    if not shares_site(settings.EXCLOUD_S3_ENDPOINT, settings.SITE_URL):
         return []
     return [
         Warning(

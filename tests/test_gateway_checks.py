@@ -39,8 +39,16 @@ def test_it_warns_outside_development_when_the_endpoint_shares_the_site(settings
     assert _warnings() == []
 
 
-def test_it_stays_quiet_in_development(settings):
-    settings.DEBUG = True
-    settings.SITE_URL = "http://127.0.0.1:8000"
-    settings.EXCLOUD_S3_ENDPOINT = "http://127.0.0.1:9000"
+@pytest.mark.parametrize(
+    ("debug", "site", "endpoint"),
+    [
+        (True, "https://portal.example.com", "https://s3.example.com"),
+        (False, "http://127.0.0.1:8000", "http://127.0.0.1:9000"),
+        (False, "http://localhost:8000", "http://localhost:9000"),
+    ],
+)
+def test_it_stays_quiet_in_development(settings, debug, site, endpoint):
+    settings.DEBUG = debug
+    settings.SITE_URL = site
+    settings.EXCLOUD_S3_ENDPOINT = endpoint
     assert _warnings() == []
