@@ -16,22 +16,25 @@ import logging
 import secrets
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import httpx
 
 from . import authority as auth_module
-from . import cors, operations, sigv4
+from . import cors, names, operations, post_object, sigv4
 from .authority import Authority
 from .guard import FailureGuard
 from .operations import Operation
+from .post_object import ClientGone
 from .serve import MAX_HEAD_BYTES
 from .upstream import Signer
 from .usage import UsageRecorder
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 # Headers that concern one connection, or that the gateway sets itself for the upstream.
@@ -105,10 +108,6 @@ MAX_METADATA_BYTES = 16 * 1024
 # Object responses are served from the S3 origin; a browser must never sniff them into
 # something executable.
 SECURITY_HEADERS = ((b"x-content-type-options", b"nosniff"),)
-
-
-class ClientGone(Exception):
-    """The client disconnected before its body was read."""
 
 
 def _forwarded_query(query: str) -> str:
@@ -271,6 +270,15 @@ class Exchange:
     claimed_bucket: bool = False
 
 
+def _refuse_signature_v2_form() -> None:
+    raise sigv4.S3Error(
+        "InvalidRequest",
+        400,
+        "The authorization mechanism you have provided is not supported. "
+        "Please use AWS4-HMAC-SHA256.",
+    )
+
+
 def _refuse_signature_v2(request: sigv4.Request) -> None:
     authorization = (request.header_map or {}).get("authorization") or [""]
     if authorization[0].startswith("AWS ") or "AWSAccessKeyId=" in request.query:
@@ -292,7 +300,8 @@ class Gateway:
             upstream.url, upstream.access_key_id, upstream.secret_access_key, upstream.region
         )
         self.region = auth_module.region()
-        self.endpoint_host = urlsplit(auth_module.endpoint()).hostname
+        self.endpoint_url = auth_module.endpoint().rstrip("/")
+        self.endpoint_host = urlsplit(self.endpoint_url).hostname
         self.usage = UsageRecorder()
         self.guard = FailureGuard(*auth_module.failure_limit())
         self.flush_seconds = auth_module.usage_flush_seconds()
@@ -419,6 +428,10 @@ class Gateway:
         if request.method == "OPTIONS":
             await self._preflight(exchange)
             return
+        content_type = (headers.get("content-type") or [""])[0]
+        if request.method == "POST" and post_object.boundary_of(content_type) is not None:
+            await self._post_object(exchange, post_object.boundary_of(content_type))
+            return
         _refuse_signature_v2(request)
         # Names are validated before anything else is decided, the key included.
         operation = operations.classify(
@@ -426,23 +439,48 @@ class Gateway:
         )
         exchange.operation = operation
         auth = sigv4.parse(request, region=self.region)
+        key, verified, owners = await self._authenticate(
+            exchange,
+            auth.access_key_id,
+            operation,
+            lambda signing_keys: sigv4.verify(auth, signing_keys),
+        )
+        auth_module.check_access(key, operation, owners)
+        body = None
+        if operation.reads_body_first:
+            body = await self._read_small_body(verified, key, exchange)
+        if operation.name == "DeleteObjects":
+            operation = exchange.operation = operations.with_deleted_objects(operation, body)
+            auth_module.check_access(key, operation, owners)
+        if operation.answered_here:
+            await self._answer_cors_configuration(exchange, key, operation, body)
+            return
+        if operation.name == auth_module.CREATE_BUCKET:
+            await self._claim_bucket(exchange, key, operation)
+        await self._proxy(exchange, verified, key, operation, body)
+
+    async def _authenticate(
+        self,
+        exchange: Exchange,
+        access_key_id: str,
+        operation: Operation,
+        verify: Callable[[sigv4.SigningKeyProvider], T],
+    ) -> tuple[auth_module.KeyInfo, T, dict[str, int | None]]:
+        """The usable key whose secret made the request's signature (``verify`` checks it),
+        what ``verify`` returned, and the owners of the operation's buckets; or S3Error,
+        with the failure counted against the source."""
         now = time.monotonic()
         self.guard.check(exchange.ip, now)
-        if not auth_module.well_formed_key_id(auth.access_key_id):
-            exchange.claimed_key_id = auth.access_key_id
+        if not auth_module.well_formed_key_id(access_key_id):
+            exchange.claimed_key_id = access_key_id
             self.guard.failed(exchange.ip, now)
-            raise sigv4.invalid_access_key_id(auth.access_key_id)
-        found = await self.authority.lookup(auth.access_key_id, operation.buckets)
+            raise sigv4.invalid_access_key_id(access_key_id)
+        found = await self.authority.lookup(access_key_id, operation.buckets)
         key = found.key
         try:
-            verified = auth_module.authenticate(
-                auth.access_key_id,
-                key,
-                self.signing_keys,
-                lambda signing_keys: sigv4.verify(auth, signing_keys),
-            )
+            verified = auth_module.authenticate(access_key_id, key, self.signing_keys, verify)
         except sigv4.S3Error:
-            exchange.claimed_key_id = auth.access_key_id
+            exchange.claimed_key_id = access_key_id
             self.guard.failed(exchange.ip, now)
             raise
         # Signed with this key's secret: from here on the request counts as the key's.
@@ -453,19 +491,63 @@ class Gateway:
             self.guard.failed(exchange.ip, now)
         auth_module.require_usable(key)
         exchange.authenticated = True
-        auth_module.check_access(key, operation, found.owners)
-        body = None
-        if operation.reads_body_first:
-            body = await self._read_small_body(verified, key, exchange)
-        if operation.name == "DeleteObjects":
-            operation = exchange.operation = operations.with_deleted_objects(operation, body)
-            auth_module.check_access(key, operation, found.owners)
-        if operation.answered_here:
-            await self._answer_cors_configuration(exchange, key, operation, body)
-            return
-        if operation.name == auth_module.CREATE_BUCKET:
-            await self._claim_bucket(exchange, key, operation)
-        await self._proxy(exchange, verified, key, operation, body)
+        return key, verified, found.owners
+
+    async def _post_object(self, exchange: Exchange, boundary: bytes) -> None:
+        """A browser upload: a multipart form signed by a POST policy, stored as a
+        PutObject of the form's key, read and forwarded as it streams."""
+        request = exchange.request
+        headers = request.header_map or {}
+        bucket = operations.post_object_bucket(
+            request.path, request.query, headers, self.endpoint_host
+        )
+        reader = post_object.FormReader(boundary, exchange.receive)
+        fields, file = await reader.fields()
+        if "awsaccesskeyid" in fields or "signature" in fields:
+            _refuse_signature_v2_form()
+        for name in ("key", "policy", "x-amz-algorithm", "x-amz-credential", "x-amz-date"):
+            if name not in fields:
+                raise sigv4.S3Error(
+                    "InvalidArgument", 400, f"Bucket POST must contain a field named '{name}'."
+                )
+        if fields["x-amz-algorithm"] != sigv4.ALGORITHM or "x-amz-signature" not in fields:
+            raise sigv4.S3Error(
+                "InvalidArgument",
+                400,
+                "POST requires x-amz-algorithm AWS4-HMAC-SHA256 and x-amz-signature.",
+            )
+        if fields.get("acl", "private") != "private":
+            raise operations.not_implemented("the acl field (ACLs)")
+        access_key_id, date = sigv4.parse_post_credential(
+            fields["x-amz-credential"], fields["x-amz-date"], region=self.region
+        )
+        name = names.check_object_name(post_object.object_key(fields["key"], file.filename))
+        operation = exchange.operation = operations.put_object(bucket, name)
+        policy = post_object.Policy.parse(fields["policy"])
+
+        def verify(signing_keys: sigv4.SigningKeyProvider) -> None:
+            expected = sigv4.signature(
+                signing_keys(access_key_id, date, self.region), fields["policy"]
+            )
+            sigv4.check_signature(
+                expected, fields["x-amz-signature"], access_key_id, fields["policy"]
+            )
+
+        key, _, owners = await self._authenticate(exchange, access_key_id, operation, verify)
+        auth_module.check_access(key, operation, owners)
+        length = policy.check(fields, bucket)
+        upload_headers = post_object.object_headers(fields, file)
+        etag = await post_object.store(
+            self._ask_upstream,
+            operation.upstream_path(),
+            upload_headers,
+            reader.file(),
+            length,
+            lambda: self.authority.still_usable(key.id),
+        )
+        status, body, answer = post_object.answer(fields, bucket, name, etag, self.endpoint_url)
+        answer.extend(await self._cors_headers(exchange, bucket))
+        await self._answer(exchange, status, body, answer)
 
     async def _preflight(self, exchange: Exchange) -> None:
         """Answer a CORS preflight from the bucket's rules. It carries no credentials, so a
@@ -506,6 +588,15 @@ class Gateway:
         )
         await self._answer(exchange, 200 if rules_json is not None else 204, b"", [])
 
+    async def _cors_headers(self, exchange: Exchange, bucket: str) -> list[tuple[bytes, bytes]]:
+        """The CORS headers an answer about ``bucket`` carries for the request's Origin."""
+        request = exchange.request
+        origin = (request.header_map or {}).get("origin")
+        if not origin:
+            return []
+        rules = cors.from_json(await self.authority.bucket_cors(bucket))
+        return cors.actual(rules, origin[0], request.method)
+
     async def _answer(
         self, exchange: Exchange, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
     ) -> None:
@@ -537,12 +628,31 @@ class Gateway:
             raise auth_module.bucket_already_exists(operation.bucket)
         exchange.claimed_bucket = True
 
+    async def _ask_upstream(
+        self,
+        method: str,
+        path: str,
+        query: str = "",
+        headers: list[tuple[str, str]] | None = None,
+        content: bytes | None = None,
+    ) -> httpx.Response:
+        """One whole request of the gateway's own to the store (raises httpx.HTTPError)."""
+        headers = list(headers or [])
+        body = None
+        if content is not None:
+            headers.append(("content-length", str(len(content))))
+            # Sent from an iterator, not as bytes: httpx's response keeps its request in a
+            # reference cycle, and a request holding bytes would keep each 8 MiB part of a
+            # POST upload alive until the cycle collector happened to run.
+            body = _once(content)
+        url, signed = self.signer.sign(method, path, query, headers)
+        request = self.client.build_request(method, url, headers=signed, content=body)
+        request.extensions["target"] = self._target(path, query)
+        return await self.client.send(request)
+
     async def _exists_upstream(self, operation: Operation) -> bool:
-        url, headers = self.signer.sign("HEAD", operation.upstream_path(), "", [])
-        request = self.client.build_request("HEAD", url, headers=headers)
-        request.extensions["target"] = self._target(operation.upstream_path(), "")
         try:
-            response = await self.client.send(request)
+            response = await self._ask_upstream("HEAD", operation.upstream_path())
         except httpx.HTTPError as error:
             log.warning("upstream HeadBucket failed: %r", error)
             raise _store_unavailable() from None
@@ -554,12 +664,10 @@ class Gateway:
     async def _holds_objects(self, operation: Operation) -> bool:
         """Does the bucket hold any object? Asked of a bucket just created; when the store
         cannot say, the answer is yes, so nothing is handed over on a guess."""
-        path, query = operation.upstream_path(), "list-type=2&max-keys=1"
-        url, headers = self.signer.sign("GET", path, query, [])
-        request = self.client.build_request("GET", url, headers=headers)
-        request.extensions["target"] = self._target(path, query)
         try:
-            response = await self.client.send(request)
+            response = await self._ask_upstream(
+                "GET", operation.upstream_path(), "list-type=2&max-keys=1"
+            )
         except httpx.HTTPError as error:
             log.warning("upstream ListObjectsV2 after CreateBucket failed: %r", error)
             return True
@@ -747,10 +855,8 @@ class Gateway:
             if name.lower().decode("latin-1") not in NOT_RELAYED
         ]
         headers.extend(SECURITY_HEADERS)
-        origin = (request.header_map or {}).get("origin")
-        if origin and operation.bucket is not None:
-            rules = cors.from_json(await self.authority.bucket_cors(operation.bucket))
-            headers.extend(cors.actual(rules, origin[0], request.method))
+        if operation.bucket is not None:
+            headers.extend(await self._cors_headers(exchange, operation.bucket))
         if (
             status == 200
             and "range" in request.header_map
@@ -796,6 +902,10 @@ class Gateway:
                 raise sigv4.S3Error("InternalError", 500, "The bucket list is too large.")
             parts.append(piece)
         return b"".join(parts)
+
+
+async def _once(data: bytes):
+    yield data
 
 
 def _store_unavailable() -> sigv4.S3Error:

@@ -320,7 +320,7 @@ def _refuse_header_tricks(headers: Mapping[str, list[str]]) -> None:
             name == "x-amz-acl" and headers[name] != ["private"]
         ):
             # An ACL in the store would let its grantees past the gateway, and outlive keys.
-            raise _not_implemented(f"the {name} header (ACLs)")
+            raise not_implemented(f"the {name} header (ACLs)")
 
 
 def split_target(path: str, host: str, endpoint_host: str | None) -> tuple[str | None, str | None]:
@@ -370,7 +370,7 @@ def query_params(query: str) -> dict[str, str]:
     return params
 
 
-def _not_implemented(what: str) -> S3Error:
+def not_implemented(what: str) -> S3Error:
     return S3Error(
         "NotImplemented",
         501,
@@ -393,9 +393,9 @@ def _select(method: str, level: str, params: Mapping[str, str], copy: bool) -> R
                 405,
                 "The specified method is not allowed against this resource.",
             )
-        raise _not_implemented(f"{method} on a {level}")
+        raise not_implemented(f"{method} on a {level}")
     shown = ", ".join(sorted(names)) or "no query"
-    raise _not_implemented(f"{method} on a {level} with {shown}")
+    raise not_implemented(f"{method} on a {level} with {shown}")
 
 
 def preflight_target(
@@ -410,6 +410,23 @@ def preflight_target(
         raise S3Error("BadRequest", 400, "A CORS preflight names a bucket.")
     check_bucket_name(bucket)
     return bucket, decode_object_name(raw_key) if raw_key is not None else None
+
+
+def post_object_bucket(
+    path: str, query: str, headers: Mapping[str, list[str]], endpoint_host: str | None
+) -> str:
+    """The bucket a POST Object form is posted to: a bucket itself, with no query."""
+    _refuse_repeated_headers(headers)
+    host = (headers.get("host") or [""])[0]
+    bucket, raw_key = split_target(path, host, endpoint_host)
+    if bucket is None or raw_key is not None or query_params(query):
+        raise not_implemented("a form posted anywhere but to a bucket")
+    return check_bucket_name(bucket)
+
+
+def put_object(bucket: str, key: str) -> Operation:
+    """The PutObject a POST Object form performs."""
+    return Operation("PutObject", OBJECT, WRITE, bucket, key, None, (Touch(bucket, key, WRITE),))
 
 
 def parse_copy_source(value: str) -> CopySource:

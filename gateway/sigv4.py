@@ -1094,6 +1094,21 @@ class SignedString:
     scope: str  # date/region/s3/aws4_request
 
 
+def check_signature(expected: str, provided: str, access_key_id: str, to_sign: str) -> None:
+    """Compare a signature computed here with the one provided, in constant time;
+    SignatureDoesNotMatch if they differ."""
+    _check_signature(expected, provided, access_key_id, to_sign)
+
+
+def parse_post_credential(credential: str, amz_date: str, *, region: str) -> tuple[str, str]:
+    """(access key ID, scope date) of a POST policy form's x-amz-credential and
+    x-amz-date, checked by the rules of a request's Credential."""
+    if _parse_amz_date(amz_date) is None:
+        raise _invalid_request('x-amz-date must be in the format "yyyyMMddTHHmmssZ".')
+    access_key_id, date, _ = _parse_credential(credential, region, amz_date, presigned=False)
+    return access_key_id, date
+
+
 def parse_string_to_sign(text: str, access_key_id: str, *, region: str) -> SignedString:
     """Read ``AWS4-HMAC-SHA256 / x-amz-date / scope / hex SHA-256`` back; raise S3Error.
 
