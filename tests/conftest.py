@@ -10,6 +10,8 @@ from audit.trail import Actor
 from keys.services import create_key
 
 PASSWORD = "correct horse battery staple 42"
+# The browser fixture (Chromium under Playwright) for every browser test.
+pytest_plugins = ["tests.browser_support"]
 
 
 @pytest.fixture(autouse=True)

@@ -160,10 +160,12 @@ def gateway(
     var: Path | None = None,
     read_only: bool = False,
     http: str = "httptools",
+    forwarded_allow_ips: str = "",
     **extra: str,
 ) -> Iterator[Gateway]:
     """gateway.serve (uvicorn) serving gateway.app against the test database (and Redis,
-    if given), with the ``http`` parser implementation: httptools or h11.
+    if given), with the ``http`` parser implementation: httptools or h11, believing
+    X-Forwarded-For only from ``forwarded_allow_ips``.
 
     ``endpoint_host`` is the public host name: requests to <bucket>.<endpoint_host> are
     virtual-hosted style. The gateway listens on 127.0.0.1 whatever it is.
@@ -194,6 +196,8 @@ def gateway(
                 str(port),
                 "--http",
                 http,
+                "--forwarded-allow-ips",
+                forwarded_allow_ips,
             ],
             cwd=REPO,
             env=env,

@@ -13,7 +13,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+
+from tests.browser_support import ARTIFACTS, TIMEOUT_MS
 
 # Playwright's sync API keeps an asyncio event loop on this thread; without this Django
 # refuses ORM calls from it, such as the live server's database flush between tests.
@@ -21,32 +23,10 @@ os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 ACCESS_KEY_ID_RE = re.compile(r"^EXC[A-Z2-7]{17}$")
 SECRET_RE = re.compile(r"^[A-Za-z0-9+/]{40}$")
 PASSWORD = "violet kettle mountain 83"
 PHONE = {"width": 390, "height": 844}
-TIMEOUT_MS = 10_000
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

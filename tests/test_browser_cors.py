@@ -8,22 +8,19 @@ configuration is set with ``aws s3api put-bucket-cors``, as a person would set i
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
 import re
-import threading
 from collections.abc import Callable, Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page
 
+from tests.browser_support import ARTIFACTS, TIMEOUT_MS, static_site
 from tests.conftest import new_key
 from tests.gateway_stack import free_port, gateway, upstream
-from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
 from tests.test_gateway_e2e import _aws, bucket_name, s3_client
 
 # Playwright's sync API keeps an asyncio event loop on this thread; without this Django
@@ -79,37 +76,13 @@ def gw(tmp_path_factory, store):
         yield running
 
 
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def page_origin(tmp_path_factory) -> Iterator[str]:
-    """The origin of the uploader page: http.server on a port of its own."""
+    """The origin of the uploader page: a site of its own."""
     root = tmp_path_factory.mktemp("site")
     (root / "index.html").write_text(PAGE)
-    server = ThreadingHTTPServer(
-        ("127.0.0.1", free_port()), functools.partial(_QuietHandler, directory=str(root))
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        yield browser
-        browser.close()
+    with static_site(root) as origin:
+        yield origin
 
 
 @pytest.fixture

@@ -10,24 +10,21 @@ to the page's origin.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import html
 import os
 import re
-import threading
 import uuid
 from collections.abc import Callable, Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page
 
+from tests.browser_support import ARTIFACTS, TIMEOUT_MS, static_site
 from tests.conftest import new_key
-from tests.gateway_stack import free_port, gateway, upstream
-from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
+from tests.gateway_stack import gateway, upstream
 from tests.test_gateway_e2e import bucket_name, s3_client
 
 # Playwright's sync API keeps an asyncio event loop on this thread; without this Django
@@ -72,38 +69,14 @@ def gw(tmp_path_factory, store):
         yield running
 
 
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Iterator[tuple[str, Path]]:
-    """The origin of the upload pages (http.server on a port of its own) and the directory
-    it serves, with done.html in it."""
+    """The origin of the upload pages (a site of its own) and the directory it serves,
+    with done.html in it."""
     root = tmp_path_factory.mktemp("site")
     (root / "done.html").write_text(DONE_PAGE)
-    server = ThreadingHTTPServer(
-        ("127.0.0.1", free_port()), functools.partial(_QuietHandler, directory=str(root))
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", root
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        yield browser
-        browser.close()
+    with static_site(root) as origin:
+        yield origin, root
 
 
 @pytest.fixture

@@ -13,8 +13,7 @@ from keys import snippets
 from tests import test_browser
 from tests.test_browser import create_key, read_new_credentials, sign_up
 
-# The browser and the page fixtures (screenshots on failure) of the keys page's tests.
-browser = test_browser.browser
+# The page fixture (screenshots on failure) of the keys page's tests.
 open_page = test_browser.open_page
 
 pytestmark = pytest.mark.browser

@@ -9,10 +9,8 @@ Requests an SDK will not send go out through tests/s3_raw.py.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
-import subprocess
 import threading
 import time
 import uuid
@@ -34,15 +32,9 @@ from gateway.services import adopt_bucket
 from keys.credentials import ACCESS_KEY_ID_RE
 from tests.conftest import new_key
 from tests.gateway_stack import (
-    BIN,
-    REPO,
     Gateway,
     Upstream,
-    _stop,
-    _wait_for_http,
-    free_port,
     gateway,
-    stack_env,
     upstream,
     worker,
 )
@@ -529,37 +521,13 @@ def test_it_does_not_believe_x_forwarded_for_by_default(tmp_path, store, owner):
     assert int(honest.header("retry-after")) >= 1
 
 
-@contextlib.contextmanager
-def _gateway_behind_proxy(tmp: Path, store: Upstream, proxies: str, **extra: str):
-    """gateway_stack.gateway, started with --forwarded-allow-ips ``proxies``."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    var = tmp / f"var-{port}"
-    var.mkdir(parents=True)
-    env = stack_env(var, store, endpoint=url, **extra)
-    log = tmp / f"gateway-{port}.log"
-    command = [str(BIN / "python"), "-m", "gateway.serve", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--forwarded-allow-ips", proxies]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            command,
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        _wait_for_http(url + "/", proc, log)
-        yield Gateway(url, log, proc.pid)
-    finally:
-        _stop(proc)
-
-
 def test_it_believes_x_forwarded_for_from_a_named_proxy(tmp_path, store, owner):
     key, secret = new_key(owner)
-    with _gateway_behind_proxy(
-        tmp_path, store, "127.0.0.1", EXCLOUD_S3_FAILURE_LIMIT=str(FAILURE_LIMIT)
+    with gateway(
+        tmp_path,
+        store,
+        forwarded_allow_ips="127.0.0.1",
+        EXCLOUD_S3_FAILURE_LIMIT=str(FAILURE_LIMIT),
     ) as running:
         port = _port(running)
         forger = Signer(port, key.id, "wrong" * 8)
