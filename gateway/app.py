@@ -270,8 +270,8 @@ class Exchange:
     claimed_bucket: bool = False
 
 
-def _refuse_signature_v2_form() -> None:
-    raise sigv4.S3Error(
+def _signature_v2_refused() -> sigv4.S3Error:
+    return sigv4.S3Error(
         "InvalidRequest",
         400,
         "The authorization mechanism you have provided is not supported. "
@@ -282,12 +282,7 @@ def _refuse_signature_v2_form() -> None:
 def _refuse_signature_v2(request: sigv4.Request) -> None:
     authorization = (request.header_map or {}).get("authorization") or [""]
     if authorization[0].startswith("AWS ") or "AWSAccessKeyId=" in request.query:
-        raise sigv4.S3Error(
-            "InvalidRequest",
-            400,
-            "The authorization mechanism you have provided is not supported. "
-            "Please use AWS4-HMAC-SHA256.",
-        )
+        raise _signature_v2_refused()
 
 
 class Gateway:
@@ -428,10 +423,11 @@ class Gateway:
         if request.method == "OPTIONS":
             await self._preflight(exchange)
             return
-        content_type = (headers.get("content-type") or [""])[0]
-        if request.method == "POST" and post_object.boundary_of(content_type) is not None:
-            await self._post_object(exchange, post_object.boundary_of(content_type))
-            return
+        if request.method == "POST":
+            boundary = post_object.boundary_of((headers.get("content-type") or [""])[0])
+            if boundary is not None:
+                await self._post_object(exchange, boundary)
+                return
         _refuse_signature_v2(request)
         # Names are validated before anything else is decided, the key included.
         operation = operations.classify(
@@ -504,7 +500,7 @@ class Gateway:
         reader = post_object.FormReader(boundary, exchange.receive)
         fields, file = await reader.fields()
         if "awsaccesskeyid" in fields or "signature" in fields:
-            _refuse_signature_v2_form()
+            raise _signature_v2_refused()
         for name in ("key", "policy", "x-amz-algorithm", "x-amz-credential", "x-amz-date"):
             if name not in fields:
                 raise sigv4.S3Error(

@@ -241,41 +241,17 @@ def _org_bucket_names(org_id: int, names: list[str]) -> set[str]:
     return set(Bucket.objects.filter(org_id=org_id, name__in=names).values_list("name", flat=True))
 
 
-def _claim_bucket(access_key_id: str, name: str, ip: str | None, request_id: str) -> str:
+def _change(change, access_key_id: str, ip: str | None, request_id: str, *args, **kwargs):
+    """Run a gateway.services change on behalf of the key that made the request, as its
+    audit actor."""
     close_old_connections()
     key = AccessKey.objects.select_related("org").get(pk=access_key_id)
-    actor = Actor.for_access_key(key, ip, request_id)
-    return services.claim_bucket(key, name, actor)
-
-
-def _release_bucket_claim(
-    access_key_id: str, name: str, ip: str | None, request_id: str, status: int
-) -> bool:
-    close_old_connections()
-    key = AccessKey.objects.select_related("org").get(pk=access_key_id)
-    actor = Actor.for_access_key(key, ip, request_id)
-    return services.release_bucket_claim(key, name, actor, status)
-
-
-def _bucket_deleted(access_key_id: str, name: str, ip: str | None, request_id: str) -> bool:
-    close_old_connections()
-    key = AccessKey.objects.select_related("org").get(pk=access_key_id)
-    actor = Actor.for_access_key(key, ip, request_id)
-    return services.bucket_deleted(key, name, actor)
+    return change(key, *args, actor=Actor.for_access_key(key, ip, request_id), **kwargs)
 
 
 def _bucket_cors(name: str) -> list | None:
     close_old_connections()
     return Bucket.objects.filter(name=name).values_list("cors", flat=True).first()
-
-
-def _set_bucket_cors(
-    access_key_id: str, name: str, rules: list | None, ip: str | None, request_id: str
-) -> bool:
-    close_old_connections()
-    key = AccessKey.objects.select_related("org").get(pk=access_key_id)
-    actor = Actor.for_access_key(key, ip, request_id)
-    return services.set_bucket_cors(key, name, rules, actor)
 
 
 def _send_usage(batch: dict) -> None:
@@ -394,19 +370,23 @@ class Authority:
         self, access_key_id: str, name: str, ip: str | None, request_id: str
     ) -> str:
         """services.claim_bucket() for the key's org: "claimed", "owned" or "taken"."""
-        return await _in_thread(_claim_bucket)(access_key_id, name, ip, request_id)
+        return await _in_thread(_change)(services.claim_bucket, access_key_id, ip, request_id, name)
 
     async def release_bucket_claim(
         self, access_key_id: str, name: str, ip: str | None, request_id: str, status: int
     ) -> bool:
         self._owners.pop(name, None)
-        return await _in_thread(_release_bucket_claim)(access_key_id, name, ip, request_id, status)
+        return await _in_thread(_change)(
+            services.release_bucket_claim, access_key_id, ip, request_id, name, status=status
+        )
 
     async def bucket_deleted(
         self, access_key_id: str, name: str, ip: str | None, request_id: str
     ) -> bool:
         self._owners.pop(name, None)
-        return await _in_thread(_bucket_deleted)(access_key_id, name, ip, request_id)
+        return await _in_thread(_change)(
+            services.bucket_deleted, access_key_id, ip, request_id, name
+        )
 
     async def bucket_cors(self, name: str) -> list | None:
         """The bucket's CORS rules as stored (read each time: browsers only ask)."""
@@ -415,7 +395,9 @@ class Authority:
     async def set_bucket_cors(
         self, access_key_id: str, name: str, rules: list | None, ip: str | None, request_id: str
     ) -> bool:
-        return await _in_thread(_set_bucket_cors)(access_key_id, name, rules, ip, request_id)
+        return await _in_thread(_change)(
+            services.set_bucket_cors, access_key_id, ip, request_id, name, rules
+        )
 
     async def send_usage(self, batch: dict) -> bool:
         """Hand usage totals to the worker through the Celery broker; False if it failed."""

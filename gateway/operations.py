@@ -348,6 +348,23 @@ def split_target(path: str, host: str, endpoint_host: str | None) -> tuple[str |
     return first, rest or None
 
 
+def _split_request_target(
+    path: str, headers: Mapping[str, list[str]], endpoint_host: str | None
+) -> tuple[str | None, str | None]:
+    """split_target() with the request's own Host."""
+    return split_target(path, (headers.get("host") or [""])[0], endpoint_host)
+
+
+def _target_names(
+    path: str, headers: Mapping[str, list[str]], endpoint_host: str | None
+) -> tuple[str | None, str | None]:
+    """The validated bucket and decoded object name a request target names."""
+    bucket, raw_key = _split_request_target(path, headers, endpoint_host)
+    if bucket is not None:
+        check_bucket_name(bucket)
+    return bucket, decode_object_name(raw_key) if raw_key is not None else None
+
+
 def query_params(query: str) -> dict[str, str]:
     """The query's parameters, decoded, without presigning's and SDK bookkeeping; a
     parameter given twice is refused."""
@@ -404,12 +421,10 @@ def preflight_target(
     """The bucket and object a CORS preflight (OPTIONS) asks about, validated like any
     request's: preflights carry no signature, so they are never forwarded."""
     _refuse_repeated_headers(headers)
-    host = (headers.get("host") or [""])[0]
-    bucket, raw_key = split_target(path, host, endpoint_host)
+    bucket, key = _target_names(path, headers, endpoint_host)
     if bucket is None:
         raise S3Error("BadRequest", 400, "A CORS preflight names a bucket.")
-    check_bucket_name(bucket)
-    return bucket, decode_object_name(raw_key) if raw_key is not None else None
+    return bucket, key
 
 
 def post_object_bucket(
@@ -417,8 +432,7 @@ def post_object_bucket(
 ) -> str:
     """The bucket a POST Object form is posted to: a bucket itself, with no query."""
     _refuse_repeated_headers(headers)
-    host = (headers.get("host") or [""])[0]
-    bucket, raw_key = split_target(path, host, endpoint_host)
+    bucket, raw_key = _split_request_target(path, headers, endpoint_host)
     if bucket is None or raw_key is not None or query_params(query):
         raise not_implemented("a form posted anywhere but to a bucket")
     return check_bucket_name(bucket)
@@ -464,11 +478,7 @@ def classify(
     """
     _refuse_repeated_headers(headers)
     _refuse_header_tricks(headers)
-    host = (headers.get("host") or [""])[0]
-    bucket, raw_key = split_target(path, host, endpoint_host)
-    if bucket is not None:
-        check_bucket_name(bucket)
-    key = decode_object_name(raw_key) if raw_key is not None else None
+    bucket, key = _target_names(path, headers, endpoint_host)
     copy_value = (headers.get(COPY_SOURCE_HEADER) or [None])[0]
     copy_source = parse_copy_source(copy_value) if copy_value is not None else None
     level = SERVICE if bucket is None else BUCKET if key is None else OBJECT

@@ -41,9 +41,9 @@ def _check_name(name: str) -> None:
 def claim_bucket(key: AccessKey, name: str, actor: Actor) -> Claim:
     """Claim bucket ``name`` for the key's org before the store is asked to create it."""
     _check_name(name)
-    holder = Bucket.objects.filter(name=name).values_list("org_id", flat=True).first()
-    if holder is not None:
-        return Claim.OWNED if holder == key.org_id else Claim.TAKEN
+    held = _held(key, name)
+    if held is not None:
+        return held
     try:
         with transaction.atomic():
             # Gateways cache only owned names, so claiming one needs no announcement.
@@ -57,9 +57,17 @@ def claim_bucket(key: AccessKey, name: str, actor: Actor) -> Claim:
                 details={"name": name, "access_key": key.id},
             )
     except IntegrityError:
-        holder = Bucket.objects.filter(name=name).values_list("org_id", flat=True).first()
-        return Claim.OWNED if holder == key.org_id else Claim.TAKEN
+        # Another request claimed the name between the look and the insert.
+        return _held(key, name) or Claim.TAKEN
     return Claim.CLAIMED
+
+
+def _held(key: AccessKey, name: str) -> Claim | None:
+    """OWNED or TAKEN when some org holds ``name``, None when none does."""
+    holder = Bucket.objects.filter(name=name).values_list("org_id", flat=True).first()
+    if holder is None:
+        return None
+    return Claim.OWNED if holder == key.org_id else Claim.TAKEN
 
 
 def release_bucket_claim(key: AccessKey, name: str, actor: Actor, status: int) -> bool:

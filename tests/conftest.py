@@ -8,6 +8,7 @@ from accounts.models import Membership, Organization, Role, User
 from audit.models import AuditEvent
 from audit.trail import Actor
 from keys.services import create_key
+from tests.gateway_stack import upstream
 
 PASSWORD = "correct horse battery staple 42"
 # The browser fixture (Chromium under Playwright) for every browser test.
@@ -19,6 +20,13 @@ def fast_password_hashing(settings) -> None:
     # Hashing is not under test, and the default hasher makes each fixture user cost a
     # noticeable fraction of a second.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, django_db_setup):
+    """rclone serve s3 on a folder of the module's own: the object store behind a gateway."""
+    with upstream(tmp_path_factory.mktemp("store")) as running:
+        yield running
 
 
 def make_user(email: str) -> User:

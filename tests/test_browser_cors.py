@@ -20,7 +20,7 @@ from playwright.sync_api import Browser, BrowserContext, Page
 
 from tests.browser_support import ARTIFACTS, TIMEOUT_MS, static_site
 from tests.conftest import new_key
-from tests.gateway_stack import free_port, gateway, upstream
+from tests.gateway_stack import free_port, gateway
 from tests.test_gateway_e2e import _aws, bucket_name, s3_client
 
 # Playwright's sync API keeps an asyncio event loop on this thread; without this Django
@@ -62,12 +62,6 @@ PAGE = """<!doctype html>
 <h1>Uploader</h1>
 </html>
 """
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, django_db_setup):
-    with upstream(tmp_path_factory.mktemp("store")) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from playwright.sync_api import Browser, BrowserContext, Page
 
 from tests.browser_support import ARTIFACTS, TIMEOUT_MS, static_site
 from tests.conftest import new_key
-from tests.gateway_stack import gateway, upstream
+from tests.gateway_stack import gateway
 from tests.test_gateway_e2e import bucket_name, s3_client
 
 # Playwright's sync API keeps an asyncio event loop on this thread; without this Django
@@ -55,12 +55,6 @@ DONE_PAGE = """<!doctype html>
 <h1>Uploaded</h1>
 </html>
 """
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, django_db_setup):
-    with upstream(tmp_path_factory.mktemp("store")) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +128,9 @@ def _upload(page: Page, filename: str, data: bytes) -> None:
     page.click("button[type=submit]")
 
 
-def test_it_uploads_a_file_with_a_form_on_another_origin(gw, store, owner, open_page, site):
-    origin, root = site
+def _redirecting_post(gw, owner, origin: str):
+    """A bucket of the owner's org and a POST policy for uploads/ in it that sends the
+    browser back to the page's origin: (client, bucket, presigned post, done page URL)."""
     key, secret = new_key(owner)
     s3 = s3_client(gw.url, key.id, secret)
     bucket = bucket_name()
@@ -152,6 +147,12 @@ def test_it_uploads_a_file_with_a_form_on_another_origin(gw, store, owner, open_
         ],
         ExpiresIn=300,
     )
+    return s3, bucket, post, done
+
+
+def test_it_uploads_a_file_with_a_form_on_another_origin(gw, store, owner, open_page, site):
+    origin, root = site
+    s3, bucket, post, done = _redirecting_post(gw, owner, origin)
     data = os.urandom(20_000) + "naïve text".encode()
     filename = "holiday photo ü.bin"
 
@@ -175,22 +176,7 @@ def test_it_shows_s3s_error_for_a_file_over_the_limit_and_stores_nothing(
     gw, store, owner, open_page, site
 ):
     origin, root = site
-    key, secret = new_key(owner)
-    s3 = s3_client(gw.url, key.id, secret)
-    bucket = bucket_name()
-    s3.create_bucket(Bucket=bucket)
-    done = f"{origin}/done.html"
-    post = s3.generate_presigned_post(
-        bucket,
-        "uploads/${filename}",
-        Fields={"success_action_redirect": done},
-        Conditions=[
-            {"success_action_redirect": done},
-            ["starts-with", "$key", "uploads/"],
-            ["content-length-range", 1, MAX_BYTES],
-        ],
-        ExpiresIn=300,
-    )
+    _, bucket, post, _ = _redirecting_post(gw, owner, origin)
 
     page = open_page(origin + _form_page(root, post))
     with page.expect_navigation():

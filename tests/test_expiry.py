@@ -25,7 +25,7 @@ from keys import credentials, expiry
 from keys.models import AccessKey, CreatedVia, KeyPolicy, KeyStatus, KeyWarning
 from keys.services import rotate_key
 from tests.conftest import make_user, new_key
-from tests.gateway_stack import REPO, database_url, gateway, upstream, worker
+from tests.gateway_stack import REPO, database_url, gateway, worker
 from tests.test_gateway_e2e import bucket_name, s3_client
 
 WORKER_TIMEOUT = 60
@@ -69,12 +69,6 @@ def bulk_keys(org: Organization, count: int, **fields) -> list[str]:
 
 
 # 1. Each kind of due key, expired by a real Celery worker, refused by the real gateway.
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, django_db_setup):
-    with upstream(tmp_path_factory.mktemp("store")) as running:
-        yield running
 
 
 @pytest.mark.django_db(transaction=True)

@@ -26,7 +26,7 @@ import pytest
 from audit.models import AuditEvent
 from gateway.models import Bucket
 from tests.conftest import audit_mark, new_key
-from tests.gateway_stack import Upstream, gateway, upstream
+from tests.gateway_stack import Upstream, gateway
 from tests.s3_raw import UNSIGNED_PAYLOAD, Response, Signer, error_code, send
 from tests.test_gateway_e2e import s3_client
 
@@ -50,12 +50,6 @@ DIRECTORY = None  # a directory in a files() listing
 ACCESS_DENIED = (403, "AccessDenied")
 INVALID_ARGUMENT = (400, "InvalidArgument")
 INVALID_BUCKET_NAME = (400, "InvalidBucketName")
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, django_db_setup):
-    with upstream(tmp_path_factory.mktemp("store")) as running:
-        yield running
 
 
 @pytest.fixture(scope="module", params=["httptools", "h11"])

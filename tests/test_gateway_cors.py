@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 
 from audit.models import AuditEvent
 from tests.conftest import audit_mark, events_since, new_key
-from tests.gateway_stack import gateway, upstream
+from tests.gateway_stack import gateway
 from tests.s3_raw import error_code
 from tests.test_gateway_e2e import _aws, _run_aws, bucket_name, s3_client
 
@@ -51,12 +51,6 @@ CORS_HEADERS = (
     "access-control-max-age",
     "vary",
 )
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, django_db_setup):
-    with upstream(tmp_path_factory.mktemp("store")) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from audit.models import AuditEvent
 from gateway.models import Bucket
 from gateway.sigv4 import derive_signing_key
 from tests.conftest import client_for, new_key
-from tests.gateway_stack import BIN, RCLONE, gateway, upstream
+from tests.gateway_stack import BIN, RCLONE, gateway
 from tests.test_sigv4 import ChunkSigner, crc32_b64
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -46,12 +46,6 @@ MiB = 1024 * 1024
 # The gateway's public host name in these tests; <bucket>.s3.test resolves to 127.0.0.1
 # only inside the tests that patch name resolution.
 VIRTUAL_HOST = "s3.test"
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, django_db_setup):
-    with upstream(tmp_path_factory.mktemp("store")) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,6 @@ from tests.gateway_stack import (
     Gateway,
     Upstream,
     gateway,
-    upstream,
     worker,
 )
 from tests.s3_raw import Response, Signer, error_code, send
@@ -97,12 +96,6 @@ EMPTY_OBJECT_LIST = (
     b"<Name>any</Name><Prefix></Prefix><KeyCount>0</KeyCount><MaxKeys>1</MaxKeys>"
     b"<IsTruncated>false</IsTruncated></ListBucketResult>"
 )
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, django_db_setup):
-    with upstream(tmp_path_factory.mktemp("store")) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from django.db.models import Sum
 
 from gateway.models import Bucket, KeyUsage
 from tests.conftest import new_key
-from tests.gateway_stack import gateway, upstream, worker
+from tests.gateway_stack import gateway, worker
 from tests.s3_raw import Connection, Signer, error_code
 from tests.test_gateway_e2e import s3_client
 
@@ -36,12 +36,6 @@ RSS_TOLERANCE_KB = 20 * 1024
 FORGED_REQUESTS = 20
 WAIT_SECONDS = 30
 OWN_OBJECT = b"acme's own object"
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, django_db_setup):
-    with upstream(tmp_path_factory.mktemp("store")) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

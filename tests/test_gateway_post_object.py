@@ -31,7 +31,7 @@ from gateway import sigv4
 from gateway.post_object import PART_BYTES
 from keys.services import revoke_key
 from tests.conftest import new_key
-from tests.gateway_stack import gateway, upstream
+from tests.gateway_stack import gateway
 from tests.test_gateway_e2e import bucket_name, s3_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -45,12 +45,6 @@ READ_BYTES = 1024 * 1024
 # way to the store; a gateway that held the file would grow by the file's 200 MB.
 RSS_GROWTH_LIMIT_KB = 40 * 1024
 RSS_SAMPLE_SECONDS = 0.2
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, django_db_setup):
-    with upstream(tmp_path_factory.mktemp("store")) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -58,9 +58,7 @@ DATABASE_READS = (
     "_load",
     "_load_key_only",
     "_org_bucket_names",
-    "_claim_bucket",
-    "_release_bucket_claim",
-    "_bucket_deleted",
+    "_change",
 )
 
 # ---------------------------------------------------------------------------------------

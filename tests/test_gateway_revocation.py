@@ -19,16 +19,10 @@ from django.conf import settings
 from audit.trail import Actor
 from keys.services import deactivate_key, revoke_key
 from tests.conftest import new_key
-from tests.gateway_stack import gateway, upstream
+from tests.gateway_stack import gateway
 from tests.test_gateway_e2e import bucket_name, s3_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, django_db_setup):
-    with upstream(tmp_path_factory.mktemp("store")) as running:
-        yield running
 
 
 @pytest.fixture(scope="module", params=["database", "redis"])

@@ -17,18 +17,12 @@ from gateway.services import adopt_bucket
 from keys.models import AccessKey
 from keys.services import revoke_key
 from tests.conftest import client_for, new_key
-from tests.gateway_stack import gateway, upstream, worker
+from tests.gateway_stack import gateway, worker
 from tests.test_gateway_e2e import bucket_name, s3_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 WAIT_SECONDS = 30
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, django_db_setup):
-    with upstream(tmp_path_factory.mktemp("store")) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

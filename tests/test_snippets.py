@@ -31,7 +31,7 @@ from keys import snippets
 from keys.models import AccessKey, KeyStatus
 from keys.services import revoke_key
 from tests.conftest import client_for, new_key
-from tests.gateway_stack import BIN, RCLONE, gateway, upstream
+from tests.gateway_stack import BIN, RCLONE, gateway
 
 SECRET_RE = re.compile(
     r'<code id="new-secret-access-key" class="secret">([A-Za-z0-9+/]{40})</code>'
@@ -202,12 +202,6 @@ def test_it_quotes_what_a_shell_or_python_would_misread(owner):
 
 
 # -- The real tools against the gateway ------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, django_db_setup):
-    with upstream(tmp_path_factory.mktemp("store")) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
