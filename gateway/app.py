@@ -252,7 +252,6 @@ class Exchange:
     """One request on its way through the gateway, and what usage recording needs to
     know once it is answered."""
 
-    scope: dict[str, Any]
     request: sigv4.Request
     request_id: str
     receive: _Receiver
@@ -353,7 +352,6 @@ class Gateway:
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_periodically())
         exchange = Exchange(
-            scope,
             sigv4.Request.from_asgi(scope),
             secrets.token_hex(8).upper(),
             _Receiver(receive),

@@ -44,10 +44,6 @@ def bucket_name_problem(name: str) -> str | None:
     return None
 
 
-def is_valid_bucket_name(name: str) -> bool:
-    return bucket_name_problem(name) is None
-
-
 def check_bucket_name(name: str) -> str:
     """``name`` itself when it is a valid bucket name, or InvalidBucketName."""
     problem = bucket_name_problem(name)
