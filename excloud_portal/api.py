@@ -7,6 +7,7 @@ Handlers call the same service functions as the dashboard, with an ``api_token``
 
 from __future__ import annotations
 
+import logging
 import time
 
 from django.conf import settings
@@ -24,6 +25,7 @@ from keys.api import router as keys_router
 from keys.services import AccessKeyError, InvalidKeyState, KeyNameTaken
 
 from .api_schema import ERRORS
+from .errors import OUTAGES, unavailable
 
 UNAUTHORIZED_MESSAGE = (
     "Missing, invalid, expired or revoked API token. "
@@ -31,6 +33,7 @@ UNAUTHORIZED_MESSAGE = (
 )
 # The names handlers give their body and query schemas, left out of error messages.
 HANDLER_PARAMETERS = {"body", "filters"}
+log = logging.getLogger(__name__)
 STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found"}
 
 
@@ -48,12 +51,18 @@ def _check_rate(token) -> None:
     now = int(time.time())
     # The hash (not the token) names the counter: unique per token, and useless if read.
     key = f"api-rate:{token.token_hash[:24]}:{now // window}"
-    cache.add(key, 0, timeout=window * 2)
     try:
-        count = cache.incr(key)
-    except ValueError:  # The counter expired between add() and incr().
-        cache.add(key, 1, timeout=window * 2)
-        count = 1
+        cache.add(key, 0, timeout=window * 2)
+        try:
+            count = cache.incr(key)
+        except ValueError:  # The counter expired between add() and incr().
+            cache.add(key, 1, timeout=window * 2)
+            count = 1
+    except OUTAGES:
+        # Without its cache the limit cannot be counted; the call goes through rather
+        # than the whole API failing with the cache.
+        log.warning("API rate limit not applied: the cache is unavailable", exc_info=True)
+        return
     if count > limit:
         raise RateLimited(retry_after=window - now % window)
 
@@ -145,6 +154,15 @@ def _invalid(request: HttpRequest, exc: ValidationError) -> HttpResponse:
     field = ".".join(str(p) for p in where) or str(details[0]["loc"][0])
     message = f"{field}: {details[0]['msg']}"
     return error(request, 422, "validation_error", message, details=details)
+
+
+def _unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
+    log.error("API call failed: a service is unavailable", exc_info=exc)
+    return unavailable(request)
+
+
+for _outage in OUTAGES:
+    api.add_exception_handler(_outage, _unavailable)
 
 
 @api.exception_handler(HttpError)

@@ -37,6 +37,8 @@ org_patterns = [
     path("audit/export.jsonl", audit.audit_export, {"fmt": "jsonl"}, name="audit_export_jsonl"),
 ]
 
+handler500 = "excloud_portal.errors.server_error"
+
 urlpatterns = [
     path("", accounts.home, name="home"),
     path("api/v1/", api.urls),
