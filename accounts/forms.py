@@ -4,12 +4,15 @@ from django import forms
 from django.contrib.auth import password_validation
 from django.contrib.auth.forms import AuthenticationForm
 
+from excloud_portal.text import validate_text
+
 from .models import Role, User
 
 
 class SignUpForm(forms.Form):
     email = forms.EmailField(
-        widget=forms.EmailInput(attrs={"autocomplete": "email", "autofocus": True})
+        widget=forms.EmailInput(attrs={"autocomplete": "email", "autofocus": True}),
+        validators=[validate_text],
     )
     password = forms.CharField(
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
@@ -21,6 +24,7 @@ class SignUpForm(forms.Form):
         max_length=100,
         required=False,
         help_text="Leave empty to name it after your email address.",
+        validators=[validate_text],
     )
 
     def __init__(self, *args, invited_email: str | None = None, **kwargs) -> None:
@@ -58,7 +62,9 @@ class EmailAuthenticationForm(AuthenticationForm):
 
 
 class InviteForm(forms.Form):
-    email = forms.EmailField(widget=forms.EmailInput(attrs={"autocomplete": "off"}))
+    email = forms.EmailField(
+        widget=forms.EmailInput(attrs={"autocomplete": "off"}), validators=[validate_text]
+    )
     role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
 
     def __init__(self, *args, roles: list[tuple[str, str]], **kwargs) -> None:
@@ -87,6 +93,7 @@ class ApiTokenForm(forms.Form):
         max_length=64,
         help_text="What the token is for, e.g. laptop-cli or ci-deploy.",
         error_messages={"required": "Give the token a name."},
+        validators=[validate_text],
         widget=forms.TextInput(attrs={"autocomplete": "off", "placeholder": "e.g. laptop-cli"}),
     )
     expires_in = forms.ChoiceField(

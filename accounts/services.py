@@ -24,6 +24,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from audit.trail import Actor, record
+from excloud_portal.text import UnsafeText, check_text, printable
 
 from .models import (
     API_TOKEN_LAST_USED_GRANULARITY,
@@ -92,6 +93,8 @@ def unique_org_slug(name: str) -> str:
 
 
 def create_org(owner: User, name: str, actor: Actor, slug: str | None = None) -> Organization:
+    """A new organisation owned by ``owner``; UnsafeText if the name holds control characters."""
+    check_text(name, "Organisation names")
     with transaction.atomic():
         org = Organization.objects.create(slug=slug or unique_org_slug(name), name=name)
         Membership.objects.create(org=org, user=owner, role=Role.OWNER)
@@ -108,6 +111,8 @@ def create_org(owner: User, name: str, actor: Actor, slug: str | None = None) ->
 
 def sign_up(email: str, password: str, org_name: str, request) -> tuple[User, Organization]:
     """Create a user and an organisation the user owns."""
+    check_text(email, "Email addresses")
+    check_text(org_name, "Organisation names")
     with transaction.atomic():
         user = User.objects.create_user(email=email, password=password)
         actor = Actor.from_request(request, user=user)
@@ -146,6 +151,10 @@ def invite(by: Membership, actor: Actor, email: str, role: str, request=None) ->
     if role not in dict(by.assignable_roles()):
         raise PermissionDenied("You cannot invite someone with that role.")
     email = email.strip().lower()
+    try:
+        check_text(email, "Email addresses")
+    except UnsafeText as e:
+        raise MembershipError(str(e)) from None
     org = by.org
     if Membership.objects.filter(org=org, user__email__iexact=email).exists():
         raise MembershipError(f"{email} is already a member of {org.name}.")
@@ -175,7 +184,9 @@ def invite(by: Membership, actor: Actor, email: str, role: str, request=None) ->
             {"org": org, "inviter": by.user, "link": link, "invitation": invitation},
         )
         # The token appears in this email alone; it is sent once the invitation is stored.
-        transaction.on_commit(lambda: send_mail(f"Join {org.name} on Excloud", body, None, [email]))
+        # The subject is a header: a name stored before names were checked must not break it.
+        subject = f"Join {printable(org.name)} on Excloud"
+        transaction.on_commit(lambda: send_mail(subject, body, None, [email]))
     return invitation
 
 
@@ -286,6 +297,10 @@ def remove_member(by: Membership, actor: Actor, target: Membership) -> None:
 
 def clean_token_name(name: str) -> str:
     name = (name or "").strip()
+    try:
+        check_text(name, "Token names")
+    except UnsafeText as e:
+        raise ApiTokenError(str(e)) from None
     if not TOKEN_NAME_RE.match(name):
         raise ApiTokenError(
             "Give the token a name of 1–64 letters, digits, spaces, dots, underscores or hyphens."

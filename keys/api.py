@@ -14,6 +14,7 @@ from ninja import Field, Query, Router, Schema
 from ninja import Status as Answer
 
 from excloud_portal.api_schema import KEY_ERRORS, actor, membership
+from excloud_portal.text import PlainText
 
 from . import services
 from .credentials import ACCESS_KEY_ID_RE
@@ -54,7 +55,7 @@ class KeyPage(Schema):
 
 class KeyName(Schema):
     # Longer than a name may be, so an over-long name gets the same message as on the page.
-    name: str = Field(max_length=NAME_MAX_LENGTH + 200, description=services.NAME_RULES)
+    name: PlainText = Field(max_length=NAME_MAX_LENGTH + 200, description=services.NAME_RULES)
 
 
 class KeyCreateIn(KeyName):
@@ -67,7 +68,7 @@ class KeyCreateIn(KeyName):
 
 class KeyFilter(Schema):
     status: Status | None = None
-    name: str | None = Field(
+    name: PlainText | None = Field(
         None, max_length=100, pattern=NO_NUL, description="Part of the key's name or ID"
     )
     limit: int = Field(100, ge=1, le=PAGE_SIZE_MAX)
@@ -175,7 +176,7 @@ class RotateIn(Schema):
     overlap_hours: int = Field(
         24, ge=1, le=720, description="How long the old key keeps working (1 hour to 30 days)"
     )
-    name: str | None = Field(
+    name: PlainText | None = Field(
         None,
         max_length=NAME_MAX_LENGTH + 200,
         description="The new key's name; by default the old name with a dated suffix",

@@ -19,6 +19,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from accounts.models import Membership
 from audit.trail import Actor, record
+from excloud_portal.text import UnsafeText, check_text
 
 from . import credentials, revocation
 from .models import NAME_MAX_LENGTH, AccessKey, CreatedVia, KeyStatus
@@ -69,11 +70,19 @@ def clean_key_name(name: str) -> str:
     name = (name or "").strip()
     if not name:
         raise AccessKeyError("Give the key a name.")
+    _check_text(name, "Key names")
     if len(name) > NAME_MAX_LENGTH:
         raise AccessKeyError(f"Names are at most {NAME_MAX_LENGTH} characters. " + NAME_RULES)
     if not NAME_RE.match(name):
         raise AccessKeyError("That name has characters we don't allow. " + NAME_RULES)
     return name
+
+
+def _check_text(value: str, what: str) -> None:
+    try:
+        check_text(value, what)
+    except UnsafeText as e:
+        raise AccessKeyError(str(e)) from None
 
 
 def _name_taken_error(name: str) -> KeyNameTaken:
@@ -314,6 +323,7 @@ def reactivate_key(membership: Membership, actor: Actor, key: AccessKey) -> Acce
 def revoke_key(membership: Membership, actor: Actor, key: AccessKey, reason: str = "") -> AccessKey:
     if not membership.can_change_key(key):
         raise PermissionDenied("Only owners, admins and the key's creator can revoke it.")
+    _check_text(reason, "Reasons")
     return _change_status(
         key,
         actor,
