@@ -9,6 +9,7 @@ import hmac
 import re
 import secrets
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -209,6 +210,11 @@ def accept_invitation(token: str, user: User, actor: Actor) -> Membership:
                 f"This invitation is for {invitation.email}. "
                 "Sign in with that address to accept it."
             )
+        if not _inviter_may_still_invite(invitation):
+            raise MembershipError(
+                "This invitation is no longer valid: whoever sent it can no longer invite "
+                "people to this role. Ask for a new one."
+            )
         membership, created = Membership.objects.get_or_create(
             org=invitation.org, user=user, defaults={"role": invitation.role}
         )
@@ -224,6 +230,98 @@ def accept_invitation(token: str, user: User, actor: Actor) -> Membership:
             details={"email": user.email, "role": membership.role, "invitation": invitation.pk},
         )
     return membership
+
+
+def _inviter_may_still_invite(invitation: Invitation) -> bool:
+    """Whether the invitation's sender is still in the org with a role that may give its role.
+
+    Demotions and removals withdraw the sender's invitations as they happen; this check
+    also covers invitations that were pending before they did.
+    """
+    inviter = (
+        Membership.objects.select_related("user")
+        .filter(org_id=invitation.org_id, user_id=invitation.invited_by_id)
+        .first()
+    )
+    return (
+        inviter is not None
+        and inviter.user.is_active
+        and invitation.role in dict(inviter.assignable_roles())
+    )
+
+
+def _withdraw_invitations_from(
+    member: Membership, actor: Actor, still_allowed: Iterable[str] = ()
+) -> None:
+    """Withdraw the member's pending invitations to roles other than ``still_allowed``.
+
+    Called in the transaction that demotes or removes them, so an invitation never outlives
+    its sender's right to send it.
+    """
+    invitations = list(
+        Invitation.objects.select_for_update(of=("self",))
+        .select_related("org")
+        .pending()
+        .filter(org_id=member.org_id, invited_by_id=member.user_id)
+        .exclude(role__in=list(still_allowed))
+        .order_by("pk")
+    )
+    if not invitations:
+        return
+    Invitation.objects.filter(pk__in=[i.pk for i in invitations]).update(revoked_at=timezone.now())
+    for invitation in invitations:
+        record(
+            actor,
+            "invitation.revoked",
+            org=invitation.org,
+            target_type="invitation",
+            target_id=str(invitation.pk),
+            details={
+                "email": invitation.email,
+                "role": invitation.role,
+                "invited_by": member.user.email,
+                "reason": "inviter_lost_access",
+            },
+        )
+
+
+def _revoke_api_tokens(tokens, actor: Actor, by_user_id: int | None, reason: str) -> int:
+    """Revoke the live tokens among ``tokens``, one audit event each; return how many."""
+    revoked = list(
+        tokens.active().select_for_update(of=("self",)).select_related("org", "user").order_by("pk")
+    )
+    if not revoked:
+        return 0
+    ApiToken.objects.filter(pk__in=[t.pk for t in revoked]).update(
+        revoked_at=timezone.now(), revoked_by_id=by_user_id
+    )
+    for token in revoked:
+        record(
+            actor,
+            "api_token.revoked",
+            org=token.org,
+            target_type="api_token",
+            target_id=str(token.pk),
+            details={
+                "name": token.name,
+                "prefix": token.prefix,
+                "user": token.user.email,
+                "reason": reason,
+            },
+        )
+    return len(revoked)
+
+
+def revoke_user_api_tokens(user: User, actor: Actor, reason: str) -> int:
+    """Revoke every live API token of the user, in all their orgs; return how many.
+
+    Used when the user's password changes: a token made by whoever knew the old password
+    must not outlast it.
+    """
+    with transaction.atomic():
+        return _revoke_api_tokens(
+            ApiToken.objects.filter(user=user), actor, by_user_id=user.pk, reason=reason
+        )
 
 
 def revoke_invitation(by: Membership, actor: Actor, invitation: Invitation) -> None:
@@ -273,6 +371,7 @@ def change_role(by: Membership, actor: Actor, target: Membership, role: str) -> 
             target_id=str(target.user_id),
             details={"email": target.user.email, "from": old, "to": role},
         )
+        _withdraw_invitations_from(target, actor, still_allowed=dict(target.assignable_roles()))
     return target
 
 
@@ -292,6 +391,15 @@ def remove_member(by: Membership, actor: Actor, target: Membership) -> None:
             target_type="user",
             target_id=str(target.user_id),
             details={"email": target.user.email, "role": target.role},
+        )
+        # What the member could do on the org's behalf ends with their membership: a token
+        # would otherwise work again if they were ever re-added.
+        _withdraw_invitations_from(target, actor)
+        _revoke_api_tokens(
+            ApiToken.objects.filter(org_id=target.org_id, user_id=target.user_id),
+            actor,
+            by_user_id=by.user_id,
+            reason="member_removed",
         )
 
 
