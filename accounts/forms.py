@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib.auth import password_validation
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm, SetPasswordForm
 
 from excloud_portal.text import validate_text
 
@@ -99,3 +99,25 @@ class ApiTokenForm(forms.Form):
     expires_in = forms.ChoiceField(
         choices=TOKEN_LIFETIMES, required=False, initial="90", label="Expires after"
     )
+
+
+def _revoke_api_tokens_field() -> forms.BooleanField:
+    return forms.BooleanField(
+        required=False,
+        initial=True,
+        label="Also revoke my API tokens, in every organisation",
+        help_text="Tools that use them stop working until you give them a new token. "
+        "Do this if someone else may have known your password.",
+    )
+
+
+class NewPasswordForm(SetPasswordForm):
+    """A new password from an emailed link, optionally ending the user's API tokens too."""
+
+    revoke_api_tokens = _revoke_api_tokens_field()
+
+
+class ChangePasswordForm(PasswordChangeForm):
+    """A signed-in user's new password, optionally ending their API tokens too."""
+
+    revoke_api_tokens = _revoke_api_tokens_field()
