@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -18,6 +16,7 @@ from excloud_portal.text import PlainText
 
 from . import services
 from .credentials import ACCESS_KEY_ID_RE
+from .cursors import decode_cursor, encode_cursor
 from .models import NAME_MAX_LENGTH, AccessKey, CreatedVia
 
 PAGE_SIZE_MAX = 500
@@ -99,23 +98,6 @@ def _get_key(request: HttpRequest, key_id: str) -> AccessKey:
     return get_object_or_404(AccessKey.objects.for_table(), org=membership(request).org, pk=key_id)
 
 
-def _encode_cursor(key: AccessKey) -> str:
-    raw = f"{key.created_at.isoformat()}|{key.pk}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(value: str) -> tuple[datetime, str] | None:
-    try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
-        created, key_id = raw.split("|", 1)
-        moment = datetime.fromisoformat(created)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
-    if moment.tzinfo is None or not ACCESS_KEY_ID_RE.match(key_id):
-        return None
-    return moment, key_id
-
-
 @router.get("", response={200: KeyPage, **KEY_ERRORS}, summary="List keys")
 def list_keys(request: HttpRequest, filters: Query[KeyFilter]):
     """The org's keys, newest first, without secrets. Follow next_cursor for more."""
@@ -125,7 +107,7 @@ def list_keys(request: HttpRequest, filters: Query[KeyFilter]):
     if filters.name:
         keys = keys.matching(filters.name)
     if filters.after:
-        cursor = _decode_cursor(filters.after)
+        cursor = decode_cursor(filters.after)
         if cursor is None:
             raise services.AccessKeyError("That cursor is not one this API gave out.")
         created, key_id = cursor
@@ -135,7 +117,7 @@ def list_keys(request: HttpRequest, filters: Query[KeyFilter]):
     page = page[: filters.limit]
     return {
         "items": [_out(k) for k in page],
-        "next_cursor": _encode_cursor(page[-1]) if more else None,
+        "next_cursor": encode_cursor(page[-1]) if more else None,
     }
 
 
