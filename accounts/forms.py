@@ -2,14 +2,17 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib.auth import password_validation
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm, SetPasswordForm
+
+from excloud_portal.text import validate_text
 
 from .models import Role, User
 
 
 class SignUpForm(forms.Form):
     email = forms.EmailField(
-        widget=forms.EmailInput(attrs={"autocomplete": "email", "autofocus": True})
+        widget=forms.EmailInput(attrs={"autocomplete": "email", "autofocus": True}),
+        validators=[validate_text],
     )
     password = forms.CharField(
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
@@ -21,6 +24,7 @@ class SignUpForm(forms.Form):
         max_length=100,
         required=False,
         help_text="Leave empty to name it after your email address.",
+        validators=[validate_text],
     )
 
     def __init__(self, *args, invited_email: str | None = None, **kwargs) -> None:
@@ -58,7 +62,9 @@ class EmailAuthenticationForm(AuthenticationForm):
 
 
 class InviteForm(forms.Form):
-    email = forms.EmailField(widget=forms.EmailInput(attrs={"autocomplete": "off"}))
+    email = forms.EmailField(
+        widget=forms.EmailInput(attrs={"autocomplete": "off"}), validators=[validate_text]
+    )
     role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
 
     def __init__(self, *args, roles: list[tuple[str, str]], **kwargs) -> None:
@@ -87,8 +93,31 @@ class ApiTokenForm(forms.Form):
         max_length=64,
         help_text="What the token is for, e.g. laptop-cli or ci-deploy.",
         error_messages={"required": "Give the token a name."},
+        validators=[validate_text],
         widget=forms.TextInput(attrs={"autocomplete": "off", "placeholder": "e.g. laptop-cli"}),
     )
     expires_in = forms.ChoiceField(
         choices=TOKEN_LIFETIMES, required=False, initial="90", label="Expires after"
     )
+
+
+def _revoke_api_tokens_field() -> forms.BooleanField:
+    return forms.BooleanField(
+        required=False,
+        initial=True,
+        label="Also revoke my API tokens, in every organisation",
+        help_text="Tools that use them stop working until you give them a new token. "
+        "Do this if someone else may have known your password.",
+    )
+
+
+class NewPasswordForm(SetPasswordForm):
+    """A new password from an emailed link, optionally ending the user's API tokens too."""
+
+    revoke_api_tokens = _revoke_api_tokens_field()
+
+
+class ChangePasswordForm(PasswordChangeForm):
+    """A signed-in user's new password, optionally ending their API tokens too."""
+
+    revoke_api_tokens = _revoke_api_tokens_field()

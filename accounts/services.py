@@ -9,6 +9,7 @@ import hmac
 import re
 import secrets
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -24,6 +25,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from audit.trail import Actor, record
+from excloud_portal.text import UnsafeText, check_text, printable
 
 from .models import (
     API_TOKEN_LAST_USED_GRANULARITY,
@@ -92,6 +94,8 @@ def unique_org_slug(name: str) -> str:
 
 
 def create_org(owner: User, name: str, actor: Actor, slug: str | None = None) -> Organization:
+    """A new organisation owned by ``owner``; UnsafeText if the name holds control characters."""
+    check_text(name, "Organisation names")
     with transaction.atomic():
         org = Organization.objects.create(slug=slug or unique_org_slug(name), name=name)
         Membership.objects.create(org=org, user=owner, role=Role.OWNER)
@@ -108,6 +112,8 @@ def create_org(owner: User, name: str, actor: Actor, slug: str | None = None) ->
 
 def sign_up(email: str, password: str, org_name: str, request) -> tuple[User, Organization]:
     """Create a user and an organisation the user owns."""
+    check_text(email, "Email addresses")
+    check_text(org_name, "Organisation names")
     with transaction.atomic():
         user = User.objects.create_user(email=email, password=password)
         actor = Actor.from_request(request, user=user)
@@ -146,6 +152,10 @@ def invite(by: Membership, actor: Actor, email: str, role: str, request=None) ->
     if role not in dict(by.assignable_roles()):
         raise PermissionDenied("You cannot invite someone with that role.")
     email = email.strip().lower()
+    try:
+        check_text(email, "Email addresses")
+    except UnsafeText as e:
+        raise MembershipError(str(e)) from None
     org = by.org
     if Membership.objects.filter(org=org, user__email__iexact=email).exists():
         raise MembershipError(f"{email} is already a member of {org.name}.")
@@ -175,7 +185,9 @@ def invite(by: Membership, actor: Actor, email: str, role: str, request=None) ->
             {"org": org, "inviter": by.user, "link": link, "invitation": invitation},
         )
         # The token appears in this email alone; it is sent once the invitation is stored.
-        transaction.on_commit(lambda: send_mail(f"Join {org.name} on Excloud", body, None, [email]))
+        # The subject is a header: a name stored before names were checked must not break it.
+        subject = f"Join {printable(org.name)} on Excloud"
+        transaction.on_commit(lambda: send_mail(subject, body, None, [email]))
     return invitation
 
 
@@ -198,6 +210,11 @@ def accept_invitation(token: str, user: User, actor: Actor) -> Membership:
                 f"This invitation is for {invitation.email}. "
                 "Sign in with that address to accept it."
             )
+        if not _inviter_may_still_invite(invitation):
+            raise MembershipError(
+                "This invitation is no longer valid: whoever sent it can no longer invite "
+                "people to this role. Ask for a new one."
+            )
         membership, created = Membership.objects.get_or_create(
             org=invitation.org, user=user, defaults={"role": invitation.role}
         )
@@ -213,6 +230,98 @@ def accept_invitation(token: str, user: User, actor: Actor) -> Membership:
             details={"email": user.email, "role": membership.role, "invitation": invitation.pk},
         )
     return membership
+
+
+def _inviter_may_still_invite(invitation: Invitation) -> bool:
+    """Whether the invitation's sender is still in the org with a role that may give its role.
+
+    Demotions and removals withdraw the sender's invitations as they happen; this check
+    also covers invitations that were pending before they did.
+    """
+    inviter = (
+        Membership.objects.select_related("user")
+        .filter(org_id=invitation.org_id, user_id=invitation.invited_by_id)
+        .first()
+    )
+    return (
+        inviter is not None
+        and inviter.user.is_active
+        and invitation.role in dict(inviter.assignable_roles())
+    )
+
+
+def _withdraw_invitations_from(
+    member: Membership, actor: Actor, still_allowed: Iterable[str] = ()
+) -> None:
+    """Withdraw the member's pending invitations to roles other than ``still_allowed``.
+
+    Called in the transaction that demotes or removes them, so an invitation never outlives
+    its sender's right to send it.
+    """
+    invitations = list(
+        Invitation.objects.select_for_update(of=("self",))
+        .select_related("org")
+        .pending()
+        .filter(org_id=member.org_id, invited_by_id=member.user_id)
+        .exclude(role__in=list(still_allowed))
+        .order_by("pk")
+    )
+    if not invitations:
+        return
+    Invitation.objects.filter(pk__in=[i.pk for i in invitations]).update(revoked_at=timezone.now())
+    for invitation in invitations:
+        record(
+            actor,
+            "invitation.revoked",
+            org=invitation.org,
+            target_type="invitation",
+            target_id=str(invitation.pk),
+            details={
+                "email": invitation.email,
+                "role": invitation.role,
+                "invited_by": member.user.email,
+                "reason": "inviter_lost_access",
+            },
+        )
+
+
+def _revoke_api_tokens(tokens, actor: Actor, by_user_id: int | None, reason: str) -> int:
+    """Revoke the live tokens among ``tokens``, one audit event each; return how many."""
+    revoked = list(
+        tokens.active().select_for_update(of=("self",)).select_related("org", "user").order_by("pk")
+    )
+    if not revoked:
+        return 0
+    ApiToken.objects.filter(pk__in=[t.pk for t in revoked]).update(
+        revoked_at=timezone.now(), revoked_by_id=by_user_id
+    )
+    for token in revoked:
+        record(
+            actor,
+            "api_token.revoked",
+            org=token.org,
+            target_type="api_token",
+            target_id=str(token.pk),
+            details={
+                "name": token.name,
+                "prefix": token.prefix,
+                "user": token.user.email,
+                "reason": reason,
+            },
+        )
+    return len(revoked)
+
+
+def revoke_user_api_tokens(user: User, actor: Actor, reason: str) -> int:
+    """Revoke every live API token of the user, in all their orgs; return how many.
+
+    Used when the user's password changes: a token made by whoever knew the old password
+    must not outlast it.
+    """
+    with transaction.atomic():
+        return _revoke_api_tokens(
+            ApiToken.objects.filter(user=user), actor, by_user_id=user.pk, reason=reason
+        )
 
 
 def revoke_invitation(by: Membership, actor: Actor, invitation: Invitation) -> None:
@@ -262,6 +371,7 @@ def change_role(by: Membership, actor: Actor, target: Membership, role: str) -> 
             target_id=str(target.user_id),
             details={"email": target.user.email, "from": old, "to": role},
         )
+        _withdraw_invitations_from(target, actor, still_allowed=dict(target.assignable_roles()))
     return target
 
 
@@ -282,10 +392,23 @@ def remove_member(by: Membership, actor: Actor, target: Membership) -> None:
             target_id=str(target.user_id),
             details={"email": target.user.email, "role": target.role},
         )
+        # What the member could do on the org's behalf ends with their membership: a token
+        # would otherwise work again if they were ever re-added.
+        _withdraw_invitations_from(target, actor)
+        _revoke_api_tokens(
+            ApiToken.objects.filter(org_id=target.org_id, user_id=target.user_id),
+            actor,
+            by_user_id=by.user_id,
+            reason="member_removed",
+        )
 
 
 def clean_token_name(name: str) -> str:
     name = (name or "").strip()
+    try:
+        check_text(name, "Token names")
+    except UnsafeText as e:
+        raise ApiTokenError(str(e)) from None
     if not TOKEN_NAME_RE.match(name):
         raise ApiTokenError(
             "Give the token a name of 1–64 letters, digits, spaces, dots, underscores or hyphens."

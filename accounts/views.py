@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
@@ -19,7 +21,14 @@ from audit.trail import Actor
 
 from . import services
 from .access import membership_for
-from .forms import ApiTokenForm, InviteForm, RoleForm, SignUpForm
+from .forms import (
+    ApiTokenForm,
+    ChangePasswordForm,
+    InviteForm,
+    NewPasswordForm,
+    RoleForm,
+    SignUpForm,
+)
 from .models import ApiToken, Invitation, Membership
 
 
@@ -229,28 +238,60 @@ def accept_invitation(request: HttpRequest, token: str) -> HttpResponse:
     return render(request, "accounts/invitation.html", context)
 
 
+class PasswordResetView(auth_views.PasswordResetView):
+    """Asking for a password reset link by email.
+
+    The link is built from SITE_URL: the Host header and scheme of the request are whatever
+    the client (or a proxy in front of us) sent, and must not decide where a link that
+    carries a reset token points.
+    """
+
+    def form_valid(self, form) -> HttpResponse:
+        site = urlsplit(settings.SITE_URL)
+        # The email's context takes these over the request's own.
+        self.extra_email_context = {"protocol": site.scheme, "domain": site.netloc}
+        return super().form_valid(form)
+
+
 class _AuditedPasswordMixin:
-    """Saves the new password and its audit event in one transaction."""
+    """Saves the new password, its audit event and, if asked, the revocation of the user's
+    API tokens in one transaction.
+
+    Django's session auth hash changes with the password, so every other session of the
+    user ends; a change keeps the session it was made in, a reset keeps none.
+    """
 
     audit_action: str
+    # What the revoked tokens' audit events give as the reason.
+    token_revoke_reason: str
 
     def form_valid(self, form) -> HttpResponse:
         with transaction.atomic():
             response = super().form_valid(form)
             services.record_account_event(self.request, form.user, self.audit_action)
+            if form.cleaned_data.get("revoke_api_tokens"):
+                services.revoke_user_api_tokens(
+                    form.user,
+                    Actor.from_request(self.request, user=form.user),
+                    reason=self.token_revoke_reason,
+                )
         return response
 
 
 class PasswordResetConfirmView(_AuditedPasswordMixin, auth_views.PasswordResetConfirmView):
     """Setting a new password from an emailed link."""
 
+    form_class = NewPasswordForm
     audit_action = "user.password_reset"
+    token_revoke_reason = "password_reset"
 
 
 class PasswordChangeView(_AuditedPasswordMixin, auth_views.PasswordChangeView):
     """A signed-in user changing their password."""
 
+    form_class = ChangePasswordForm
     audit_action = "user.password_changed"
+    token_revoke_reason = "password_changed"
 
 
 def _tokens_context(membership: Membership, form: ApiTokenForm, created=None) -> dict:

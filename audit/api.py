@@ -11,6 +11,7 @@ from ninja import Field, Query, Router, Schema
 from ninja.errors import ValidationError
 
 from excloud_portal.api_schema import ERRORS, Error, membership
+from excloud_portal.text import PlainText
 
 from .forms import AuditFilterForm
 from .queries import ORG_ACTIONS
@@ -24,12 +25,12 @@ Action = Literal[ORG_ACTIONS]  # type: ignore[valid-type]
 
 
 class EventFilter(Schema):
-    actor: str | None = Field(None, description="An email address or the start of one")
+    actor: PlainText | None = Field(None, description="An email address or the start of one")
     action: Action | None = None
-    target: str | None = Field(None, description="An access key ID or a key's name")
+    target: PlainText | None = Field(None, description="An access key ID or a key's name")
     date_from: date | None = Field(None, alias="from", description="First day, UTC")
     date_to: date | None = Field(None, alias="to", description="Last day, UTC")
-    q: str | None = Field(None, description="Text anywhere in the event")
+    q: PlainText | None = Field(None, description="Text anywhere in the event")
     before: int | None = Field(None, ge=1, le=MAX_SEQ, description="next_cursor")
     limit: int = Field(50, ge=1, le=PAGE_SIZE_MAX)
 

@@ -36,13 +36,25 @@ FORMATS = {
 # Rows per chunk of the response: large enough that a chunk is a few hundred kilobytes at
 # most and small enough to keep memory flat.
 ROWS_PER_CHUNK = 500
-# A spreadsheet treats a cell that starts with one of these as a formula. Actor labels,
-# key names and user agents are typed by users, so such cells are turned into plain text.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# A spreadsheet treats a cell that starts with one of these as a formula, also after
+# leading spaces, and some read the full-width forms as the ASCII ones. Actor labels, key
+# names and user agents are typed by users, so such cells are turned into plain text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+# What may stand before a formula's first character: every Unicode space (str.isspace)
+# and the invisible ones that are not spaces to Python.
+INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"
 
 
 def neutralised(value: str) -> str:
-    return "'" + value if value.startswith(FORMULA_STARTS) else value
+    """The value, prefixed with an apostrophe if a spreadsheet would read it as a formula."""
+    start = 0
+    while (
+        start < len(value)
+        and value[start] not in "\t\r"
+        and (value[start].isspace() or value[start] in INVISIBLE)
+    ):
+        start += 1
+    return "'" + value if value.startswith(FORMULA_STARTS, start) else value
 
 
 def _record(row: tuple) -> dict[str, Any]:

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from django import forms
 
+from excloud_portal.text import validate_text
+
 from .queries import ORG_ACTIONS, AuditFilter
 
 TEXT_MAX_LENGTH = 100
@@ -13,6 +15,7 @@ class AuditFilterForm(forms.Form):
     actor = forms.CharField(
         max_length=254,
         required=False,
+        validators=[validate_text],
         label="Actor",
         help_text="An email address or the start of one.",
         widget=forms.TextInput(attrs={"placeholder": "e.g. alice@", "autocomplete": "off"}),
@@ -25,6 +28,7 @@ class AuditFilterForm(forms.Form):
     target = forms.CharField(
         max_length=64,
         required=False,
+        validators=[validate_text],
         label="Key",
         help_text="An access key ID or a key's name.",
         widget=forms.TextInput(attrs={"placeholder": "EXC… or laptop", "autocomplete": "off"}),
@@ -44,6 +48,7 @@ class AuditFilterForm(forms.Form):
     q = forms.CharField(
         max_length=TEXT_MAX_LENGTH,
         required=False,
+        validators=[validate_text],
         label="Search",
         widget=forms.TextInput(
             attrs={"type": "search", "placeholder": "Any text", "autocomplete": "off"}

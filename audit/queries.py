@@ -32,6 +32,7 @@ ORG_ACTIONS = (
     "member.role_changed",
     "member.removed",
     "member.invitation_revoked",
+    "invitation.revoked",
     "org.created",
     "api_token.created",
     "api_token.revoked",

@@ -4,6 +4,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -17,7 +18,7 @@ from accounts.access import membership_for
 from accounts.models import Membership
 from keys.models import AccessKey
 
-from . import export
+from . import export, export_slots
 from .forms import AuditFilterForm
 from .models import AuditEvent
 from .trail import Actor, record
@@ -119,15 +120,34 @@ def audit_export(request: HttpRequest, slug: str, fmt: str) -> HttpResponse:
             content_type="text/plain; charset=utf-8",
         )
     audit_filter = form.to_filter()
-    with transaction.atomic():
-        exported = record(
-            Actor.from_request(request),
-            "audit.exported",
-            org=org,
-            target_type="org",
-            target_id=org.slug,
-            details={"format": fmt, "filters": audit_filter.as_params()},
+    slot = export_slots.take(request.user.pk)
+    if slot is None:
+        response = render(
+            request,
+            "audit/export_busy.html",
+            {
+                "membership": membership,
+                "org": org,
+                "limit": settings.EXCLOUD_AUDIT_EXPORT_CONCURRENCY,
+                "retry_after": export_slots.RETRY_AFTER,
+            },
+            status=429,
         )
+        response["Retry-After"] = str(export_slots.RETRY_AFTER)
+        return response
+    try:
+        with transaction.atomic():
+            exported = record(
+                Actor.from_request(request),
+                "audit.exported",
+                org=org,
+                target_type="org",
+                target_id=org.slug,
+                details={"format": fmt, "filters": audit_filter.as_params()},
+            )
+    except BaseException:
+        slot.release()
+        raise
     # The export holds the events before its own: what the reader saw when they asked.
     rows = (
         audit_filter.events(org)
@@ -135,7 +155,9 @@ def audit_export(request: HttpRequest, slug: str, fmt: str) -> HttpResponse:
         .values_list(*export.FIELDS)
         .iterator(chunk_size=EXPORT_FETCH_SIZE)
     )
-    response = StreamingHttpResponse(_stream(fmt, rows), content_type=export.FORMATS[fmt])
+    response = StreamingHttpResponse(
+        export_slots.Holding(_stream(fmt, rows), slot), content_type=export.FORMATS[fmt]
+    )
     today = timezone.now().date().isoformat()
     response["Content-Disposition"] = f'attachment; filename="{org.slug}-audit-{today}.{fmt}"'
     return response

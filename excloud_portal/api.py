@@ -26,6 +26,7 @@ from keys.services import AccessKeyError, InvalidKeyState, KeyNameTaken
 
 from .api_schema import ERRORS
 from .errors import OUTAGES, unavailable
+from .text import UnsafeText
 
 UNAUTHORIZED_MESSAGE = (
     "Missing, invalid, expired or revoked API token. "
@@ -138,6 +139,11 @@ def _invalid_state(request: HttpRequest, exc: Exception) -> HttpResponse:
 
 @api.exception_handler(AccessKeyError)
 def _invalid_key_request(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return error(request, 422, "invalid", str(exc))
+
+
+@api.exception_handler(UnsafeText)
+def _unsafe_text(request: HttpRequest, exc: Exception) -> HttpResponse:
     return error(request, 422, "invalid", str(exc))
 
 

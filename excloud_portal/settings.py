@@ -94,6 +94,10 @@ EXCLOUD_API_RATE_LIMIT = envint("EXCLOUD_API_RATE_LIMIT", 120)
 EXCLOUD_API_RATE_WINDOW = envint("EXCLOUD_API_RATE_WINDOW", 60)
 if EXCLOUD_API_RATE_WINDOW < 1:
     raise ImproperlyConfigured("EXCLOUD_API_RATE_WINDOW must be at least 1 (seconds)")
+# Audit exports one user may have streaming at once; each holds a database cursor open.
+EXCLOUD_AUDIT_EXPORT_CONCURRENCY = envint("EXCLOUD_AUDIT_EXPORT_CONCURRENCY", 2)
+if EXCLOUD_AUDIT_EXPORT_CONCURRENCY < 1:
+    raise ImproperlyConfigured("EXCLOUD_AUDIT_EXPORT_CONCURRENCY must be at least 1")
 # The object store behind the gateway, which the gateway re-signs every request for with
 # these credentials. Without credentials in the environment it is the embedded `rclone
 # serve s3` that `make run` starts (gateway/objects.py) at EXCLOUD_S3_UPSTREAM_URL, with

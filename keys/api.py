@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -14,9 +12,11 @@ from ninja import Field, Query, Router, Schema
 from ninja import Status as Answer
 
 from excloud_portal.api_schema import KEY_ERRORS, actor, membership
+from excloud_portal.text import PlainText
 
 from . import services
 from .credentials import ACCESS_KEY_ID_RE
+from .cursors import decode_cursor, encode_cursor
 from .models import NAME_MAX_LENGTH, AccessKey, CreatedVia
 
 PAGE_SIZE_MAX = 500
@@ -54,7 +54,7 @@ class KeyPage(Schema):
 
 class KeyName(Schema):
     # Longer than a name may be, so an over-long name gets the same message as on the page.
-    name: str = Field(max_length=NAME_MAX_LENGTH + 200, description=services.NAME_RULES)
+    name: PlainText = Field(max_length=NAME_MAX_LENGTH + 200, description=services.NAME_RULES)
 
 
 class KeyCreateIn(KeyName):
@@ -67,7 +67,7 @@ class KeyCreateIn(KeyName):
 
 class KeyFilter(Schema):
     status: Status | None = None
-    name: str | None = Field(
+    name: PlainText | None = Field(
         None, max_length=100, pattern=NO_NUL, description="Part of the key's name or ID"
     )
     limit: int = Field(100, ge=1, le=PAGE_SIZE_MAX)
@@ -98,23 +98,6 @@ def _get_key(request: HttpRequest, key_id: str) -> AccessKey:
     return get_object_or_404(AccessKey.objects.for_table(), org=membership(request).org, pk=key_id)
 
 
-def _encode_cursor(key: AccessKey) -> str:
-    raw = f"{key.created_at.isoformat()}|{key.pk}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(value: str) -> tuple[datetime, str] | None:
-    try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
-        created, key_id = raw.split("|", 1)
-        moment = datetime.fromisoformat(created)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
-    if moment.tzinfo is None or not ACCESS_KEY_ID_RE.match(key_id):
-        return None
-    return moment, key_id
-
-
 @router.get("", response={200: KeyPage, **KEY_ERRORS}, summary="List keys")
 def list_keys(request: HttpRequest, filters: Query[KeyFilter]):
     """The org's keys, newest first, without secrets. Follow next_cursor for more."""
@@ -124,7 +107,7 @@ def list_keys(request: HttpRequest, filters: Query[KeyFilter]):
     if filters.name:
         keys = keys.matching(filters.name)
     if filters.after:
-        cursor = _decode_cursor(filters.after)
+        cursor = decode_cursor(filters.after)
         if cursor is None:
             raise services.AccessKeyError("That cursor is not one this API gave out.")
         created, key_id = cursor
@@ -134,7 +117,7 @@ def list_keys(request: HttpRequest, filters: Query[KeyFilter]):
     page = page[: filters.limit]
     return {
         "items": [_out(k) for k in page],
-        "next_cursor": _encode_cursor(page[-1]) if more else None,
+        "next_cursor": encode_cursor(page[-1]) if more else None,
     }
 
 
@@ -175,7 +158,7 @@ class RotateIn(Schema):
     overlap_hours: int = Field(
         24, ge=1, le=720, description="How long the old key keeps working (1 hour to 30 days)"
     )
-    name: str | None = Field(
+    name: PlainText | None = Field(
         None,
         max_length=NAME_MAX_LENGTH + 200,
         description="The new key's name; by default the old name with a dated suffix",

@@ -6,6 +6,8 @@ from datetime import UTC, datetime, time, timedelta
 from django import forms
 from django.utils import timezone
 
+from excloud_portal.text import validate_text
+
 from .models import NAME_MAX_LENGTH
 from .services import NAME_RULES, AccessKeyError, clean_key_name
 
@@ -84,6 +86,7 @@ class RevokeKeyForm(forms.Form):
         max_length=200,
         required=False,
         label="Reason (optional)",
+        validators=[validate_text],
         widget=forms.TextInput(attrs={"placeholder": "e.g. laptop lost"}),
     )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
@@ -19,6 +19,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from accounts.models import Membership
 from audit.trail import Actor, record
+from excloud_portal.text import UnsafeText, check_text
 
 from . import credentials, revocation
 from .models import NAME_MAX_LENGTH, AccessKey, CreatedVia, KeyStatus
@@ -33,6 +34,10 @@ ROTATION_OVERLAP_MIN = timedelta(hours=1)
 ROTATION_OVERLAP_MAX = timedelta(days=30)
 ROTATION_OVERLAP_DEFAULT = timedelta(hours=24)
 EXPIRY_MIN_AHEAD = timedelta(minutes=5)
+# Far enough for any real plan, and far enough from the last year a datetime can hold that
+# no date arithmetic on an expiry overflows.
+EXPIRY_MAX_AHEAD = timedelta(days=100 * 365)
+EXPIRY_RANGE_MESSAGE = "Choose an expiry date within the next 100 years."
 
 
 class AccessKeyError(Exception):
@@ -69,11 +74,19 @@ def clean_key_name(name: str) -> str:
     name = (name or "").strip()
     if not name:
         raise AccessKeyError("Give the key a name.")
+    _check_text(name, "Key names")
     if len(name) > NAME_MAX_LENGTH:
         raise AccessKeyError(f"Names are at most {NAME_MAX_LENGTH} characters. " + NAME_RULES)
     if not NAME_RE.match(name):
         raise AccessKeyError("That name has characters we don't allow. " + NAME_RULES)
     return name
+
+
+def _check_text(value: str, what: str) -> None:
+    try:
+        check_text(value, what)
+    except UnsafeText as e:
+        raise AccessKeyError(str(e)) from None
 
 
 def _name_taken_error(name: str) -> KeyNameTaken:
@@ -134,7 +147,7 @@ def create_key(
     name = clean_key_name(name)
     org = membership.org
     if expires_at is not None:
-        _check_expiry(org, expires_at)
+        expires_at = _checked_expiry(org, expires_at)
     with transaction.atomic():
         if creation_token:
             existing = AccessKey.objects.filter(org=org, creation_token=creation_token).first()
@@ -164,11 +177,19 @@ def create_key(
     return CreatedKey(key, secret)
 
 
-def _check_expiry(org, expires_at: datetime) -> None:
-    """A chosen expiry must be in the future and within the org's maximum key age."""
+def _checked_expiry(org, expires_at: datetime) -> datetime:
+    """The chosen expiry in UTC, if it is in the future and within the org's maximum key
+    age; InvalidExpiry otherwise."""
+    try:
+        # An offset such as -23:59 on the last day of year 9999 has no UTC equivalent.
+        expires_at = expires_at.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise InvalidExpiry(EXPIRY_RANGE_MESSAGE) from None
     now = timezone.now()
     if expires_at <= now + EXPIRY_MIN_AHEAD:
         raise InvalidExpiry("Choose an expiry date in the future.")
+    if expires_at > now + EXPIRY_MAX_AHEAD:
+        raise InvalidExpiry(EXPIRY_RANGE_MESSAGE)
     max_age = policy_for(org).max_age_days
     if max_age and expires_at > now + timedelta(days=max_age):
         limit = now + timedelta(days=max_age)
@@ -176,6 +197,7 @@ def _check_expiry(org, expires_at: datetime) -> None:
             f"This organisation keeps keys at most {max_age} day{'s' if max_age != 1 else ''}: "
             f"choose a date on or before {limit:%Y-%m-%d}."
         )
+    return expires_at
 
 
 def _rotation_name(key: AccessKey, today: date) -> str:
@@ -314,6 +336,7 @@ def reactivate_key(membership: Membership, actor: Actor, key: AccessKey) -> Acce
 def revoke_key(membership: Membership, actor: Actor, key: AccessKey, reason: str = "") -> AccessKey:
     if not membership.can_change_key(key):
         raise PermissionDenied("Only owners, admins and the key's creator can revoke it.")
+    _check_text(reason, "Reasons")
     return _change_status(
         key,
         actor,

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-import base64
-import binascii
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -25,6 +23,7 @@ from gateway.models import KeyUsage
 
 from . import expiry, services, snippets
 from .credentials import ACCESS_KEY_ID_RE
+from .cursors import decode_cursor, encode_cursor
 from .forms import CreateKeyForm, RevokeKeyForm, RotateKeyForm
 from .models import AccessKey
 from .policy import policy_for
@@ -49,20 +48,6 @@ def _with_permissions(keys, membership: Membership):
     return keys
 
 
-def _encode_cursor(key: AccessKey) -> str:
-    raw = f"{key.created_at.isoformat()}|{key.pk}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(value: str) -> tuple[datetime, str] | None:
-    try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
-        created, key_id = raw.split("|", 1)
-        return datetime.fromisoformat(created), key_id
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
-
-
 @require_GET
 @login_required
 def key_list(request: HttpRequest, slug: str) -> HttpResponse:
@@ -72,12 +57,12 @@ def key_list(request: HttpRequest, slug: str) -> HttpResponse:
     keys = AccessKey.objects.for_org(membership.org).for_table()
     keys = keys.retired() if tab == "retired" else keys.live()
     keys = keys.matching(query).newest_first()
-    cursor = _decode_cursor(request.GET.get("after", ""))
+    cursor = decode_cursor(request.GET.get("after", ""))
     if cursor:
         created, key_id = cursor
         keys = keys.filter(Q(created_at__lt=created) | Q(created_at=created, id__lt=key_id))
     page = list(keys[: PAGE_SIZE + 1])
-    next_cursor = _encode_cursor(page[PAGE_SIZE - 1]) if len(page) > PAGE_SIZE else None
+    next_cursor = encode_cursor(page[PAGE_SIZE - 1]) if len(page) > PAGE_SIZE else None
     now = timezone.now()
     policy = policy_for(membership.org)
     context = {

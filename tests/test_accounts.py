@@ -413,14 +413,15 @@ def test_it_shows_every_org_of_a_user_and_names_the_org_in_urls(owner, outsider)
     acme = client.get("/orgs/acme/keys/")
     assert acme.context["org"].slug == "acme"
     switcher = acme.content.decode()
-    assert re.search(r'href="/orgs/acme/keys/"[^>]*aria-current="true"[^>]*>\s*Acme', switcher)
-    assert re.search(r'href="/orgs/globex/keys/"[^>]*>\s*Globex', switcher)
+    assert re.search(r'href="/orgs/acme/keys/"[^>]*aria-current="true"[^>]*>\s*<bdi>Acme', switcher)
+    assert re.search(r'href="/orgs/globex/keys/"[^>]*>\s*<bdi>Globex', switcher)
     assert not re.search(r'href="/orgs/globex/keys/"[^>]*aria-current', switcher)
 
     globex = client.get("/orgs/globex/keys/")
     assert globex.context["org"].slug == "globex"
     assert re.search(
-        r'href="/orgs/globex/keys/"[^>]*aria-current="true"[^>]*>\s*Globex', globex.content.decode()
+        r'href="/orgs/globex/keys/"[^>]*aria-current="true"[^>]*>\s*<bdi>Globex',
+        globex.content.decode(),
     )
 
     orgs = text(client.get("/orgs/"))

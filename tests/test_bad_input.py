@@ -47,9 +47,9 @@ BAD_NAMES = [
     ("x" * 65, "Names are at most 64 characters."),
     ("x" * 300, "Ensure this value has at most"),
     ("lap\x00top", "Null characters are not allowed."),
-    ("tab\there", "That name has characters we don't allow."),
-    ("new\nline", "That name has characters we don't allow."),
-    ("bell\x07", "That name has characters we don't allow."),
+    ("tab\there", "Key names cannot contain control characters"),
+    ("new\nline", "Key names cannot contain control characters"),
+    ("bell\x07", "Key names cannot contain control characters"),
     ("laptop 💻", "That name has characters we don't allow."),
     ("<script>", "That name has characters we don't allow."),
 ]

@@ -10,6 +10,7 @@ from django.db import transaction
 from accounts.models import Organization, User
 from accounts.services import create_org
 from audit.trail import Actor
+from excloud_portal.text import UnsafeText, check_text
 
 
 class Command(BaseCommand):
@@ -27,8 +28,11 @@ class Command(BaseCommand):
         try:
             validate_slug(slug)
             validate_email(owner)
+            check_text(name or slug, "Organisation names")
         except ValidationError as e:
             raise CommandError(" ".join(e.messages)) from None
+        except UnsafeText as e:
+            raise CommandError(str(e)) from None
         if Organization.objects.filter(slug=slug).exists():
             raise CommandError(f"An organisation with slug {slug!r} already exists.")
         with transaction.atomic():
