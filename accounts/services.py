@@ -80,6 +80,22 @@ def record_account_event(request, user: User, action: str) -> None:
         )
 
 
+def record_lockout(request, email: str, locked: tuple[str, ...]) -> None:
+    """Record that failed sign-ins locked an account ("account"), the client's address
+    ("ip") or both, naming the address tried (never the password).
+
+    Opens its own transaction, as the failed sign-in that caused it is no change of ours.
+    """
+    with transaction.atomic():
+        record(
+            Actor.unauthenticated(request, email or "unknown"),
+            "user.locked_out",
+            target_type="user",
+            target_id=email[:64],
+            details={"email": email, "locked": list(locked)},
+        )
+
+
 def unique_org_slug(name: str) -> str:
     base = slugify(name)[:40] or "org"
     if base in RESERVED_SLUGS:
