@@ -51,11 +51,17 @@ urlpatterns = [
         ),
         name="login",
     ),
-    # Before the stock auth URLs, so these audited versions answer at the same paths.
+    # Before the stock auth URLs, so these audited or limited versions answer at the same
+    # paths.
     path(
         "accounts/password_change/",
         accounts.PasswordChangeView.as_view(),
         name="password_change",
+    ),
+    path(
+        "accounts/password_reset/",
+        accounts.PasswordResetView.as_view(),
+        name="password_reset",
     ),
     path(
         "accounts/reset/<uidb64>/<token>/",
