@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from axes.handlers.database import AxesDatabaseHandler
+from axes.handlers.proxy import AxesProxyHandler
 from axes.helpers import get_client_username, get_cool_off
 from axes.models import AccessAttempt
 from django.conf import settings
@@ -22,6 +23,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
+from .forms import EmailAuthenticationForm
 from .services import record_lockout
 
 EMAIL_MAX = 254
@@ -114,24 +116,15 @@ class LockoutHandler(AxesDatabaseHandler):
         return count
 
 
-def current_lockout(request: HttpRequest, credentials: dict | None) -> Lockout | None:
-    from axes.handlers.proxy import AxesProxyHandler
-
-    handler = AxesProxyHandler.get_implementation()
-    return handler.lockout(request, credentials) if isinstance(handler, LockoutHandler) else None
-
-
 def lockout_response(
     request: HttpRequest, original_response: HttpResponse | None, credentials: dict | None
 ) -> HttpResponse:
     """The sign-in page again, saying what is locked and for how long, with 429."""
-    from .forms import EmailAuthenticationForm
-
     context = dict(getattr(original_response, "context_data", None) or {})
     email = email_tried(request, credentials) or ""
     context["form"] = EmailAuthenticationForm(request, initial={"username": email})
     context.setdefault("next", request.POST.get("next", ""))
-    lockout = current_lockout(request, credentials)
+    lockout = AxesProxyHandler.get_implementation().lockout(request, credentials)
     minutes = lockout.minutes_left if lockout else settings.EXCLOUD_LOGIN_LOCKOUT_MINUTES
     context["lockout"] = {
         "minutes": minutes,

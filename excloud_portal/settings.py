@@ -392,4 +392,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # Axes tells of every sign-in at INFO; its failures and lockouts are WARNING.
+    "loggers": {"axes": {"level": "WARNING"}},
 }

@@ -4,9 +4,12 @@ even against the right password; the lockout is explained, audited, and ends."""
 from __future__ import annotations
 
 import html
+import io
+import re
 from datetime import timedelta
 
 from axes.models import AccessAttempt
+from django.core.management import call_command
 from django.db.models import F
 from django.test import Client
 
@@ -49,9 +52,9 @@ def test_it_locks_an_account_against_the_right_password_too(owner, settings):
     assert not signed_in(client)
     page = text(response)
     assert "Too many failed sign-ins for this account" in page
-    assert "paused for 15 minutes, even with the right password" in page
+    assert re.search(r"paused for 1[45] minutes, even with the right password", page)
     assert "do not match an account" not in page
-    assert int(response["Retry-After"]) == 15 * 60
+    assert 0 < int(response["Retry-After"]) <= 15 * 60
     # The address tried is kept in the form; the password is not.
     assert 'value="owner@acme.test"' in page
     assert PASSWORD not in page
@@ -156,3 +159,11 @@ def test_it_holds_while_the_cache_is_unreachable(owner, settings):
     for _ in range(10):
         sign_in(client, "owner@acme.test", WRONG)
     assert sign_in(client, "owner@acme.test", PASSWORD).status_code == 429
+
+
+def test_an_operator_lifts_a_lockout(owner):
+    client = Client(REMOTE_ADDR=ATTACKER)
+    for _ in range(10):
+        sign_in(client, "owner@acme.test", WRONG)
+    call_command("axes_reset_username", "owner@acme.test", stdout=io.StringIO())
+    assert sign_in(client, "owner@acme.test", PASSWORD).status_code == 302
