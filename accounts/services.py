@@ -24,9 +24,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
 
-from audit.trail import Actor, record
+from audit.trail import Actor, client_ip, record
 from excloud_portal.text import UnsafeText, check_text, printable
 
+from . import throttle
 from .models import (
     API_TOKEN_LAST_USED_GRANULARITY,
     API_TOKEN_PREFIX,
@@ -79,6 +80,22 @@ def record_account_event(request, user: User, action: str) -> None:
             target_type="user",
             target_id=str(user.pk),
             details={"email": user.email},
+        )
+
+
+def record_lockout(request, email: str, locked: tuple[str, ...]) -> None:
+    """Record that failed sign-ins locked an account ("account"), the client's address
+    ("ip") or both, naming the address tried (never the password).
+
+    Opens its own transaction, as the failed sign-in that caused it is no change of ours.
+    """
+    with transaction.atomic():
+        record(
+            Actor.unauthenticated(request, email or "unknown"),
+            "user.locked_out",
+            target_type="user",
+            target_id=email[:64],
+            details={"email": email, "locked": list(locked)},
         )
 
 
@@ -481,16 +498,19 @@ def authenticate_api_token(plaintext: str, request) -> tuple[ApiToken, Membershi
     """The token and its member's membership, or None when the token is not valid.
 
     A revoked or expired token, or one whose user has left the org, is refused and the
-    attempt audited (at most once per token a minute). An unknown token is just refused:
-    there is no org to file it under.
+    attempt audited (at most once per token a minute). An unknown or malformed token is
+    refused and counted against the client's address (see ``unknown_token_block``), and
+    audited outside any org at most once per address and window.
     """
     if not TOKEN_RE.match(plaintext or ""):
+        _count_unknown_token(plaintext or "", request)
         return None
     digest = hash_token(plaintext)
     token = ApiToken.objects.select_related("org", "user").filter(token_hash=digest).first()
     # The lookup found the row by its hash; the constant-time comparison keeps the final
     # decision independent of where two hashes first differ.
     if token is None or not hmac.compare_digest(token.token_hash, digest):
+        _count_unknown_token(plaintext, request)
         return None
     membership = None
     if token.is_active and token.user.is_active:
@@ -530,4 +550,29 @@ def _record_rejected_token(token: ApiToken, request) -> None:
             target_type="api_token",
             target_id=str(token.pk),
             details={"name": token.name, "prefix": token.prefix, "reason": reason},
+        )
+
+
+def unknown_token_block(request) -> int:
+    """Seconds until the client's address may try API tokens again, once it has sent too
+    many unknown ones in the window; 0 when it may. Reads only the cache, so a client
+    that is refused costs no database query."""
+    return throttle.unknown_api_tokens().exceeded(client_ip(request) or "")
+
+
+def _count_unknown_token(plaintext: str, request) -> None:
+    ip = client_ip(request) or ""
+    limit = throttle.unknown_api_tokens()
+    limit.hit(ip)
+    if not throttle.first_in_window(f"api-token-unknown:{ip}", limit.window):
+        return
+    # A few characters tell a mistyped or old token from noise; more would start to give
+    # away whatever was sent, which may be a real secret pasted into the wrong place.
+    shown = plaintext[: min(TOKEN_DISPLAY_LENGTH, len(plaintext) // 4)]
+    with transaction.atomic():
+        record(
+            Actor.unauthenticated(request, label="unknown API token"),
+            "api_token.unknown",
+            target_type="api_token",
+            details={"starts_with": shown, "length": len(plaintext)},
         )

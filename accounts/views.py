@@ -10,16 +10,17 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from audit.trail import Actor
+from audit.trail import Actor, client_ip
 
-from . import services
+from . import services, throttle
 from .access import membership_for
 from .forms import (
     ApiTokenForm,
@@ -54,6 +55,15 @@ def signup(request: HttpRequest) -> HttpResponse:
     form = SignUpForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
+        verdict = throttle.sign_ups_per_ip().hit(client_ip(request) or "")
+        if not verdict.allowed:
+            minutes = -(-verdict.retry_after // 60)
+            form.add_error(
+                None,
+                "Too many accounts were created from your network recently. "
+                f"Try again in {minutes} minute{pluralize(minutes)}.",
+            )
+            return render(request, "accounts/signup.html", {"form": form}, status=429)
         try:
             user, org = services.sign_up(data["email"], data["password"], data["org_name"], request)
         except IntegrityError:
@@ -276,6 +286,19 @@ class _AuditedPasswordMixin:
                     reason=self.token_revoke_reason,
                 )
         return response
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    """Asking for a reset link by email, at most so often per address and per client.
+
+    Past either limit the page answers exactly as when a link is sent, and sends none, so
+    it tells no one whether an address has an account or has reached its limit.
+    """
+
+    def form_valid(self, form) -> HttpResponse:
+        if throttle.allow_password_reset(form.cleaned_data["email"], client_ip(self.request)):
+            return super().form_valid(form)
+        return HttpResponseRedirect(self.get_success_url())
 
 
 class PasswordResetConfirmView(_AuditedPasswordMixin, auth_views.PasswordResetConfirmView):

@@ -8,18 +8,17 @@ Handlers call the same service functions as the dashboard, with an ``api_token``
 from __future__ import annotations
 
 import logging
-import time
 
 from django.conf import settings
-from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
 
+from accounts import throttle
 from accounts.models import Membership
-from accounts.services import authenticate_api_token
+from accounts.services import authenticate_api_token, unknown_token_block
 from audit.api import router as audit_router
 from keys.api import router as keys_router
 from keys.services import AccessKeyError, InvalidKeyState, KeyNameTaken
@@ -39,42 +38,37 @@ STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: 
 
 
 class RateLimited(Exception):
-    def __init__(self, retry_after: int) -> None:
+    def __init__(self, retry_after: int, message: str) -> None:
         super().__init__("rate limited")
         self.retry_after = retry_after
-
-
-def _check_rate(token) -> None:
-    """A fixed window per token: at most EXCLOUD_API_RATE_LIMIT calls per window."""
-    limit, window = settings.EXCLOUD_API_RATE_LIMIT, settings.EXCLOUD_API_RATE_WINDOW
-    if limit <= 0:
-        return
-    now = int(time.time())
-    # The hash (not the token) names the counter: unique per token, and useless if read.
-    key = f"api-rate:{token.token_hash[:24]}:{now // window}"
-    try:
-        cache.add(key, 0, timeout=window * 2)
-        try:
-            count = cache.incr(key)
-        except ValueError:  # The counter expired between add() and incr().
-            cache.add(key, 1, timeout=window * 2)
-            count = 1
-    except OUTAGES:
-        # Without its cache the limit cannot be counted; the call goes through rather
-        # than the whole API failing with the cache.
-        log.warning("API rate limit not applied: the cache is unavailable", exc_info=True)
-        return
-    if count > limit:
-        raise RateLimited(retry_after=window - now % window)
+        self.message = message
 
 
 class BearerToken(HttpBearer):
+    def __call__(self, request: HttpRequest) -> Membership | None:
+        # An address that has sent too many unknown tokens is refused before its token is
+        # read, whatever it sends, until the window ends.
+        retry_after = unknown_token_block(request)
+        if retry_after:
+            raise RateLimited(
+                retry_after,
+                "Too many requests with unknown API tokens from your address; "
+                f"try again in {retry_after} seconds.",
+            )
+        return super().__call__(request)
+
     def authenticate(self, request: HttpRequest, token: str) -> Membership | None:
         found = authenticate_api_token(token.strip(), request)
         if found is None:
             return None
         api_token, membership = found
-        _check_rate(api_token)
+        # The hash (not the token) names the counter: unique per token, and useless if read.
+        verdict = throttle.api_token_calls().hit(api_token.token_hash)
+        if not verdict.allowed:
+            raise RateLimited(
+                verdict.retry_after,
+                f"Too many requests with this token; try again in {verdict.retry_after} seconds.",
+            )
         request.api_token = api_token
         return membership
 
@@ -107,12 +101,7 @@ def _unauthorized(request: HttpRequest, exc: Exception) -> HttpResponse:
 
 @api.exception_handler(RateLimited)
 def _rate_limited(request: HttpRequest, exc: RateLimited) -> HttpResponse:
-    response = error(
-        request,
-        429,
-        "rate_limited",
-        f"Too many requests with this token; try again in {exc.retry_after} seconds.",
-    )
+    response = error(request, 429, "rate_limited", exc.message)
     response["Retry-After"] = str(exc.retry_after)
     return response
 

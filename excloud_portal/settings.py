@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -98,6 +99,43 @@ if EXCLOUD_API_RATE_WINDOW < 1:
 EXCLOUD_AUDIT_EXPORT_CONCURRENCY = envint("EXCLOUD_AUDIT_EXPORT_CONCURRENCY", 2)
 if EXCLOUD_AUDIT_EXPORT_CONCURRENCY < 1:
     raise ImproperlyConfigured("EXCLOUD_AUDIT_EXPORT_CONCURRENCY must be at least 1")
+# Sign-in lockout (django-axes, counted in the database so it holds across processes and
+# without Redis): failed sign-ins per account and per client address within the lockout
+# period lock that account, or that address, for the period after the last failure counted.
+EXCLOUD_LOGIN_FAILURE_LIMIT = envint("EXCLOUD_LOGIN_FAILURE_LIMIT", 10)
+EXCLOUD_LOGIN_IP_FAILURE_LIMIT = envint("EXCLOUD_LOGIN_IP_FAILURE_LIMIT", 30)
+EXCLOUD_LOGIN_LOCKOUT_MINUTES = envint("EXCLOUD_LOGIN_LOCKOUT_MINUTES", 15)
+if min(EXCLOUD_LOGIN_FAILURE_LIMIT, EXCLOUD_LOGIN_IP_FAILURE_LIMIT) < 1:
+    raise ImproperlyConfigured(
+        "EXCLOUD_LOGIN_FAILURE_LIMIT and EXCLOUD_LOGIN_IP_FAILURE_LIMIT must be at least 1"
+    )
+if EXCLOUD_LOGIN_LOCKOUT_MINUTES < 1:
+    raise ImproperlyConfigured("EXCLOUD_LOGIN_LOCKOUT_MINUTES must be at least 1")
+# Password reset emails per address and per client address, sign-ups per client address,
+# and unknown API tokens per client address, each per window (a fixed window in the
+# cache); 0 turns a limit off.
+EXCLOUD_PASSWORD_RESET_EMAIL_LIMIT = envint("EXCLOUD_PASSWORD_RESET_EMAIL_LIMIT", 3)
+EXCLOUD_PASSWORD_RESET_IP_LIMIT = envint("EXCLOUD_PASSWORD_RESET_IP_LIMIT", 10)
+EXCLOUD_PASSWORD_RESET_WINDOW_SECONDS = envint("EXCLOUD_PASSWORD_RESET_WINDOW_SECONDS", 3600)
+EXCLOUD_SIGNUP_IP_LIMIT = envint("EXCLOUD_SIGNUP_IP_LIMIT", 10)
+EXCLOUD_SIGNUP_WINDOW_SECONDS = envint("EXCLOUD_SIGNUP_WINDOW_SECONDS", 3600)
+EXCLOUD_API_UNKNOWN_TOKEN_LIMIT = envint("EXCLOUD_API_UNKNOWN_TOKEN_LIMIT", 20)
+EXCLOUD_API_UNKNOWN_TOKEN_WINDOW_SECONDS = envint("EXCLOUD_API_UNKNOWN_TOKEN_WINDOW_SECONDS", 60)
+for _name in (
+    "EXCLOUD_PASSWORD_RESET_EMAIL_LIMIT",
+    "EXCLOUD_PASSWORD_RESET_IP_LIMIT",
+    "EXCLOUD_SIGNUP_IP_LIMIT",
+    "EXCLOUD_API_UNKNOWN_TOKEN_LIMIT",
+):
+    if globals()[_name] < 0:
+        raise ImproperlyConfigured(f"{_name} must be 0 (no limit) or more")
+for _name in (
+    "EXCLOUD_PASSWORD_RESET_WINDOW_SECONDS",
+    "EXCLOUD_SIGNUP_WINDOW_SECONDS",
+    "EXCLOUD_API_UNKNOWN_TOKEN_WINDOW_SECONDS",
+):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1 (seconds)")
 # The object store behind the gateway, which the gateway re-signs every request for with
 # these credentials. Without credentials in the environment it is the embedded `rclone
 # serve s3` that `make run` starts (gateway/objects.py) at EXCLOUD_S3_UPSTREAM_URL, with
@@ -188,6 +226,7 @@ INSTALLED_APPS = [
     "keys",
     "ninja",
     "gateway",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -201,6 +240,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "audit.middleware.RequestIdMiddleware",
+    # Last, as django-axes asks: turns a sign-in refused for a lockout into its page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "excloud_portal.urls"
@@ -250,6 +291,32 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# The lockout backend comes first, so a locked account is refused before its password is
+# checked: the right password does not sign in during a lockout either.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "accounts.lockout.LockoutHandler"
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# Axes compares one count with one limit, the account's; the handler makes the address's
+# own limit count too (see accounts/lockout.py).
+AXES_FAILURE_LIMIT = EXCLOUD_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=EXCLOUD_LOGIN_LOCKOUT_MINUTES)
+# Attempts during a lockout are refused without being counted, so a lockout ends at its
+# time rather than being prolonged by whoever keeps trying.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = True
+# AuthenticationForm passes the email as `username`; one callable reads it, lowercased.
+AXES_USERNAME_FORM_FIELD = "username"
+AXES_USERNAME_CALLABLE = "accounts.lockout.email_tried"
+AXES_CLIENT_IP_CALLABLE = "audit.trail.client_ip"
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
+# Sign-ins are in the audit trail already; Axes keeps only the failures it counts.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False
+# Masked in the request data Axes stores with a failure, beside the password.
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "csrfmiddlewaretoken", "otp_token", "code"]
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = envbool("DJANGO_SECURE_COOKIES", not DEBUG and SITE_URL.startswith("https"))
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
@@ -329,4 +396,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # Axes tells of every sign-in at INFO; its failures and lockouts are WARNING.
+    "loggers": {"axes": {"level": "WARNING"}},
 }

@@ -53,7 +53,8 @@ urlpatterns = [
         ),
         name="login",
     ),
-    # Before the stock auth URLs, so these audited versions answer at the same paths.
+    # Before the stock auth URLs, so these audited or limited versions answer at the same
+    # paths.
     path(
         "accounts/password_change/",
         accounts.PasswordChangeView.as_view(),

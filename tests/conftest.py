@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+import redis
+from django.core.cache import cache
 from django.db.models import Max
 from django.test import Client
 
@@ -20,6 +22,23 @@ def fast_password_hashing(settings) -> None:
     # Hashing is not under test, and the default hasher makes each fixture user cost a
     # noticeable fraction of a second.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_limits(settings) -> None:
+    # The whole suite signs up, asks for password resets and sends API tokens from one
+    # address; each test starts with none of that counted. Only the limiter's counters
+    # are dropped: other tests' Redis data (such as a gateway's) stays.
+    if settings.REDIS_URL:
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        try:
+            keys = list(client.scan_iter(match="*:throttle:*", count=1000))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+    else:
+        cache.clear()
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
+from django.http import HttpRequest
 from django.test import Client
 from django.utils import timezone
 
@@ -188,8 +189,8 @@ def reset_password(client: Client, mailoutbox, email: str) -> None:
 def test_it_resets_a_password_by_email(owner, mailoutbox):
     reset_password(Client(), mailoutbox, "Owner@Acme.test")
     client = Client()
-    assert not client.login(username="owner@acme.test", password=PASSWORD)
-    assert client.login(username="owner@acme.test", password=NEW_PASSWORD)
+    assert not client.login(request=HttpRequest(), username="owner@acme.test", password=PASSWORD)
+    assert client.login(request=HttpRequest(), username="owner@acme.test", password=NEW_PASSWORD)
 
 
 def test_it_sends_no_reset_email_to_an_unknown_address(db, mailoutbox):
@@ -458,9 +459,9 @@ def test_it_lets_a_command_made_owner_choose_a_password_by_reset(db, mailoutbox)
     # The command tells the operator the new owner can use the password reset page.
     call_command("create_org", "initech", owner="new@x.example")
     client = Client()
-    assert not client.login(username="new@x.example", password="")
+    assert not client.login(request=HttpRequest(), username="new@x.example", password="")
     reset_password(client, mailoutbox, "new@x.example")
-    assert client.login(username="new@x.example", password=NEW_PASSWORD)
+    assert client.login(request=HttpRequest(), username="new@x.example", password=NEW_PASSWORD)
     assert client.get("/orgs/initech/keys/").status_code == 200
 
 
