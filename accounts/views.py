@@ -249,7 +249,11 @@ def accept_invitation(request: HttpRequest, token: str) -> HttpResponse:
 
 
 class PasswordResetView(auth_views.PasswordResetView):
-    """Asking for a password reset link by email.
+    """Asking for a password reset link by email, at most so often per address and per
+    client.
+
+    Past either limit the page answers exactly as when a link is sent, and sends none, so
+    it tells no one whether an address has an account or has reached its limit.
 
     The link is built from SITE_URL: the Host header and scheme of the request are whatever
     the client (or a proxy in front of us) sent, and must not decide where a link that
@@ -257,6 +261,8 @@ class PasswordResetView(auth_views.PasswordResetView):
     """
 
     def form_valid(self, form) -> HttpResponse:
+        if not throttle.allow_password_reset(form.cleaned_data["email"], client_ip(self.request)):
+            return HttpResponseRedirect(self.get_success_url())
         site = urlsplit(settings.SITE_URL)
         # The email's context takes these over the request's own.
         self.extra_email_context = {"protocol": site.scheme, "domain": site.netloc}
@@ -286,19 +292,6 @@ class _AuditedPasswordMixin:
                     reason=self.token_revoke_reason,
                 )
         return response
-
-
-class PasswordResetView(auth_views.PasswordResetView):
-    """Asking for a reset link by email, at most so often per address and per client.
-
-    Past either limit the page answers exactly as when a link is sent, and sends none, so
-    it tells no one whether an address has an account or has reached its limit.
-    """
-
-    def form_valid(self, form) -> HttpResponse:
-        if throttle.allow_password_reset(form.cleaned_data["email"], client_ip(self.request)):
-            return super().form_valid(form)
-        return HttpResponseRedirect(self.get_success_url())
 
 
 class PasswordResetConfirmView(_AuditedPasswordMixin, auth_views.PasswordResetConfirmView):
