@@ -10,22 +10,18 @@ here by hand and checked against a search of the source, so a new one cannot be 
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.test import Client
-from django.urls import URLPattern, URLResolver, get_resolver, reverse
-from django.utils import timezone
+from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
-from accounts.models import Invitation, Role, hash_token
-from accounts.services import create_api_token
-from audit.trail import Actor
 from keys.models import AccessKey, KeyStatus
-from tests.conftest import PASSWORD, client_for, new_key
+from tests.conftest import PASSWORD, client_for
+from tests.urlconf import every_url
 
 HOSTILE = [
     "javascript:alert(1)",
@@ -112,11 +108,6 @@ def signed_in(owner) -> Client:
     return client_for(owner)
 
 
-@pytest.fixture
-def key(owner) -> AccessKey:
-    return new_key(owner)[0]
-
-
 def test_it_lists_every_file_that_reads_a_return_url():
     base = Path(settings.BASE_DIR)
     found = set()
@@ -198,52 +189,13 @@ def test_it_still_returns_to_a_page_of_this_site(signed_in, key):
     assert r["Location"] == back
 
 
-def _routes(resolvers, prefix: str = ""):
-    """(name, parameter names) of every named, un-namespaced route of the URLconf."""
-    for entry in resolvers:
-        if isinstance(entry, URLResolver):
-            if entry.namespace is None:
-                yield from _routes(entry.url_patterns, prefix + str(entry.pattern))
-        elif isinstance(entry, URLPattern) and entry.name:
-            parameters = set(getattr(entry.pattern, "converters", {})) | set(
-                re.findall(r"<(?:\w+:)?(\w+)>", prefix)
-            )
-            yield entry.name, sorted(parameters), entry.default_args
-
-
-@pytest.fixture
-def arguments(owner, member, key) -> dict[str, str]:
-    invitation_token = "an-invitation-token-for-the-walk"
-    invitation = Invitation.objects.create(
-        org=owner.org,
-        email="new@acme.test",
-        role=Role.MEMBER,
-        token_hash=hash_token(invitation_token),
-        invited_by_id=owner.user_id,
-        expires_at=timezone.now() + timedelta(days=1),
-    )
-    token = create_api_token(owner, Actor.for_user(owner.user), "ci").token
-    return {
-        "slug": "acme",
-        "key_id": key.pk,
-        "user_id": str(member.user_id),
-        "invitation_id": str(invitation.pk),
-        "token_id": str(token.pk),
-        "token": invitation_token,
-        "uidb64": "MQ",
-    }
-
-
 @pytest.mark.parametrize("hostile", HOSTILE)
 @pytest.mark.parametrize("who", ["signed in", "signed out"])
-def test_no_page_of_the_urlconf_carries_it(owner, arguments, hostile, who):
+def test_no_page_of_the_urlconf_carries_it(owner, url_arguments, hostile, who):
     client = client_for(owner) if who == "signed in" else Client()
-    fetched = 0
-    for name, parameters, defaults in _routes(get_resolver().url_patterns):
-        kwargs = {p: arguments[p] for p in parameters if p not in defaults}
-        url = reverse(name, kwargs=kwargs)
+    urls = every_url(url_arguments)
+    assert len(urls) > 20
+    for url in urls.values():
         r = client.get(url, {"next": hostile})
         assert r.status_code < 500, url
         assert_not_carried(r)
-        fetched += 1
-    assert fetched > 20
