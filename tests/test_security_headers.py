@@ -4,7 +4,12 @@ on everything that shows keys, tokens, audit data, members or security settings.
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import pytest
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.test import Client
 from django.urls import path, reverse
@@ -161,3 +166,34 @@ def test_it_lets_caches_keep_static_files(db):
     r = Client().get("/static/css/app.css")
     assert r.status_code == 200
     assert "no-store" not in r.get("Cache-Control", "")
+
+
+INLINE_RE = re.compile(
+    r"<script(?![^>]*\bsrc=)[^>]*>|<style\b|\sstyle=|\son[a-z]+=|\bhx-on|javascript:",
+    re.IGNORECASE,
+)
+
+
+def test_it_keeps_script_and_style_out_of_templates():
+    """What the policy would refuse: inline scripts, styles and handlers, javascript: URLs."""
+    base = Path(settings.BASE_DIR)
+    templates = [
+        path
+        for path in base.rglob("templates/**/*.html")
+        if not {".venv", "var", "node_modules"} & set(path.relative_to(base).parts)
+    ]
+    assert len(templates) > 20
+    found = [
+        f"{path.relative_to(base)}: {match.group(0)}"
+        for path in templates
+        for match in INLINE_RE.finditer(path.read_text())
+    ]
+    assert found == []
+
+
+def test_it_configures_htmx_to_need_nothing_inline():
+    page = (Path(settings.BASE_DIR) / "templates" / "base.html").read_text()
+    config = json.loads(re.search(r'name="htmx-config" content=\'([^\']+)\'', page)[1])
+    assert config["includeIndicatorStyles"] is False
+    assert config["allowEval"] is False
+    assert config["allowScriptTags"] is False
