@@ -27,8 +27,10 @@ class NoStoreMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
         user = getattr(request, "user", None)
-        if request.path_info.startswith(PRIVATE_PREFIXES) or (
+        private = request.path_info.startswith(PRIVATE_PREFIXES) or (
             user is not None and user.is_authenticated
-        ):
+        )
+        # A view that already said no-store (the verify API) is left as it answered.
+        if private and "no-store" not in response.get("Cache-Control", ""):
             add_never_cache_headers(response)
         return response

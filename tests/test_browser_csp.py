@@ -107,3 +107,12 @@ def test_the_portal_refuses_an_injected_inline_script(browser, live_server):
     context.close()
     caught = browser.take_violations()
     assert any("script-src" in entry for entry in caught), caught
+
+
+def test_the_api_documentation_keeps_to_the_policy(browser, live_server):
+    context = browser.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(f"{live_server.url}/api/v1/docs")
+    page.locator("#swagger-ui .title").filter(has_text="Excloud API").wait_for()
+    page.locator(".opblock").first.wait_for()
