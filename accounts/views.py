@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
 from django.contrib import messages
@@ -228,7 +228,7 @@ def accept_invitation(request: HttpRequest, token: str) -> HttpResponse:
                 messages.success(request, f"Welcome to {org.name}.")
                 return redirect("key_list", slug=org.slug)
         context["form"] = form
-        context["login_url"] = reverse("login") + "?next=" + request.path
+        context["login_url"] = reverse("login") + "?" + urlencode({"next": request.path}, safe="/")
         return render(
             request, "accounts/invitation.html", context, status=400 if form.errors else 200
         )

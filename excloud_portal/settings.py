@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -43,6 +44,22 @@ def envint(name: str, default: int) -> int:
 
 def envlist(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def parse_proxy_ssl_header(value: str) -> tuple[str, str] | None:
+    """``HTTP_X_FORWARDED_PROTO:https`` -> the pair Django's SECURE_PROXY_SSL_HEADER takes.
+
+    Trusting this header is only right behind a proxy that sets it on every request (and
+    strips it from clients), so it is never on by default."""
+    if not value:
+        return None
+    header, _, expected = value.partition(":")
+    if not re.fullmatch(r"HTTP_[A-Z0-9_]+", header) or not re.fullmatch(r"[a-z]+", expected):
+        raise ImproperlyConfigured(
+            "DJANGO_SECURE_PROXY_SSL_HEADER must be HEADER:value as Django sees the header, "
+            f"e.g. HTTP_X_FORWARDED_PROTO:https, got {value!r}"
+        )
+    return header, expected
 
 
 def dev_secret(filename: str, make: callable) -> str:
@@ -221,6 +238,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "template_partials",
+    "csp",
     "accounts",
     "audit",
     "keys",
@@ -231,11 +249,13 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "excloud_portal.middleware.NoStoreMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -317,12 +337,48 @@ AXES_DISABLE_ACCESS_LOG = True
 AXES_VERBOSE = False
 # Masked in the request data Axes stores with a failure, beside the password.
 AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "csrfmiddlewaretoken", "otp_token", "code"]
+# HTTPS: on by default for a production site (DEBUG off, SITE_URL https), off for `make run`
+# on plain http, where a redirect to https or Secure cookies would lock the developer out.
+SERVED_OVER_HTTPS = not DEBUG and SITE_URL.startswith("https://")
+SECURE_SSL_REDIRECT = envbool("DJANGO_SSL_REDIRECT", SERVED_OVER_HTTPS)
+SECURE_PROXY_SSL_HEADER = parse_proxy_ssl_header(
+    os.environ.get("DJANGO_SECURE_PROXY_SSL_HEADER", "")
+)
+SECURE_HSTS_SECONDS = envint("DJANGO_HSTS_SECONDS", 31536000 if SERVED_OVER_HTTPS else 0)
+if SECURE_HSTS_SECONDS < 0:
+    raise ImproperlyConfigured("DJANGO_HSTS_SECONDS must be 0 (off) or more")
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
+# Preloading binds the whole registrable domain, so only its owner can ask for it; until
+# they do, Django's reminder that it is off (security.W021) is silenced.
+SECURE_HSTS_PRELOAD = envbool("DJANGO_HSTS_PRELOAD", False)
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = envbool("DJANGO_SECURE_COOKIES", not DEBUG and SITE_URL.startswith("https"))
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = envbool("DJANGO_SECURE_COOKIES", SERVED_OVER_HTTPS)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+CSRF_COOKIE_SAMESITE = "Lax"
+# Scripts never read the CSRF cookie: htmx sends the token from the page (hx-headers).
+CSRF_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+# Scripts, styles, fonts and fetches from the portal's own static files only: no inline
+# script or style, no eval, no plugins, no framing, forms post only back here.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    }
+}
 
 # Mail: console in development, SMTP when EMAIL_HOST is set.
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Excloud <noreply@excloud.localhost>")

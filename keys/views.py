@@ -10,7 +10,6 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import trigger_client_event
@@ -19,6 +18,7 @@ from accounts.access import membership_for
 from accounts.models import Membership
 from audit.models import AuditEvent
 from audit.trail import Actor
+from excloud_portal.redirects import safe_next
 from gateway.models import KeyUsage
 
 from . import expiry, services, snippets
@@ -184,10 +184,7 @@ def _after_change(
             },
         )
     (messages.error if error else messages.success)(request, message)
-    target = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
-        target = reverse("key_list", args=[membership.org.slug])
-    return redirect(target)
+    return redirect(safe_next(request, reverse("key_list", args=[membership.org.slug])))
 
 
 def _status_view(change, done: str):
@@ -241,7 +238,8 @@ def key_revoke(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
             "org": membership.org,
             "key": key,
             "form": form,
-            "next": request.GET.get("next", ""),
+            # Where Cancel leads and the revoke returns to: only ever a page of this site.
+            "next": safe_next(request),
         },
     )
 

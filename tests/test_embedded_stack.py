@@ -189,6 +189,11 @@ def test_it_runs_the_embedded_stack(stack, tmp_path):
         page = response.read().decode()
     assert "<h1>Access keys</h1>" in page
     assert f"Signed in as {email}" in page
+    # Plain http, as `make run` serves it: no redirect to https, no cookie marked Secure.
+    assert {cookie.name: cookie.secure for cookie in jar} == {
+        "csrftoken": False,
+        "sessionid": False,
+    }
     assert "No keys yet." in page
 
     # The worker takes a task from the filesystem broker and runs it: celery.accumulate
