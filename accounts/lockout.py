@@ -23,6 +23,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
+from excloud_portal.redirects import safe_next
+
 from .forms import EmailAuthenticationForm
 from .services import record_lockout
 
@@ -123,7 +125,8 @@ def lockout_response(
     context = dict(getattr(original_response, "context_data", None) or {})
     email = email_tried(request, credentials) or ""
     context["form"] = EmailAuthenticationForm(request, initial={"username": email})
-    context.setdefault("next", request.POST.get("next", ""))
+    # Rendered back into the form: only a return URL that leads into this site.
+    context["next"] = safe_next(request)
     lockout = AxesProxyHandler.get_implementation().lockout(request, credentials)
     minutes = lockout.minutes_left if lockout else settings.EXCLOUD_LOGIN_LOCKOUT_MINUTES
     context["lockout"] = {

@@ -51,6 +51,7 @@ RETURN_URL_FILES = {
     "templates/keys/_key_actions.html": "key_deactivate, key_reactivate, key_revoke links",
     "templates/registration/login.html": "login (Django's LoginView checks its own next)",
     "accounts/views.py": "accept_invitation: the sign-in link back to the invitation",
+    "accounts/lockout.py": "the lockout page: the sign-in form's hidden next",
 }
 RETURN_URL_RE = re.compile(
     r"""["']next["']|[?&]next=|name=["']next["']|\{\{\s*next\b|"""
@@ -177,6 +178,14 @@ class TestEveryReturnUrlView:
         )
         assert r.status_code == 302
         assert r["Location"] == reverse(settings.LOGIN_REDIRECT_URL)
+        assert_not_carried(r)
+
+    def test_it_keeps_it_out_of_the_lockout_page(self, owner, settings, hostile):
+        settings.EXCLOUD_LOGIN_FAILURE_LIMIT = settings.AXES_FAILURE_LIMIT = 1
+        wrong = {"username": owner.user.email, "password": "wrong", "next": hostile}
+        Client().post(reverse("login"), wrong)
+        r = Client().post(reverse("login"), wrong)
+        assert r.status_code == 429
         assert_not_carried(r)
 
     def test_it_does_not_follow_it_after_signing_out(self, signed_in, hostile):
