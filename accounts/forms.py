@@ -92,3 +92,9 @@ class ApiTokenForm(forms.Form):
     expires_in = forms.ChoiceField(
         choices=TOKEN_LIFETIMES, required=False, initial="90", label="Expires after"
     )
+
+
+class TwoFactorRequirementForm(forms.Form):
+    require_two_factor = forms.BooleanField(
+        required=False, label="Require two-factor sign-in of every member"
+    )

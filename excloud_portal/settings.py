@@ -179,11 +179,13 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "template_partials",
+    "django_otp",
     "accounts",
     "audit",
     "keys",
     "ninja",
     "gateway",
+    "mfa",
 ]
 
 MIDDLEWARE = [
@@ -193,7 +195,9 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "mfa.middleware.TwoFactorRequiredMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "audit.middleware.RequestIdMiddleware",
@@ -246,6 +250,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Each wrong second-factor code doubles the wait before the next try: 1 s, 2 s, 4 s...
+OTP_TOTP_THROTTLE_FACTOR = envint("EXCLOUD_MFA_THROTTLE_FACTOR", 1)
+# The name authenticator apps and passkey prompts show for this site.
+MFA_RP_NAME = os.environ.get("EXCLOUD_MFA_SITE_NAME", "Excloud")
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = envbool("DJANGO_SECURE_COOKIES", not DEBUG and SITE_URL.startswith("https"))
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
