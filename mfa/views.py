@@ -78,9 +78,12 @@ def _finish_sign_in(request: HttpRequest, user, device, next_url: str) -> HttpRe
     return redirect(next_url or resolve_url(settings.LOGIN_REDIRECT_URL))
 
 
-def _verify_context(request: HttpRequest, user, form, next_url: str) -> dict:
+def _verify_context(
+    request: HttpRequest, user, form, next_url: str, passkey_error: str = ""
+) -> dict:
     return {
         "form": form,
+        "passkey_error": passkey_error,
         "next": next_url,
         "passkey_options": passkeys.authentication_options(request, user),
         "passkey_form": PasskeyAnswerForm(),
@@ -134,9 +137,7 @@ def verify_passkey(request: HttpRequest) -> HttpResponse:
             services.passkey_used(passkey, sign_count)
             return _finish_sign_in(request, user, passkey, next_url)
     services.record_failure(request, user, FactorKind.PASSKEY.value, "not verified")
-    code_form = CodeForm()
-    code_form.add_error(None, error)
-    context = _verify_context(request, user, code_form, next_url)
+    context = _verify_context(request, user, CodeForm(), next_url, passkey_error=error)
     return _page(request, "mfa/verify.html", context, status=400)
 
 
