@@ -14,6 +14,8 @@ from django.utils import timezone
 
 from accounts.models import Membership, User
 from accounts.services import record_account_event
+from audit.trail import Actor, record
+from keys.credentials import keyring
 
 from .models import (
     RECOVERY_CODE_COUNT,
@@ -30,6 +32,7 @@ from .models import (
 )
 
 TOTP_ISSUER = "Excloud"
+RESEAL_BATCH = 500
 
 
 class FactorError(Exception):
@@ -191,7 +194,7 @@ def remove_factor(request: HttpRequest, user: User, device: TotpDevice | Passkey
     with transaction.atomic():
         # Lock the user's row so two removals cannot both see 'another factor left'.
         User.objects.select_for_update().filter(pk=user.pk).first()
-        others = [d for d in primary_factors(user) if d != device or type(d) is not type(device)]
+        others = [d for d in primary_factors(user) if d != device]
         if not others:
             required_by = orgs_requiring_two_factor(user)
             if required_by:
@@ -267,3 +270,35 @@ def passkey_used(passkey: Passkey, sign_count: int) -> None:
 
 def rp_name() -> str:
     return getattr(settings, "MFA_RP_NAME", "Excloud")
+
+
+def reseal_totp_seeds(actor: Actor) -> int:
+    """Re-seal every TOTP seed under the newest key-encryption key; return the count.
+
+    In batches, each its own transaction with the rows locked, so it can be interrupted
+    and re-run; seeds already under the newest key are skipped.
+    """
+    current = keyring().current_id
+    total = 0
+    while True:
+        with transaction.atomic():
+            batch = list(
+                TotpDevice.objects.exclude(seed_kek_id=current)
+                .select_for_update()
+                .only("id", "uid", "seed_kek_id", "seed_sealed")
+                .order_by("id")[:RESEAL_BATCH]
+            )
+            if not batch:
+                break
+            for device in batch:
+                device.reseal()
+            TotpDevice.objects.bulk_update(batch, ["seed_kek_id", "seed_sealed"])
+            record(
+                actor,
+                "totp_seeds.resealed",
+                target_type="key_encryption_key",
+                target_id=current,
+                details={"count": len(batch)},
+            )
+            total += len(batch)
+    return total
