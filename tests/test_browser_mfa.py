@@ -61,6 +61,7 @@ def test_it_enrols_an_app_and_signs_in_with_a_code_without_javascript(open_page,
 
     secret, codes = enrol_app(page)
     assert_fits_phone(page)
+    expect(page.get_by_role("button", name="Copy")).to_be_hidden()
     page.get_by_role("link", name="I saved them, continue").click()
     expect(page.get_by_text("10 of 10 unused")).to_be_visible()
 
@@ -128,6 +129,7 @@ def test_it_adds_a_passkey_and_signs_in_with_it(open_page, live_server, settings
     page.get_by_label("Passkey name").fill("laptop")
     page.get_by_role("button", name="Add a passkey").click()
     expect(page.get_by_role("heading", name="Your recovery codes")).to_be_visible()
+    expect(page.get_by_role("button", name="Copy")).to_be_visible()
     page.get_by_role("link", name="I saved them, continue").click()
     expect(page.get_by_text("laptop")).to_be_visible()
     passkey = Passkey.objects.get(user__email="linus@example.test")
