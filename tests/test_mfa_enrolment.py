@@ -134,3 +134,17 @@ def test_it_keeps_the_last_factor_while_an_org_requires_two_factor(owner):
     assert "requires two-factor sign-in" in response.content.decode()
     assert TotpDevice.objects.filter(pk=device.pk).exists()
     assert AuditEvent.objects.filter(pk__gt=mark, action="user.mfa_removed").count() == 0
+
+
+def test_it_refuses_a_passkey_the_browser_did_not_really_make(owner):
+    client = client_for(owner)
+    assert client.get(SECURITY).status_code == 200  # Issues the challenge.
+    mark = audit_mark()
+    response = client.post(
+        "/accounts/security/passkeys/", {"name": "laptop", "credential": '{"id": "forged"}'}
+    )
+    assert response.status_code == 302
+    assert "could not be verified" in client.get(response["Location"]).text
+    assert not has_factor(owner.user)
+    assert events_since(mark) == []
+    assert client.get("/accounts/security/passkeys/").status_code == 405
