@@ -173,14 +173,54 @@ def confirm(request: HttpRequest) -> HttpResponse:
         reauth.stamp(request)
         services.record_reauthentication(request, request.user, method)
         return redirect(next_url or resolve_url(settings.LOGIN_REDIRECT_URL))
-    context = {
+    errors = password_form.errors or code_form.errors
+    context = _confirm_context(request, password_form, code_form, next_url)
+    return _page(request, "mfa/confirm.html", context, status=400 if errors else 200)
+
+
+def _confirm_context(
+    request: HttpRequest, password_form, code_form, next_url: str, passkey_error: str = ""
+) -> dict:
+    return {
         "password_form": password_form,
         "code_form": code_form,
         "next": next_url,
         "has_factor": services.has_factor(request.user),
+        "passkey_options": passkeys.authentication_options(request, request.user),
+        "passkey_form": PasskeyAnswerForm(),
+        "passkey_error": passkey_error,
     }
-    errors = password_form.errors or code_form.errors
-    return _page(request, "mfa/confirm.html", context, status=400 if errors else 200)
+
+
+@never_cache
+@require_POST
+@login_required
+def confirm_passkey(request: HttpRequest) -> HttpResponse:
+    next_url = safe_next(request)
+    form = PasskeyAnswerForm(request.POST)
+    error = "The browser sent no passkey answer."
+    if form.is_valid():
+        try:
+            passkey, sign_count = passkeys.verify_authentication(
+                request, request.user, form.cleaned_data["credential"]
+            )
+        except passkeys.PasskeyError as e:
+            error = str(e)
+        else:
+            services.passkey_used(passkey, sign_count)
+            django_otp.login(request, passkey)
+            reauth.stamp(request)
+            services.record_reauthentication(request, request.user, FactorKind.PASSKEY.value)
+            return redirect(next_url or resolve_url(settings.LOGIN_REDIRECT_URL))
+    services.record_failure(request, request.user, FactorKind.PASSKEY.value, "not verified")
+    context = _confirm_context(
+        request,
+        PasswordConfirmForm(),
+        CodeForm(prefix="second"),
+        next_url,
+        passkey_error=error,
+    )
+    return _page(request, "mfa/confirm.html", context, status=400)
 
 
 # The Security page: enrolment and removal

@@ -5,12 +5,16 @@ virtual authenticator."""
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
+from django.contrib.sessions.backends.db import SessionStore
 from playwright.sync_api import Page, expect
 
 from accounts.models import Membership, Organization, Role, User
+from audit.models import AuditEvent
 from mfa.models import Passkey
+from mfa.reauth import REAUTH_SESSION_KEY, REAUTH_WINDOW_SECONDS
 from tests import test_browser
 
 from .mfa_support import totp_code
@@ -142,3 +146,16 @@ def test_it_adds_a_passkey_and_signs_in_with_it(open_page, live_server, settings
     expect(page.get_by_role("heading", name="Access keys")).to_be_visible()
     passkey.refresh_from_db()
     assert passkey.last_used_at is not None
+
+    # Ten minutes on, creating a key asks again, and the passkey answers.
+    [cookie] = [c for c in page.context.cookies() if c["name"] == "sessionid"]
+    session = SessionStore(session_key=cookie["value"])
+    session[REAUTH_SESSION_KEY] = int(time.time()) - REAUTH_WINDOW_SECONDS - 1
+    session.save()
+    page.goto(f"{base}/orgs/kernels/keys/new/")
+    expect(page.get_by_role("heading", name="Confirm it’s you")).to_be_visible()
+    page.get_by_role("button", name="Confirm with a passkey").click()
+    expect(page).to_have_url(f"{base}/orgs/kernels/keys/new/")
+    assert AuditEvent.objects.filter(
+        action="user.reauthenticated", details__method="passkey"
+    ).exists()
