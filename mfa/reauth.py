@@ -30,8 +30,9 @@ def is_recent(request: HttpRequest) -> bool:
     return isinstance(at, int) and 0 <= time.time() - at < REAUTH_WINDOW_SECONDS
 
 
-def confirm_url(next_url: str) -> str:
-    return reverse("mfa_confirm") + "?" + urlencode({"next": next_url})
+def confirm_url(next_url: str, second_factor: bool = False) -> str:
+    query = {"next": next_url, **({"factor": "required"} if second_factor else {})}
+    return reverse("mfa_confirm") + "?" + urlencode(query)
 
 
 def reauth_required(

@@ -150,6 +150,11 @@ def verify_passkey(request: HttpRequest) -> HttpResponse:
 def confirm(request: HttpRequest) -> HttpResponse:
     next_url = safe_next(request)
     method = request.POST.get("method", "") if request.method == "POST" else ""
+    # An org that requires two-factor sign-in sends members here to use their second
+    # factor; a password does not count then.
+    factor_only = (request.POST or request.GET).get("factor") == "required"
+    if factor_only and method == "password":
+        method = ""
     password_form = PasswordConfirmForm(request.POST if method == "password" else None)
     code_form = CodeForm(request.POST if method == "code" else None, prefix="second")
     confirmed = False
@@ -174,14 +179,20 @@ def confirm(request: HttpRequest) -> HttpResponse:
         services.record_reauthentication(request, request.user, method)
         return redirect(next_url or resolve_url(settings.LOGIN_REDIRECT_URL))
     errors = password_form.errors or code_form.errors
-    context = _confirm_context(request, password_form, code_form, next_url)
+    context = _confirm_context(request, password_form, code_form, next_url, factor_only=factor_only)
     return _page(request, "mfa/confirm.html", context, status=400 if errors else 200)
 
 
 def _confirm_context(
-    request: HttpRequest, password_form, code_form, next_url: str, passkey_error: str = ""
+    request: HttpRequest,
+    password_form,
+    code_form,
+    next_url: str,
+    passkey_error: str = "",
+    factor_only: bool = False,
 ) -> dict:
     return {
+        "factor_only": factor_only,
         "password_form": password_form,
         "code_form": code_form,
         "next": next_url,
@@ -219,6 +230,7 @@ def confirm_passkey(request: HttpRequest) -> HttpResponse:
         CodeForm(prefix="second"),
         next_url,
         passkey_error=error,
+        factor_only=request.POST.get("factor") == "required",
     )
     return _page(request, "mfa/confirm.html", context, status=400)
 
@@ -300,12 +312,13 @@ def passkey_add(request: HttpRequest) -> HttpResponse:
     if form.is_valid():
         try:
             verified = passkeys.verify_registration(request, form.cleaned_data["credential"])
-            _, codes = services.add_passkey(
+            passkey, codes = services.add_passkey(
                 request, request.user, form.cleaned_data["name"], **verified
             )
         except passkeys.PasskeyError as e:
             messages.error(request, str(e))
         else:
+            django_otp.login(request, passkey)
             reauth.stamp(request)
             messages.success(request, "Your passkey is added.")
             if codes:

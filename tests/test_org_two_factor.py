@@ -6,12 +6,13 @@ from __future__ import annotations
 from urllib.parse import quote
 
 import pytest
+from django.test import Client
 
 from accounts.models import Organization
 from audit.models import AuditEvent
 
-from .conftest import audit_mark, client_for, events_since, new_key
-from .mfa_support import enrol_totp
+from .conftest import PASSWORD, audit_mark, client_for, events_since, new_key
+from .mfa_support import enrol_totp, totp_code
 
 URL = "/orgs/acme/two-factor/"
 
@@ -101,3 +102,34 @@ def test_it_sends_key_pages_and_htmx_requests_to_enrolment(owner, member):
 
 def test_it_leaves_orgs_that_do_not_require_it_alone(owner, member):
     assert client_for(member).get("/orgs/acme/keys/").status_code == 200
+
+
+def test_it_asks_for_the_second_factor_of_a_session_signed_in_without_it(owner, admin):
+    secret, _ = enrol_totp(client_for(admin))
+    require(owner.org)
+    # Signed in by other means than the two-step sign-in: no second factor in this session.
+    client = Client()
+    client.force_login(admin.user)
+    response = client.get("/orgs/acme/keys/")
+    assert response["Location"] == (
+        "/accounts/confirm/?next=%2Forgs%2Facme%2Fkeys%2F&factor=required"
+    )
+    page = client.get(response["Location"])
+    assert "Confirm with code" in page.text and "Confirm with password" not in page.text
+    # The password does not count here.
+    client.post(
+        "/accounts/confirm/",
+        {
+            "method": "password",
+            "password": PASSWORD,
+            "next": "/orgs/acme/keys/",
+            "factor": "required",
+        },
+    )
+    assert client.get("/orgs/acme/keys/").status_code == 302
+    confirmed = client.post(
+        "/accounts/confirm/",
+        {"method": "code", "second-code": totp_code(secret, 1), "next": "/orgs/acme/keys/"},
+    )
+    assert confirmed["Location"] == "/orgs/acme/keys/"
+    assert client.get("/orgs/acme/keys/").status_code == 200
