@@ -121,3 +121,9 @@ class ChangePasswordForm(PasswordChangeForm):
     """A signed-in user's new password, optionally ending their API tokens too."""
 
     revoke_api_tokens = _revoke_api_tokens_field()
+
+
+class TwoFactorRequirementForm(forms.Form):
+    require_two_factor = forms.BooleanField(
+        required=False, label="Require two-factor sign-in of every member"
+    )

@@ -66,6 +66,8 @@ class Organization(models.Model):
     slug = models.SlugField(max_length=50, unique=True)
     name = models.CharField(max_length=100)
     created_at = models.DateTimeField(default=timezone.now)
+    # Members must have a second factor (authenticator app or passkey) to open its pages.
+    require_two_factor = models.BooleanField(default=False)
 
     def __str__(self) -> str:
         return self.name

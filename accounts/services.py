@@ -23,6 +23,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
+from django_otp import user_has_device
 
 from audit.trail import Actor, client_ip, record
 from excloud_portal.text import UnsafeText, check_text, printable
@@ -68,7 +69,7 @@ class CreatedApiToken:
     plaintext: str = field(repr=False)
 
 
-def record_account_event(request, user: User, action: str) -> None:
+def record_account_event(request, user: User, action: str, details: dict | None = None) -> None:
     """Record something that happened to a user's own account: a sign-in, a new password.
 
     Opens its own transaction; called inside a caller's, it joins that one.
@@ -79,7 +80,7 @@ def record_account_event(request, user: User, action: str) -> None:
             action,
             target_type="user",
             target_id=str(user.pk),
-            details={"email": user.email},
+            details={"email": user.email, **(details or {})},
         )
 
 
@@ -418,6 +419,36 @@ def remove_member(by: Membership, actor: Actor, target: Membership) -> None:
             by_user_id=by.user_id,
             reason="member_removed",
         )
+
+
+def set_two_factor_requirement(by: Membership, actor: Actor, required: bool) -> bool:
+    """Require (or stop requiring) a second factor of every member. Owners only.
+
+    An owner without a second factor of their own cannot require one: they would lock
+    themselves out. Returns whether anything changed.
+    """
+    if by.role != Role.OWNER:
+        raise PermissionDenied("Only owners decide whether two-factor sign-in is required.")
+    if required and not user_has_device(by.user):
+        raise MembershipError(
+            "Set up two-factor sign-in for your own account first (Security, in the top bar), "
+            "then require it of everyone."
+        )
+    with transaction.atomic():
+        changed = Organization.objects.filter(pk=by.org_id, require_two_factor=not required).update(
+            require_two_factor=required
+        )
+        if changed:
+            record(
+                actor,
+                "org.two_factor_required" if required else "org.two_factor_not_required",
+                org=by.org,
+                target_type="org",
+                target_id=by.org.slug,
+                details={"name": by.org.name},
+            )
+    by.org.require_two_factor = required
+    return bool(changed)
 
 
 def clean_token_name(name: str) -> str:

@@ -19,6 +19,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from audit.trail import Actor, client_ip
+from mfa.reauth import reauth_required
 
 from . import services, throttle
 from .access import membership_for
@@ -29,8 +30,9 @@ from .forms import (
     NewPasswordForm,
     RoleForm,
     SignUpForm,
+    TwoFactorRequirementForm,
 )
-from .models import ApiToken, Invitation, Membership
+from .models import ApiToken, Invitation, Membership, Role
 
 
 @require_GET
@@ -103,6 +105,11 @@ def _members_context(membership: Membership, invite_form: InviteForm | None = No
         "invitations": invitations if membership.can_manage_members else [],
         "invite_form": invite_form or InviteForm(roles=roles),
         "roles": roles,
+        "two_factor_form": TwoFactorRequirementForm(
+            initial={"require_two_factor": org.require_two_factor}
+        )
+        if membership.role == Role.OWNER
+        else None,
     }
 
 
@@ -147,6 +154,7 @@ def _target_membership(membership: Membership, user_id: int) -> Membership:
 
 @require_POST
 @login_required
+@reauth_required(back="member_list")
 def member_role(request: HttpRequest, slug: str, user_id: int) -> HttpResponse:
     membership = membership_for(request, slug)
     target = _target_membership(membership, user_id)
@@ -186,6 +194,37 @@ def member_remove(request: HttpRequest, slug: str, user_id: int) -> HttpResponse
         messages.error(request, str(e))
     else:
         messages.success(request, f"{target.user.email} was removed from {membership.org.name}.")
+    return redirect("member_list", slug=slug)
+
+
+@require_POST
+@login_required
+@reauth_required(back="member_list")
+def org_two_factor(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = membership_for(request, slug)
+    if membership.role != Role.OWNER:
+        raise PermissionDenied
+    form = TwoFactorRequirementForm(request.POST)
+    required = form.is_valid() and form.cleaned_data["require_two_factor"]
+    try:
+        changed = services.set_two_factor_requirement(
+            membership, Actor.from_request(request), required
+        )
+    except services.MembershipError as e:
+        messages.error(request, str(e))
+    else:
+        if not changed:
+            messages.info(request, "Nothing changed.")
+        elif required:
+            messages.success(
+                request,
+                f"{membership.org.name} now requires two-factor sign-in: members without it "
+                "set it up before they see the organisation's pages.",
+            )
+        else:
+            messages.success(
+                request, f"{membership.org.name} no longer requires two-factor sign-in."
+            )
     return redirect("member_list", slug=slug)
 
 
@@ -327,6 +366,7 @@ def _tokens_context(membership: Membership, form: ApiTokenForm, created=None) ->
 @never_cache
 @require_http_methods(["GET", "POST"])
 @login_required
+@reauth_required(methods=("POST",))
 def token_list(request: HttpRequest, slug: str) -> HttpResponse:
     membership = membership_for(request, slug)
     form = ApiTokenForm(request.POST if request.method == "POST" else None)

@@ -239,12 +239,14 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "csp",
+    "django_otp",
     "accounts",
     "audit",
     "keys",
     "ninja",
     "gateway",
     "axes",
+    "mfa",
 ]
 
 MIDDLEWARE = [
@@ -256,7 +258,9 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "excloud_portal.middleware.NoStoreMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "mfa.middleware.TwoFactorRequiredMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "audit.middleware.RequestIdMiddleware",
@@ -352,6 +356,10 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
 # they do, Django's reminder that it is off (security.W021) is silenced.
 SECURE_HSTS_PRELOAD = envbool("DJANGO_HSTS_PRELOAD", False)
 SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+# Each wrong second-factor code doubles the wait before the next try: 1 s, 2 s, 4 s...
+OTP_TOTP_THROTTLE_FACTOR = envint("EXCLOUD_MFA_THROTTLE_FACTOR", 1)
+# The name authenticator apps and passkey prompts show for this site.
+MFA_RP_NAME = os.environ.get("EXCLOUD_MFA_SITE_NAME", "Excloud")
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SECURE = envbool("DJANGO_SECURE_COOKIES", SERVED_OVER_HTTPS)

@@ -1,10 +1,8 @@
 from __future__ import annotations
 
-from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 
 from accounts import views as accounts
-from accounts.forms import EmailAuthenticationForm
 from audit import views as audit
 from excloud_portal.api import api
 from excloud_portal.api import not_found as api_not_found
@@ -25,6 +23,7 @@ org_patterns = [
     path("members/invite/", accounts.member_invite, name="member_invite"),
     path("members/<int:user_id>/role/", accounts.member_role, name="member_role"),
     path("members/<int:user_id>/remove/", accounts.member_remove, name="member_remove"),
+    path("two-factor/", accounts.org_two_factor, name="org_two_factor"),
     path(
         "invitations/<int:invitation_id>/revoke/",
         accounts.invitation_revoke,
@@ -46,13 +45,8 @@ urlpatterns = [
     # For other S3 front ends, with a service token; see gateway/verify_api.py.
     path("internal/v1/s3/verify", verify_api.verify, name="s3_verify"),
     path("accounts/signup/", accounts.signup, name="signup"),
-    path(
-        "accounts/login/",
-        auth_views.LoginView.as_view(
-            authentication_form=EmailAuthenticationForm, redirect_authenticated_user=True
-        ),
-        name="login",
-    ),
+    # The two-step sign-in, re-authentication and the Security page.
+    path("accounts/", include("mfa.urls")),
     # Before the stock auth URLs, so these audited or limited versions answer at the same
     # paths.
     path(

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_http_methods
 
 from accounts.access import membership_for
 from audit.trail import Actor
+from mfa.reauth import reauth_required
 
 from .forms import KeyPolicyForm
 from .policy import POLICY_FIELDS, policy_for, update_policy
@@ -18,6 +19,7 @@ from .policy import POLICY_FIELDS, policy_for, update_policy
 
 @require_http_methods(["GET", "POST"])
 @login_required
+@reauth_required(methods=("POST",))
 def key_policy(request: HttpRequest, slug: str) -> HttpResponse:
     membership = membership_for(request, slug)
     if not membership.is_manager:

@@ -20,6 +20,7 @@ from audit.models import AuditEvent
 from audit.trail import Actor
 from excloud_portal.redirects import safe_next
 from gateway.models import KeyUsage
+from mfa.reauth import reauth_required
 
 from . import expiry, services, snippets
 from .credentials import ACCESS_KEY_ID_RE
@@ -90,6 +91,7 @@ def key_list(request: HttpRequest, slug: str) -> HttpResponse:
 @never_cache
 @require_http_methods(["GET", "POST"])
 @login_required
+@reauth_required
 def key_create(request: HttpRequest, slug: str) -> HttpResponse:
     membership = membership_for(request, slug)
     if not membership.can_create_keys:
@@ -247,6 +249,7 @@ def key_revoke(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
 @never_cache
 @require_http_methods(["GET", "POST"])
 @login_required
+@reauth_required
 def key_rotate(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
     membership = membership_for(request, slug)
     key = _with_permissions([_get_key(membership, key_id)], membership)[0]

@@ -56,8 +56,11 @@ from audit.verify import verify_chain
 from keys import credentials
 from keys.models import AccessKey, KeyStatus
 from keys.services import create_key, deactivate_key, revoke_key
+from mfa.models import TotpDevice
 
 from .conftest import PASSWORD, audit_mark, client_for, new_key
+from .mfa_support import enrol_totp, secret_on, totp_code
+from .webauthn_soft import SoftAuthenticator, options_on
 
 IP = "203.0.113.7"
 UA = "AuditTrailTest/1.0 (X11; Linux x86_64)"
@@ -401,6 +404,131 @@ def change_key_policy(people, mailoutbox) -> Change:
     return Change(client_for(admin), "post", "/orgs/acme/key-policy/", data, 302, outcome)
 
 
+def _enrolled(membership) -> tuple[Client, str]:
+    client = client_for(membership)
+    secret, _ = enrol_totp(client)
+    return client, secret
+
+
+def change_totp_setup(people, mailoutbox) -> Change:
+    user, client = people["member"].user, client_for(people["member"])
+    secret = secret_on(client.get("/accounts/security/totp/").text)
+
+    def outcome() -> list[Event]:
+        return [
+            event_by(user, "user.mfa_enrolled", None, "user", user.pk),
+            event_by(user, "user.mfa_enrolled", None, "user", user.pk),
+        ]
+
+    data = {"code": totp_code(secret), "name": "phone"}
+    return Change(client, "post", "/accounts/security/totp/", data, 200, outcome)
+
+
+def change_passkey_add(people, mailoutbox) -> Change:
+    user, client = people["member"].user, client_for(people["member"])
+    options = options_on(client.get("/accounts/security/").text)
+    data = {"name": "laptop", "credential": SoftAuthenticator().create(options)}
+
+    def outcome() -> list[Event]:
+        return [
+            event_by(user, "user.mfa_enrolled", None, "user", user.pk),
+            event_by(user, "user.mfa_enrolled", None, "user", user.pk),
+        ]
+
+    return Change(client, "post", "/accounts/security/passkeys/", data, 200, outcome)
+
+
+def change_recovery_codes(people, mailoutbox) -> Change:
+    user = people["member"].user
+    client, _ = _enrolled(people["member"])
+
+    def outcome() -> list[Event]:
+        return [event_by(user, "user.recovery_codes_regenerated", None, "user", user.pk)]
+
+    return Change(client, "post", "/accounts/security/recovery-codes/", {}, 200, outcome)
+
+
+def change_factor_remove(people, mailoutbox) -> Change:
+    user = people["member"].user
+    client, _ = _enrolled(people["member"])
+    device = TotpDevice.objects.get(user=user)
+
+    def outcome() -> list[Event]:
+        assert not TotpDevice.objects.filter(pk=device.pk).exists()
+        return [
+            event_by(user, "user.mfa_removed", None, "user", user.pk),
+            event_by(user, "user.mfa_removed", None, "user", user.pk),
+        ]
+
+    return Change(client, "post", f"/accounts/security/totp/{device.pk}/remove/", outcome=outcome)
+
+
+def change_mfa_verify(people, mailoutbox) -> Change:
+    user = people["member"].user
+    _, secret = _enrolled(people["member"])
+    client = Client()
+    client.post("/accounts/login/", {"username": user.email, "password": PASSWORD})
+
+    def outcome() -> list[Event]:
+        assert signed_in_user_id(client) == user.pk
+        return [event_by(user, "user.login", None, "user", user.pk)]
+
+    data = {"code": totp_code(secret, 1)}
+    return Change(client, "post", "/accounts/login/verify/", data, outcome=outcome)
+
+
+def change_mfa_verify_passkey(people, mailoutbox) -> Change:
+    user, authenticator = people["member"].user, SoftAuthenticator()
+    enrolling = client_for(people["member"])
+    options = options_on(enrolling.get("/accounts/security/").text)
+    enrolling.post("/accounts/security/passkeys/", {"credential": authenticator.create(options)})
+    client = Client()
+    client.post("/accounts/login/", {"username": user.email, "password": PASSWORD})
+    answer = authenticator.get(options_on(client.get("/accounts/login/verify/").text))
+
+    def outcome() -> list[Event]:
+        assert signed_in_user_id(client) == user.pk
+        return [event_by(user, "user.login", None, "user", user.pk)]
+
+    data = {"credential": answer}
+    return Change(client, "post", "/accounts/login/passkey/", data, outcome=outcome)
+
+
+def change_confirm(people, mailoutbox) -> Change:
+    user, client = people["member"].user, client_for(people["member"])
+
+    def outcome() -> list[Event]:
+        return [event_by(user, "user.reauthenticated", None, "user", user.pk)]
+
+    data = {"method": "password", "password": PASSWORD}
+    return Change(client, "post", "/accounts/confirm/", data, outcome=outcome)
+
+
+def change_confirm_passkey(people, mailoutbox) -> Change:
+    user, authenticator = people["member"].user, SoftAuthenticator()
+    client = client_for(people["member"])
+    options = options_on(client.get("/accounts/security/").text)
+    client.post("/accounts/security/passkeys/", {"credential": authenticator.create(options)})
+    answer = authenticator.get(options_on(client.get("/accounts/confirm/").text))
+
+    def outcome() -> list[Event]:
+        return [event_by(user, "user.reauthenticated", None, "user", user.pk)]
+
+    data = {"credential": answer}
+    return Change(client, "post", "/accounts/confirm/passkey/", data, outcome=outcome)
+
+
+def change_org_two_factor(people, mailoutbox) -> Change:
+    owner = people["owner"]
+    client, _ = _enrolled(owner)
+
+    def outcome() -> list[Event]:
+        return [event_by(owner.user, "org.two_factor_required", "acme", "org", "acme")]
+
+    data = {"require_two_factor": "on"}
+    return Change(client, "post", "/orgs/acme/two-factor/", data, outcome=outcome)
+
+
 # Each case and the URL (by name) it exercises.
 CHANGES: dict[str, tuple[str, Callable[..., Change]]] = {
     "signup": ("signup", change_signup),
@@ -424,6 +552,15 @@ CHANGES: dict[str, tuple[str, Callable[..., Change]]] = {
     "token_revoke": ("token_revoke", change_token_revoke),
     "key_policy": ("key_policy", change_key_policy),
     "key_rotate": ("key_rotate", change_key_rotate),
+    "totp_setup": ("mfa_totp_setup", change_totp_setup),
+    "passkey_add": ("mfa_passkey_add", change_passkey_add),
+    "recovery_codes": ("mfa_recovery_codes", change_recovery_codes),
+    "factor_remove": ("mfa_factor_remove", change_factor_remove),
+    "mfa_verify": ("mfa_verify", change_mfa_verify),
+    "mfa_verify_passkey": ("mfa_verify_passkey", change_mfa_verify_passkey),
+    "confirm": ("mfa_confirm", change_confirm),
+    "confirm_passkey": ("mfa_confirm_passkey", change_confirm_passkey),
+    "org_two_factor": ("org_two_factor", change_org_two_factor),
 }
 
 # URLs whose GET shows a page and that have no POST of their own.
@@ -433,6 +570,7 @@ READ_ONLY_URLS = {
     "member_list",
     "key_list",
     "key_detail",
+    "mfa_security",
     "password_change_done",
     "password_reset_done",
     "password_reset_complete",

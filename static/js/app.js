@@ -21,6 +21,9 @@ document.addEventListener("click", (event) => {
   }
 });
 
+// Copy buttons outside the snippets (the recovery codes) are shown once they can work.
+document.querySelectorAll("[data-copy][data-js-only]").forEach((button) => { button.hidden = false; });
+
 document.addEventListener("keydown", (event) => {
   if (event.key === "Escape") {
     const modal = document.getElementById("modal");
