@@ -12,11 +12,11 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render, resolve_url
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.forms import EmailAuthenticationForm
+from excloud_portal.redirects import safe_next
 
 from . import passkeys, pending, reauth, services
 from .forms import (
@@ -29,16 +29,6 @@ from .forms import (
 from .models import FactorKind, Passkey, TotpDevice
 
 FACTOR_MODELS = {FactorKind.TOTP.value: TotpDevice, FactorKind.PASSKEY.value: Passkey}
-
-
-def safe_next(request: HttpRequest, value: str | None = None) -> str:
-    """The ``next`` URL if it stays on this site, else an empty string."""
-    target = value if value is not None else request.POST.get("next") or request.GET.get("next")
-    if target and url_has_allowed_host_and_scheme(
-        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        return target
-    return ""
 
 
 def _with_next(url: str, next_url: str) -> str:

@@ -52,6 +52,14 @@ RETURN_URL_FILES = {
     "templates/registration/login.html": "login (Django's LoginView checks its own next)",
     "accounts/views.py": "accept_invitation: the sign-in link back to the invitation",
     "accounts/lockout.py": "the lockout page: the sign-in form's hidden next",
+    "mfa/views.py": "sign-in's second step, confirm, the Security pages: safe_next",
+    "mfa/reauth.py": "confirm_url: a next built from the request's own path",
+    "mfa/middleware.py": "the org's two-factor requirement: a next from the request's path",
+    "templates/mfa/verify.html": "sign-in's second step: hidden next",
+    "templates/mfa/confirm.html": "confirm: hidden next",
+    "templates/mfa/security.html": "the Security page: hidden next and links",
+    "templates/mfa/totp_setup.html": "authenticator setup: hidden next",
+    "templates/mfa/recovery_codes.html": "recovery codes: the link onwards",
 }
 RETURN_URL_RE = re.compile(
     r"""["']next["']|[?&]next=|name=["']next["']|\{\{\s*next\b|"""
@@ -178,6 +186,13 @@ class TestEveryReturnUrlView:
         )
         assert r.status_code == 302
         assert r["Location"] == reverse(settings.LOGIN_REDIRECT_URL)
+        assert_not_carried(r)
+
+    def test_it_does_not_follow_it_after_a_confirmation(self, signed_in, hostile):
+        r = signed_in.post(
+            reverse("mfa_confirm"), {"method": "password", "password": PASSWORD, "next": hostile}
+        )
+        assert r.status_code == 302
         assert_not_carried(r)
 
     def test_it_keeps_it_out_of_the_lockout_page(self, owner, settings, hostile):

@@ -68,4 +68,7 @@ def url_arguments(owner: Membership, member: Membership, key: AccessKey) -> dict
         "token_id": str(token.pk),
         "token": INVITATION_TOKEN,
         "uidb64": "MQ",
+        # A two-factor device of nobody's: its removal page answers 404.
+        "kind": "totp",
+        "device_id": "999999",
     }
