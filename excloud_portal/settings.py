@@ -40,6 +40,16 @@ def envint(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from None
 
 
+def envfloat(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {value!r}") from None
+
+
 def envlist(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
@@ -229,9 +239,33 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# How long a gateway or web process waits for Redis (to connect, and for each answer)
+# before it treats Redis as unreachable, and how long it then leaves Redis alone and
+# reads the database instead: a frozen Redis costs each process one timeout per back-off,
+# not one per request (gateway/authority.py, keys/revocation.py).
+EXCLOUD_REDIS_TIMEOUT_SECONDS = envfloat("EXCLOUD_REDIS_TIMEOUT_SECONDS", 0.25)
+EXCLOUD_REDIS_BACKOFF_SECONDS = envfloat("EXCLOUD_REDIS_BACKOFF_SECONDS", 1.0)
+if EXCLOUD_REDIS_TIMEOUT_SECONDS <= 0 or EXCLOUD_REDIS_BACKOFF_SECONDS < 0:
+    raise ImproperlyConfigured(
+        "EXCLOUD_REDIS_TIMEOUT_SECONDS must be more than 0 and EXCLOUD_REDIS_BACKOFF_SECONDS "
+        "0 or more"
+    )
+# The Celery broker's wait for Redis. Longer than the gateway's: a worker blocks on the
+# broker for up to a second at a time (kombu's BRPOP), and publishing runs off the
+# request path.
+EXCLOUD_BROKER_TIMEOUT_SECONDS = envfloat("EXCLOUD_BROKER_TIMEOUT_SECONDS", 5.0)
+if EXCLOUD_BROKER_TIMEOUT_SECONDS < 2:
+    raise ImproperlyConfigured("EXCLOUD_BROKER_TIMEOUT_SECONDS must be at least 2")
 if REDIS_URL:
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {
+                "socket_timeout": EXCLOUD_REDIS_TIMEOUT_SECONDS,
+                "socket_connect_timeout": EXCLOUD_REDIS_TIMEOUT_SECONDS,
+            },
+        }
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
@@ -288,6 +322,10 @@ CELERY_TIMEZONE = TIME_ZONE
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "socket_timeout": EXCLOUD_BROKER_TIMEOUT_SECONDS,
+        "socket_connect_timeout": EXCLOUD_BROKER_TIMEOUT_SECONDS,
+    }
 else:
     _queue_dir = VAR_DIR / "celery" / "queue"
     _processed_dir = VAR_DIR / "celery" / "processed"
@@ -304,18 +342,36 @@ else:
         "control_folder": str(_control_dir),
         "store_processed": False,
     }
+# Beat sends each scheduled run once, when it falls due. While the broker is unreachable
+# it keeps trying to send for about two minutes (BEAT_PUBLISH_RETRY_POLICY); past that the
+# run is missed, logged as an error by excloud_portal.celery.CatchUpScheduler, and the next
+# run does its work: every scheduled task is a sweep over what is due at the moment it
+# runs (keys past a limit, keys about to expire and warnings not yet sent, chains grown
+# since their last checkpoint), so nothing a missed run would have done is lost, only
+# done one interval later.
+CELERY_BEAT_SCHEDULER = "excloud_portal.celery:CatchUpScheduler"
+BEAT_PUBLISH_RETRY_POLICY = {
+    "max_retries": 30,
+    "interval_start": 0,
+    "interval_step": 1,
+    "interval_max": 5,
+}
+_BEAT_OPTIONS = {"retry": True, "retry_policy": BEAT_PUBLISH_RETRY_POLICY}
 CELERY_BEAT_SCHEDULE = {
     "audit-checkpoints": {
         "task": "audit.tasks.sign_checkpoints",
         "schedule": AUDIT_CHECKPOINT_INTERVAL,
+        "options": _BEAT_OPTIONS,
     },
     "key-expiry": {
         "task": "keys.tasks.expire_due_keys",
         "schedule": KEY_EXPIRY_INTERVAL,
+        "options": _BEAT_OPTIONS,
     },
     "key-expiry-warnings": {
         "task": "keys.tasks.warn_expiring_keys",
         "schedule": KEY_WARNING_INTERVAL,
+        "options": _BEAT_OPTIONS,
     },
 }
 
