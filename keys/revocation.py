@@ -110,7 +110,7 @@ def _retry_later() -> None:
     global _retry_until, _retrier
     with _lock:
         _retry_until = time.monotonic() + CACHE_TTL_SECONDS
-        if _retrier is None or not _retrier.is_alive():
+        if _retrier is None:
             _retrier = threading.Thread(
                 target=_retry_loop, name="authority-version-retry", daemon=True
             )
@@ -118,13 +118,15 @@ def _retry_later() -> None:
 
 
 def _retry_loop() -> None:
-    global _retry_until
+    global _retry_until, _retrier
     pause = max(settings.EXCLOUD_REDIS_BACKOFF_SECONDS, 0.1)
     while True:
         with _lock:
             until = _retry_until
-        if time.monotonic() >= until:
-            break
+            if time.monotonic() >= until:
+                # Decided under the lock, so a change failing now starts a new thread.
+                _retrier = None
+                break
         client = _redis()
         if client is None or _try_bump(client):
             with _lock:
