@@ -183,17 +183,18 @@ def test_it_revokes_a_key_while_redis_is_frozen_at_one_redis_wait_per_back_off(s
     leaked, bystander = stack.new_key("leaked-frozen"), stack.new_key("bystander-frozen")
     assert get(leaked) == 200
     assert get(bystander) == 200
-    requests = 40
+    requests = 60
 
-    frozen_at = time.monotonic()
     stack.redis.freeze()
     try:
         stack.revoke(leaked)
+        # The gateway's reads of Redis start failing with this request.
+        started = time.monotonic()
         assert get(leaked) == 403
         statuses = [get(bystander) for _ in range(requests)]
     finally:
         stack.redis.thaw()
-    frozen_for = time.monotonic() - frozen_at
+    frozen_for = time.monotonic() - started
 
     assert statuses == [200] * requests
     # The next request reads Redis again, and the gateway logs how many reads failed.
@@ -201,10 +202,11 @@ def test_it_revokes_a_key_while_redis_is_frozen_at_one_redis_wait_per_back_off(s
     assert get(leaked) == 403
     found = wait_for(lambda: RECOVERED.findall(stack.gateway_log()), "the recovery line", stack)
     failed = int(found[-1][0])
-    # One failed read, then none for a back-off, then at most one more per back-off: far
-    # fewer than the requests, which would each have waited for Redis without it.
+    # One failed read, then none for a back-off, then at most one more per back-off.
+    # Without the back-off each request would fail one read after waiting a whole
+    # timeout, so there would be as many failures as requests, far more than this bound
+    # (however slow the machine: slower requests stretch the freeze, not the ratio).
     assert 1 <= failed <= frozen_for / BACKOFF_SECONDS + 2
-    assert failed < requests / 4
     # Usage sent while the broker was frozen arrives once: a send that timed out after
     # Redis took the message is sent again under the same batch ID.
     _all_counted(stack, bystander, 1 + requests + 1)
