@@ -325,6 +325,17 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Sending a task tries twice (the second time on a fresh connection, for a broker that
+# restarted) and then gives up: every sender keeps what it could not send and tries again
+# later (gateways and the verify API keep usage batches, beat's entries carry their own
+# longer policy, the warnings sweep resends lost mail tasks), so nobody waits long on an
+# unreachable broker.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
+}
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_BROKER_TRANSPORT_OPTIONS = {
