@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 # How long an applied batch's ID is kept to refuse it a second time.
 USAGE_BATCH_RETENTION = timedelta(days=7)
-# With retry_backoff_max, about a day of retries before a batch is given up (and logged).
+# Retries up to USAGE_RETRY_BACKOFF_MAX seconds apart (jittered): half a day or more of
+# database outage before a batch is given up, as a logged task failure.
 USAGE_MAX_RETRIES = 300
 USAGE_RETRY_BACKOFF_MAX = 300
 
