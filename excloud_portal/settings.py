@@ -42,6 +42,16 @@ def envint(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from None
 
 
+def envfloat(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {value!r}") from None
+
+
 def envlist(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
@@ -290,7 +300,12 @@ TEMPLATES = [
 DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
 if DATABASE_URL.startswith("sqlite"):
     VAR_DIR.mkdir(parents=True, exist_ok=True)
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+# Persistent connections are checked before each reuse (after close_old_connections(),
+# which the gateway calls before every read), so a database restarted under a long-lived
+# process costs no failed request.
+DATABASES = {
+    "default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
+}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several processes (web, worker, beat) share the file: wait for locks rather than fail.
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
@@ -298,9 +313,33 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# How long a gateway or web process waits for Redis (to connect, and for each answer)
+# before it treats Redis as unreachable, and how long it then leaves Redis alone and
+# reads the database instead: a frozen Redis costs each process one timeout per back-off,
+# not one per request (gateway/authority.py, keys/revocation.py).
+EXCLOUD_REDIS_TIMEOUT_SECONDS = envfloat("EXCLOUD_REDIS_TIMEOUT_SECONDS", 0.25)
+EXCLOUD_REDIS_BACKOFF_SECONDS = envfloat("EXCLOUD_REDIS_BACKOFF_SECONDS", 1.0)
+if EXCLOUD_REDIS_TIMEOUT_SECONDS <= 0 or EXCLOUD_REDIS_BACKOFF_SECONDS < 0:
+    raise ImproperlyConfigured(
+        "EXCLOUD_REDIS_TIMEOUT_SECONDS must be more than 0 and EXCLOUD_REDIS_BACKOFF_SECONDS "
+        "0 or more"
+    )
+# The Celery broker's wait for Redis. Longer than the gateway's: a worker blocks on the
+# broker for up to a second at a time (kombu's BRPOP), and publishing runs off the
+# request path.
+EXCLOUD_BROKER_TIMEOUT_SECONDS = envfloat("EXCLOUD_BROKER_TIMEOUT_SECONDS", 5.0)
+if EXCLOUD_BROKER_TIMEOUT_SECONDS < 2:
+    raise ImproperlyConfigured("EXCLOUD_BROKER_TIMEOUT_SECONDS must be at least 2")
 if REDIS_URL:
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {
+                "socket_timeout": EXCLOUD_REDIS_TIMEOUT_SECONDS,
+                "socket_connect_timeout": EXCLOUD_REDIS_TIMEOUT_SECONDS,
+            },
+        }
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
@@ -421,8 +460,23 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Sending a task tries twice (the second time on a fresh connection, for a broker that
+# restarted) and then gives up: every sender keeps what it could not send and tries again
+# later (gateways and the verify API keep usage batches, beat's entries carry their own
+# longer policy, the warnings sweep resends lost mail tasks), so nobody waits long on an
+# unreachable broker.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
+}
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "socket_timeout": EXCLOUD_BROKER_TIMEOUT_SECONDS,
+        "socket_connect_timeout": EXCLOUD_BROKER_TIMEOUT_SECONDS,
+    }
 else:
     _queue_dir = VAR_DIR / "celery" / "queue"
     _processed_dir = VAR_DIR / "celery" / "processed"
@@ -439,18 +493,36 @@ else:
         "control_folder": str(_control_dir),
         "store_processed": False,
     }
+# Beat sends each scheduled run once, when it falls due. While the broker is unreachable
+# it keeps trying to send for about two minutes (BEAT_PUBLISH_RETRY_POLICY); past that the
+# run is missed, logged as an error by excloud_portal.celery.CatchUpScheduler, and the next
+# run does its work: every scheduled task is a sweep over what is due at the moment it
+# runs (keys past a limit, keys about to expire and warnings not yet sent, chains grown
+# since their last checkpoint), so nothing a missed run would have done is lost, only
+# done one interval later.
+CELERY_BEAT_SCHEDULER = "excloud_portal.celery:CatchUpScheduler"
+BEAT_PUBLISH_RETRY_POLICY = {
+    "max_retries": 30,
+    "interval_start": 0,
+    "interval_step": 1,
+    "interval_max": 5,
+}
+_BEAT_OPTIONS = {"retry": True, "retry_policy": BEAT_PUBLISH_RETRY_POLICY}
 CELERY_BEAT_SCHEDULE = {
     "audit-checkpoints": {
         "task": "audit.tasks.sign_checkpoints",
         "schedule": AUDIT_CHECKPOINT_INTERVAL,
+        "options": _BEAT_OPTIONS,
     },
     "key-expiry": {
         "task": "keys.tasks.expire_due_keys",
         "schedule": KEY_EXPIRY_INTERVAL,
+        "options": _BEAT_OPTIONS,
     },
     "key-expiry-warnings": {
         "task": "keys.tasks.warn_expiring_keys",
         "schedule": KEY_WARNING_INTERVAL,
+        "options": _BEAT_OPTIONS,
     },
 }
 

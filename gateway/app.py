@@ -325,9 +325,13 @@ class Gateway:
         await self.authority.aclose()
 
     async def flush_usage(self) -> None:
-        batch = self.usage.drain()
-        if batch is not None and not await self.authority.send_usage(batch):
-            self.usage.restore(batch)
+        """Send the usage batches, oldest first; keep the ones the broker did not take."""
+        batches = self.usage.outgoing()
+        for index, batch in enumerate(batches):
+            if not await self.authority.send_usage(batch):
+                for unsent in batches[index:]:
+                    self.usage.restore(unsent)
+                return
 
     async def _flush_periodically(self) -> None:
         while True:

@@ -14,9 +14,13 @@ store has deleted the bucket.
 
 Revocation: without Redis each request reads the key's row, so a revoke is seen by the
 next request. With ``REDIS_URL`` key and bucket rows are cached in memory and every
-request reads one Redis counter (keys.revocation.VERSION_KEY); any change bumps it and
-the cache is dropped before the request goes on. If Redis cannot be read the request
-goes to the database, as it would without Redis.
+request reads one Redis value (keys.revocation.VERSION_KEY); any change bumps it and
+the cache is dropped before the request goes on. If Redis cannot be read the cache is
+dropped and the request goes to the database, as it would without Redis; for
+EXCLOUD_REDIS_BACKOFF_SECONDS after that the gateway does not ask Redis at all and keeps
+nothing cached (a cached entry counts only under a version just read), so a frozen Redis
+costs one EXCLOUD_REDIS_TIMEOUT_SECONDS wait per back-off, not one per request. A change
+whose bump was lost (keys/revocation.py) is seen within CACHE_TTL_SECONDS.
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ log = logging.getLogger(__name__)
 
 # A backstop for a version bump lost after a commit (see keys/revocation.py): no cached
 # entry outlives this, whatever Redis says.
-CACHE_TTL_SECONDS = 30.0
+CACHE_TTL_SECONDS = revocation.CACHE_TTL_SECONDS
 # How long an unknown access key ID is answered from memory, and how many are kept.
 UNKNOWN_KEY_SECONDS = 10.0
 UNKNOWN_KEYS_MAX = 10_000
@@ -281,7 +285,20 @@ class Authority:
 
     def __init__(self, redis_url: str | None = None) -> None:
         redis_url = settings.REDIS_URL if redis_url is None else redis_url
-        self._redis = aioredis.Redis.from_url(redis_url, socket_timeout=2) if redis_url else None
+        timeout = settings.EXCLOUD_REDIS_TIMEOUT_SECONDS
+        self._redis = (
+            aioredis.Redis.from_url(
+                redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
+            if redis_url
+            else None
+        )
+        self._backoff = settings.EXCLOUD_REDIS_BACKOFF_SECONDS
+        # Until when (monotonic) Redis is left alone after a failure.
+        self._skip_redis_until = 0.0
+        # Failed reads of the version since Redis last answered, and when the first was.
+        self.redis_failures = 0
+        self._failing_since = 0.0
         self._version: bytes | None = None
         # Entries carry the version they were read under and count only while it is
         # current: a read that started before a change and ends after it is never used.
@@ -292,21 +309,48 @@ class Authority:
         # exists, so this never delays a new key.
         self._unknown: dict[str, float] = {}
         self.on_invalidate: list = []
+        # Failed sends of usage totals since one last went through.
+        self._usage_unsent = 0
 
     async def _current_version(self) -> tuple[bool, bytes | None]:
         """(caching, version): read the authority version, dropping the cache if it moved."""
         if self._redis is None:
             return False, None
+        now = time.monotonic()
+        if now < self._skip_redis_until:
+            return False, None
         try:
             version = await self._redis.get(revocation.VERSION_KEY)
         except Exception:  # noqa: BLE001 - any Redis trouble means: ask the database
-            log.warning("cannot read the gateway authority version; reading the database")
-            self._clear()
+            self._redis_failed(now)
             return False, None
+        if self.redis_failures:
+            log.info(
+                "read the gateway authority version again after %d failed attempts in %.1f s",
+                self.redis_failures,
+                time.monotonic() - self._failing_since,
+            )
+            self.redis_failures = 0
+            # Whatever a read begun before the outage cached since is not trusted.
+            self._clear()
         if version != self._version:
             self._clear()
             self._version = version
         return True, version
+
+    def _redis_failed(self, now: float) -> None:
+        """Drop the cache and leave Redis alone for a while; say so once per outage."""
+        self._clear()
+        self._skip_redis_until = time.monotonic() + self._backoff
+        if not self.redis_failures:
+            self._failing_since = now
+            log.warning(
+                "cannot read the gateway authority version from Redis; reading the database "
+                "on every request, and trying Redis again every %.1f s",
+                self._backoff,
+                exc_info=True,
+            )
+        self.redis_failures += 1
 
     def _clear(self) -> None:
         self._keys.clear()
@@ -400,12 +444,18 @@ class Authority:
         )
 
     async def send_usage(self, batch: dict) -> bool:
-        """Hand usage totals to the worker through the Celery broker; False if it failed."""
+        """Hand usage totals to the worker through the Celery broker; False if it failed
+        (logged once until a batch goes through again)."""
         try:
             await _in_thread(_send_usage)(batch)
         except Exception:  # noqa: BLE001 - the caller keeps the batch for the next try
-            log.exception("could not send usage totals to the broker")
+            if not self._usage_unsent:
+                log.exception("could not send usage totals to the broker; keeping them")
+            self._usage_unsent += 1
             return False
+        if self._usage_unsent:
+            log.info("sent usage totals again after %d failed attempts", self._usage_unsent)
+            self._usage_unsent = 0
         return True
 
     async def aclose(self) -> None:

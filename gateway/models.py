@@ -134,3 +134,19 @@ class SigningKeyGrant(models.Model):
 
     def __str__(self) -> str:
         return f"{self.token_label}: {self.access_key_id} {self.hour:%Y-%m-%d %H}:00"
+
+
+class UsageBatch(models.Model):
+    """A gateway's usage batch (gateway.usage) that has been added to the counts.
+
+    Written in the transaction that adds the batch up, so a batch delivered twice (sent
+    again after a send that seemed to fail, or redelivered after a worker died) counts
+    once. Rows older than USAGE_BATCH_RETENTION are deleted as new batches arrive:
+    nothing is redelivered that late.
+    """
+
+    id = models.UUIDField(primary_key=True)
+    applied_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"usage batch {self.id} applied {self.applied_at:%Y-%m-%d %H:%M:%S}"

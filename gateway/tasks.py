@@ -1,36 +1,61 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery import shared_task
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.db.models import F
+from django.utils import timezone
 
 from keys.models import AccessKey
 from keys.services import note_last_use
 
-from .models import DeniedAttempt, KeyUsage, SigningKeyGrant
+from .models import DeniedAttempt, KeyUsage, SigningKeyGrant, UsageBatch
 from .usage import ANY_KEY, COUNTERS
 
 log = logging.getLogger(__name__)
 
+# How long an applied batch's ID is kept to refuse it a second time.
+USAGE_BATCH_RETENTION = timedelta(days=7)
+# Retries up to USAGE_RETRY_BACKOFF_MAX seconds apart (jittered): half a day or more of
+# database outage before a batch is given up, as a logged task failure.
+USAGE_MAX_RETRIES = 300
+USAGE_RETRY_BACKOFF_MAX = 300
 
-@shared_task(name="gateway.tasks.record_usage")
+
+@shared_task(
+    name="gateway.tasks.record_usage",
+    # Acknowledged once applied, and given back if the worker dies on it: the batch ID
+    # makes a second delivery harmless.
+    acks_late=True,
+    reject_on_worker_lost=True,
+    # The database being down or restarting is worth waiting for; a batch is only lost
+    # after USAGE_MAX_RETRIES tries.
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=True,
+    retry_backoff_max=USAGE_RETRY_BACKOFF_MAX,
+    max_retries=USAGE_MAX_RETRIES,
+)
 def record_usage(batch: dict[str, Any]) -> int:
     """Add one gateway's usage totals (gateway.usage.UsageRecorder.drain()) to the
-    database; return how many hourly rows changed."""
+    database, once per batch ID, in one transaction; return how many hourly rows changed
+    (0 for a batch already applied)."""
     counts = batch.get("counts") or []
     last_used = batch.get("last_used") or []
     denied = batch.get("denied_attempts") or []
     signing_keys = batch.get("signing_keys") or []
     ids = {row[0] for row in counts} | {row[0] for row in last_used} | {row[0] for row in denied}
     ids |= {row[1] for row in signing_keys}
-    orgs = dict(AccessKey.objects.filter(pk__in=ids).values_list("pk", "org_id"))
-    known = set(orgs)
     changed = 0
     with transaction.atomic():
+        if batch.get("id") is not None and not _first_delivery(uuid.UUID(batch["id"])):
+            log.info("usage batch %s was applied before; skipping it", batch["id"])
+            return 0
+        orgs = dict(AccessKey.objects.filter(pk__in=ids).values_list("pk", "org_id"))
+        known = set(orgs)
         for key_id, hour, *values in counts:
             if key_id not in known:
                 continue
@@ -71,6 +96,19 @@ def record_usage(batch: dict[str, Any]) -> int:
                     hour_at.isoformat(),
                 )
     return changed
+
+
+def _first_delivery(batch_id: uuid.UUID) -> bool:
+    """Record the batch as applied; False if it was already. Another transaction applying
+    the same batch at once makes this wait for it, then answer False."""
+    now = timezone.now()
+    UsageBatch.objects.filter(applied_at__lt=now - USAGE_BATCH_RETENTION).delete()
+    try:
+        with transaction.atomic():
+            UsageBatch.objects.create(id=batch_id, applied_at=now)
+    except IntegrityError:
+        return False
+    return True
 
 
 def _add_up(model, key: dict[str, Any], values: dict[str, int], **create: Any) -> None:

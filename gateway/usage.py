@@ -3,11 +3,18 @@
 Django-free. The gateway records every request whose access key it knows; about once a
 minute it drains the totals and sends them to a Celery task (gateway.tasks.record_usage)
 that adds them to the database, so no S3 request writes to the database itself.
+
+Delivery is at least once into an idempotent write: each drained batch carries a random
+ID, a batch the broker did not take is kept and sent again unchanged (same ID, same
+totals) with the next flush, and the task applies each ID once. A batch that reached the
+broker although sending it raised is therefore counted once, not twice.
 """
 
 from __future__ import annotations
 
 import threading
+import uuid
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +31,11 @@ ACCESS_KEY_ID_MAX = 32
 # Distinct (service token label, key ID, hour) signing-key counts kept between two drains;
 # past that, further ones are added to one row per token and hour with no key.
 MAX_SIGNING_KEY_ENTRIES = 10_000
+# Batches kept for sending again while the broker is unreachable (one per flush, each
+# bounded by the limits above). Past that the two oldest are merged into one under the
+# older's ID, so memory stays bounded through a long outage; should the older one have
+# reached the broker after all, the newer one's totals are lost with it.
+MAX_UNSENT_BATCHES = 30
 
 
 @dataclass(slots=True)
@@ -49,6 +61,7 @@ class UsageRecorder:
         self._last: dict[str, LastUse] = {}
         self._denied: dict[tuple[str, str | None, int], int] = {}
         self._signing_keys: dict[tuple[str, str, int], int] = {}
+        self._unsent: deque[dict[str, Any]] = deque()
 
     def record(
         self,
@@ -101,12 +114,38 @@ class UsageRecorder:
         self._signing_keys[entry] = self._signing_keys.get(entry, 0) + count
 
     def drain(self) -> dict[str, Any] | None:
-        """The totals so far as a JSON-ready batch (None if there are none), and reset."""
+        """The totals so far as a JSON-ready batch with a new ID (None if there are none),
+        and reset."""
         with self._lock:
-            counts, self._counts = self._counts, {}
-            last, self._last = self._last, {}
-            denied, self._denied = self._denied, {}
-            signing_keys, self._signing_keys = self._signing_keys, {}
+            batch = self._take()
+        if batch is not None:
+            batch["id"] = uuid.uuid4().hex
+        return batch
+
+    def outgoing(self) -> list[dict[str, Any]]:
+        """What to send now, oldest first: the batches kept from failed sends, then a
+        drained one."""
+        with self._lock:
+            batches = list(self._unsent)
+            self._unsent.clear()
+        batch = self.drain()
+        if batch is not None:
+            batches.append(batch)
+        return batches
+
+    def restore(self, batch: dict[str, Any]) -> None:
+        """Keep a batch that could not be sent, to be sent again as it is."""
+        with self._lock:
+            self._unsent.append(batch)
+            while len(self._unsent) > MAX_UNSENT_BATCHES:
+                older, newer = self._unsent.popleft(), self._unsent.popleft()
+                self._unsent.appendleft(merge(older, newer))
+
+    def _take(self) -> dict[str, Any] | None:
+        counts, self._counts = self._counts, {}
+        last, self._last = self._last, {}
+        denied, self._denied = self._denied, {}
+        signing_keys, self._signing_keys = self._signing_keys, {}
         if not counts and not denied and not signing_keys:
             return None
         return {
@@ -123,19 +162,36 @@ class UsageRecorder:
             ],
         }
 
-    def restore(self, batch: dict[str, Any]) -> None:
-        """Put back a batch that could not be sent, to go with the next one."""
-        with self._lock:
-            for key_id, hour, *values in batch["counts"]:
-                counts = self._counts.setdefault((key_id, hour), [0, 0, 0, 0, 0])
-                for index, value in enumerate(values):
-                    counts[index] += value
-            for key_id, at, ip, operation, bucket in batch["last_used"]:
-                current = self._last.get(key_id)
-                if current is None or current.at < at:
-                    self._last[key_id] = LastUse(at, ip, operation, bucket)
-            for key_id, ip, hour, count in batch.get("denied_attempts", ()):
-                entry = (key_id, ip, hour)
-                self._denied[entry] = self._denied.get(entry, 0) + count
-            for label, key_id, hour, count in batch.get("signing_keys", ()):
-                self._add_signing_keys((label, key_id, hour), count)
+    def _add(self, batch: dict[str, Any]) -> None:
+        """Add a batch's totals to the current ones (the caller holds the lock)."""
+        for key_id, hour, *values in batch["counts"]:
+            counts = self._counts.setdefault((key_id, hour), [0, 0, 0, 0, 0])
+            for index, value in enumerate(values):
+                counts[index] += value
+        for key_id, at, ip, operation, bucket in batch["last_used"]:
+            current = self._last.get(key_id)
+            if current is None or current.at < at:
+                self._last[key_id] = LastUse(at, ip, operation, bucket)
+        for key_id, ip, hour, count in batch.get("denied_attempts", ()):
+            entry = (key_id, ip, hour)
+            if entry not in self._denied and len(self._denied) >= MAX_DENIED_ENTRIES:
+                entry = (ANY_KEY, None, hour)
+            self._denied[entry] = self._denied.get(entry, 0) + count
+        for label, key_id, hour, count in batch.get("signing_keys", ()):
+            self._add_signing_keys((label, key_id, hour), count)
+
+
+def merge(older: dict[str, Any], newer: dict[str, Any]) -> dict[str, Any]:
+    """One batch with the totals of both, under the older one's ID."""
+    recorder = UsageRecorder()
+    with recorder._lock:
+        recorder._add(older)
+        recorder._add(newer)
+        merged = recorder._take() or {
+            "counts": [],
+            "last_used": [],
+            "denied_attempts": [],
+            "signing_keys": [],
+        }
+    merged["id"] = older.get("id") or uuid.uuid4().hex
+    return merged

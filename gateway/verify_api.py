@@ -319,17 +319,18 @@ def _flush_when_due() -> None:
 
 def flush_usage() -> None:
     """Send the counted usage to the worker (gateway.tasks.record_usage); on failure keep
-    it for the next flush."""
-    batch = USAGE.drain()
-    if batch is None:
-        return
+    what was not sent for the next flush."""
     from .tasks import record_usage
 
-    try:
-        record_usage.delay(batch)
-    except Exception:  # noqa: BLE001 - counting must never fail a verify call
-        log.exception("could not send verify API usage totals to the broker")
-        USAGE.restore(batch)
+    batches = USAGE.outgoing()
+    for index, batch in enumerate(batches):
+        try:
+            record_usage.delay(batch)
+        except Exception:  # noqa: BLE001 - counting must never fail a verify call
+            log.exception("could not send verify API usage totals to the broker")
+            for unsent in batches[index:]:
+                USAGE.restore(unsent)
+            return
 
 
 atexit.register(flush_usage)

@@ -6,6 +6,7 @@ Tasks take IDs, never model instances; the work they do is idempotent (see keys/
 from __future__ import annotations
 
 import smtplib
+from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
@@ -21,6 +22,8 @@ from . import expiry
 from .models import KeyWarning
 
 WARNING_RETRIES = 5
+# Longer than the retries of one warning's mail task take (backoff capped at 600 s).
+UNSENT_WARNING_GRACE = timedelta(hours=2)
 
 
 @shared_task(name="keys.tasks.expire_due_keys")
@@ -31,8 +34,24 @@ def expire_due_keys() -> int:
 
 @shared_task(name="keys.tasks.warn_expiring_keys")
 def warn_expiring_keys() -> int:
-    """Record a warning for each key about to expire; each is mailed by its own task."""
-    return len(expiry.record_warnings())
+    """Record a warning for each key about to expire; each is mailed by its own task.
+
+    A sweep also mails the warnings an earlier one recorded but whose mail task never
+    reached a worker (the broker was down at the time): older than UNSENT_WARNING_GRACE,
+    longer than send_expiry_warning's own retries take, and not yet due.
+    """
+    created = expiry.record_warnings()
+    now = timezone.now()
+    stranded = (
+        KeyWarning.objects.filter(
+            sent_at__isnull=True, created_at__lt=now - UNSENT_WARNING_GRACE, due_at__gt=now
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    for warning_id in stranded:
+        send_expiry_warning.delay(warning_id)
+    return len(created)
 
 
 def warning_recipients(warning: KeyWarning) -> list[str]:

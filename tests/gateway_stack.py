@@ -119,9 +119,11 @@ def stack_env(
     redis_url: str = "",
     endpoint: str = "http://127.0.0.1:9000",
     read_only: bool = False,
+    database: str | None = None,
     **extra: str,
 ) -> dict[str, str]:
-    """The environment of a gateway or worker process on the test database.
+    """The environment of a gateway or worker process on the test database (or the
+    ``database`` URL given).
 
     ``read_only`` makes every database session of the process read-only, so any write it
     attempts fails (the gateway may only read on its request path).
@@ -131,7 +133,7 @@ def stack_env(
         for key, value in os.environ.items()
         if not key.startswith(("DATABASE_", "REDIS_", "EXCLOUD_", "DJANGO_"))
     }
-    db_url = database_url()
+    db_url = database or database_url()
     if read_only:
         db_url += "?options=-c%20default_transaction_read_only%3Don"
     env.update(
@@ -161,6 +163,7 @@ def gateway(
     read_only: bool = False,
     http: str = "httptools",
     forwarded_allow_ips: str = "",
+    database: str | None = None,
     **extra: str,
 ) -> Iterator[Gateway]:
     """gateway.serve (uvicorn) serving gateway.app against the test database (and Redis,
@@ -181,6 +184,7 @@ def gateway(
         redis_url=redis_url,
         endpoint=f"http://{endpoint_host}:{port}",
         read_only=read_only,
+        database=database,
         **extra,
     )
     log = tmp / f"gateway-{port}.log"
@@ -213,9 +217,18 @@ def gateway(
 
 
 @contextlib.contextmanager
-def worker(tmp: Path, store: Upstream, *, redis_url: str = "", var: Path) -> Iterator[Path]:
-    """A Celery worker on the test database and the same broker as a gateway given the
-    same ``redis_url`` and ``var`` (Redis, or the filesystem broker in ``var``)."""
+def worker(
+    tmp: Path,
+    store: Upstream,
+    *,
+    redis_url: str = "",
+    var: Path,
+    database: str | None = None,
+    **extra: str,
+) -> Iterator[Path]:
+    """A Celery worker on the test database (or ``database``) and the same broker as a
+    gateway given the same ``redis_url`` and ``var`` (Redis, or the filesystem broker in
+    ``var``)."""
     log = tmp / "worker.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -230,7 +243,7 @@ def worker(tmp: Path, store: Upstream, *, redis_url: str = "", var: Path) -> Ite
                 "--without-gossip",
             ],
             cwd=REPO,
-            env=stack_env(var, store, redis_url=redis_url),
+            env=stack_env(var, store, redis_url=redis_url, database=database, **extra),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -22,7 +22,7 @@ from accounts.models import Membership, Organization, Role
 from audit.models import AuditEvent
 from audit.trail import Actor
 from keys import credentials, expiry
-from keys.models import AccessKey, CreatedVia, KeyPolicy, KeyStatus, KeyWarning
+from keys.models import AccessKey, CreatedVia, ExpiryReason, KeyPolicy, KeyStatus, KeyWarning
 from keys.services import rotate_key
 from tests.conftest import make_user, new_key
 from tests.gateway_stack import REPO, database_url, gateway, worker
@@ -305,6 +305,38 @@ def test_it_warns_once_per_key_per_window_naming_the_key(
     warned = AuditEvent.objects.filter(action="access_key.expiry_warned")
     assert Counter(warned.values_list("target_id", flat=True)) == {soon.id: 1, idle.id: 1}
     assert all(w.sent_at is not None for w in KeyWarning.objects.all())
+
+
+def test_it_mails_a_warning_whose_mail_task_never_reached_a_worker(
+    owner, eager_celery, django_capture_on_commit_callbacks
+):
+    from keys.tasks import UNSENT_WARNING_GRACE, warn_expiring_keys
+
+    now = timezone.now()
+    stranded, _ = new_key(owner, "stranded")
+    age(stranded, expires_at=now + timedelta(days=3))
+    # Recorded by an earlier sweep while the broker was down: its mail task was lost.
+    KeyWarning.objects.create(
+        key=stranded,
+        reason=ExpiryReason.PAST_EXPIRY,
+        due_at=now + timedelta(days=3),
+        created_at=now - UNSENT_WARNING_GRACE - timedelta(minutes=1),
+    )
+    too_late, _ = new_key(owner, "too-late")
+    KeyWarning.objects.create(
+        key=too_late,
+        reason=ExpiryReason.PAST_EXPIRY,
+        due_at=now - timedelta(minutes=1),
+        created_at=now - UNSENT_WARNING_GRACE - timedelta(days=3),
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert warn_expiring_keys() == 0
+
+    [message] = mail.outbox
+    assert "stranded" in message.subject
+    assert KeyWarning.objects.get(key=stranded).sent_at is not None
+    assert KeyWarning.objects.get(key=too_late).sent_at is None
 
 
 @pytest.mark.django_db(transaction=True)

@@ -95,3 +95,20 @@ def test_it_reads_the_database_when_redis_is_down(owner, loads):
         "False",
     ]
     assert len(loads) == 4
+
+
+def test_it_leaves_an_unreachable_redis_alone_for_the_back_off(owner, loads, settings):
+    settings.EXCLOUD_REDIS_BACKOFF_SECONDS = 600
+    key, _ = new_key(owner)
+
+    async def run() -> int:
+        cache = authority.Authority("redis://127.0.0.1:1/0")
+        try:
+            for _ in range(5):
+                assert (await cache.lookup(key.id, ())).key.status == "active"
+            return cache.redis_failures
+        finally:
+            await cache.aclose()
+
+    assert asyncio.run(run()) == 1
+    assert len(loads) == 5

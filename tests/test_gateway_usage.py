@@ -5,15 +5,21 @@ wrote to the database would fail."""
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
+from datetime import timedelta
 
 import pytest
 from botocore.exceptions import ClientError
 from django.urls import reverse
+from django.utils import timezone
 
 from audit.trail import Actor
-from gateway.models import DeniedAttempt, KeyUsage
+from gateway.models import DeniedAttempt, KeyUsage, UsageBatch
 from gateway.services import adopt_bucket
+from gateway.tasks import USAGE_BATCH_RETENTION, record_usage
+from gateway.usage import UsageRecorder
 from keys.models import AccessKey
 from keys.services import revoke_key
 from tests.conftest import client_for, new_key
@@ -94,3 +100,45 @@ def test_it_counts_requests_per_key_and_hour_without_writing_on_the_request_path
     html = page.content.decode()
     assert "ListObjectsV2" in html and f"on {name}" in html and "from 127.0.0.1" in html
     assert "<td>6</td><td>" in html
+
+
+def _one_request_batch(key) -> dict:
+    recorder = UsageRecorder()
+    recorder.record(
+        key.id,
+        at=time.time(),
+        ip="192.0.2.1",
+        operation="GetObject",
+        bucket="b",
+        bytes_in=0,
+        bytes_out=5,
+        status=200,
+        denied=False,
+        authenticated=True,
+    )
+    # As the worker gets it: through JSON.
+    return json.loads(json.dumps(recorder.drain()))
+
+
+def test_it_counts_a_batch_once_however_often_it_is_delivered(owner):
+    key, _ = new_key(owner)
+    batch = _one_request_batch(key)
+
+    assert record_usage(batch) == 1
+    assert record_usage(batch) == 0
+
+    assert _usage(key).requests == 1
+    assert UsageBatch.objects.filter(pk=batch["id"]).exists()
+
+
+def test_it_forgets_batches_applied_long_ago(owner):
+    key, _ = new_key(owner)
+    old = UsageBatch.objects.create(
+        id=uuid.uuid4(), applied_at=timezone.now() - USAGE_BATCH_RETENTION - timedelta(hours=1)
+    )
+    recent = UsageBatch.objects.create(id=uuid.uuid4(), applied_at=timezone.now())
+
+    record_usage(_one_request_batch(key))
+
+    assert not UsageBatch.objects.filter(pk=old.pk).exists()
+    assert UsageBatch.objects.filter(pk=recent.pk).exists()

@@ -4,6 +4,7 @@ strings to sign computed by botocore for real requests."""
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import botocore.auth
@@ -493,7 +494,8 @@ def test_it_counts_the_signing_keys_it_hands_out_per_token_and_key(owner, bucket
 
     batch = verify_api.USAGE.drain()
     record_usage(batch)
-    record_usage(batch)  # a second flush of the same totals adds to the same rows
+    record_usage(batch)  # the same batch delivered twice counts once
+    record_usage({**batch, "id": uuid.uuid4().hex})  # another with the same totals adds up
 
     expected = {
         (verify_api.token_label(TOKEN), laptop.id): 3,
@@ -543,8 +545,12 @@ def test_it_keeps_the_signing_key_counts_when_the_broker_is_down(owner, bucket, 
     verify_api.flush_usage()
     assert call(request_for(key.id, secret)).json()["allow"] is True
 
-    [[label, key_id, _hour, count]] = verify_api.USAGE.drain()["signing_keys"]
-    assert (label, key_id, count) == (verify_api.token_label(TOKEN), key.id, 2)
+    # The batch the broker did not take goes again as it was, then the newer one.
+    unsent, newer = verify_api.USAGE.outgoing()
+    assert unsent["id"] != newer["id"]
+    for batch in (unsent, newer):
+        [[label, key_id, _hour, count]] = batch["signing_keys"]
+        assert (label, key_id, count) == (verify_api.token_label(TOKEN), key.id, 1)
 
 
 def test_it_bounds_the_signing_key_counts_it_holds(monkeypatch):
