@@ -132,6 +132,30 @@ if EXCLOUD_S3_FAILURE_LIMIT < 0 or EXCLOUD_S3_FAILURE_WINDOW_SECONDS < 1:
         "EXCLOUD_S3_FAILURE_LIMIT must be 0 or more and EXCLOUD_S3_FAILURE_WINDOW_SECONDS "
         "at least 1"
     )
+# How long the gateway waits, in seconds, before it gives up on a party that went quiet.
+# Each limit is on one wait (a connect, one read or write, the gap between two pieces of a
+# request body), never on a whole transfer, so a long healthy upload or download is not cut.
+EXCLOUD_S3_UPSTREAM_CONNECT_TIMEOUT_SECONDS = envint(
+    "EXCLOUD_S3_UPSTREAM_CONNECT_TIMEOUT_SECONDS", 5
+)
+EXCLOUD_S3_UPSTREAM_TIMEOUT_SECONDS = envint("EXCLOUD_S3_UPSTREAM_TIMEOUT_SECONDS", 30)
+EXCLOUD_S3_BODY_TIMEOUT_SECONDS = envint("EXCLOUD_S3_BODY_TIMEOUT_SECONDS", 30)
+EXCLOUD_S3_HEAD_TIMEOUT_SECONDS = envint("EXCLOUD_S3_HEAD_TIMEOUT_SECONDS", 10)
+EXCLOUD_S3_KEEPALIVE_SECONDS = envint("EXCLOUD_S3_KEEPALIVE_SECONDS", 5)
+for _name in (
+    "EXCLOUD_S3_UPSTREAM_CONNECT_TIMEOUT_SECONDS",
+    "EXCLOUD_S3_UPSTREAM_TIMEOUT_SECONDS",
+    "EXCLOUD_S3_BODY_TIMEOUT_SECONDS",
+    "EXCLOUD_S3_HEAD_TIMEOUT_SECONDS",
+    "EXCLOUD_S3_KEEPALIVE_SECONDS",
+):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1 (seconds)")
+# Requests (and connections) one gateway process serves at once; past it each new request
+# is answered 503 SlowDown.
+EXCLOUD_S3_MAX_CONCURRENCY = envint("EXCLOUD_S3_MAX_CONCURRENCY", 1000)
+if EXCLOUD_S3_MAX_CONCURRENCY < 1:
+    raise ImproperlyConfigured("EXCLOUD_S3_MAX_CONCURRENCY must be at least 1")
 
 
 def parse_service_tokens(entries: list[str]) -> list[tuple[str, frozenset[str] | None]]:
@@ -221,7 +245,11 @@ TEMPLATES = [
 DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
 if DATABASE_URL.startswith("sqlite"):
     VAR_DIR.mkdir(parents=True, exist_ok=True)
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+# Persistent connections are checked before their first use in each request (or gateway
+# lookup), so one that a database restart broke is replaced instead of failing a request.
+DATABASES = {
+    "default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
+}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several processes (web, worker, beat) share the file: wait for locks rather than fail.
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}

@@ -21,6 +21,8 @@ goes to the database, as it would without Redis.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import time
@@ -38,8 +40,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "excloud_portal.settings")
 if not apps.ready:
     django.setup()
 
+import psycopg  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 from asgiref.sync import sync_to_async  # noqa: E402
+from django import db  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.db import close_old_connections  # noqa: E402
 
@@ -260,8 +264,40 @@ def _send_usage(batch: dict) -> None:
     record_usage.delay(batch)
 
 
+# Errors that say the database cannot be reached or lost the connection, rather than that a
+# query is wrong: the client is told to retry (503), and the thread's connection is closed
+# so its next lookup connects afresh.
+DATABASE_UNAVAILABLE = (
+    db.OperationalError,
+    db.InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+
+
+def database_unavailable() -> sigv4.S3Error:
+    return sigv4.S3Error(
+        "ServiceUnavailable", 503, "The service is unavailable. Please retry your request."
+    )
+
+
+def _guarded(func):
+    @functools.wraps(func)
+    def run(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except DATABASE_UNAVAILABLE as error:
+            log.warning("database unavailable in %s: %r", func.__name__, error)
+            with contextlib.suppress(Exception):
+                db.connection.close()
+            raise database_unavailable() from None
+
+    return run
+
+
 def _in_thread(func):
-    return sync_to_async(func, thread_sensitive=False)
+    """``func`` run in a worker thread, its database outages answered 503 ServiceUnavailable."""
+    return sync_to_async(_guarded(func), thread_sensitive=False)
 
 
 # ---------------------------------------------------------------------------------------
@@ -445,3 +481,26 @@ def region() -> str:
 
 def endpoint() -> str:
     return settings.EXCLOUD_S3_ENDPOINT
+
+
+def upstream_timeouts() -> tuple[int, int]:
+    """(connect, between bytes) seconds the gateway waits on the object store."""
+    return (
+        settings.EXCLOUD_S3_UPSTREAM_CONNECT_TIMEOUT_SECONDS,
+        settings.EXCLOUD_S3_UPSTREAM_TIMEOUT_SECONDS,
+    )
+
+
+def body_timeout_seconds() -> int:
+    """How long a request body may pause before the request is cut."""
+    return settings.EXCLOUD_S3_BODY_TIMEOUT_SECONDS
+
+
+def connection_limits() -> dict[str, int]:
+    """What the server bounds on each connection: the wait for a request head, an idle
+    keep-alive connection, and how many requests one process serves at once."""
+    return {
+        "head_timeout": settings.EXCLOUD_S3_HEAD_TIMEOUT_SECONDS,
+        "timeout_keep_alive": settings.EXCLOUD_S3_KEEPALIVE_SECONDS,
+        "limit_concurrency": settings.EXCLOUD_S3_MAX_CONCURRENCY,
+    }
