@@ -11,8 +11,9 @@ from keys.services import create_key
 from tests.gateway_stack import upstream
 
 PASSWORD = "correct horse battery staple 42"
-# The browser fixture (Chromium under Playwright) for every browser test.
-pytest_plugins = ["tests.browser_support"]
+# The browser fixture (Chromium under Playwright) for every browser test, and servers of a
+# test's own to stop and start (tests.own_services).
+pytest_plugins = ["tests.browser_support", "tests.own_services"]
 
 
 @pytest.fixture(autouse=True)

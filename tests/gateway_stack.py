@@ -70,6 +70,8 @@ class Upstream:
     access_key_id: str
     secret_access_key: str
     root: Path
+    # The store's process: a test that owns the store may freeze it (SIGSTOP).
+    pid: int = 0
 
 
 @contextlib.contextmanager
@@ -91,7 +93,7 @@ def upstream(tmp: Path) -> Iterator[Upstream]:
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_for_http(url + "/", proc, log)
-        yield Upstream(url, access_key_id, secret, root)
+        yield Upstream(url, access_key_id, secret, root, proc.pid)
     finally:
         _stop(proc)
 
@@ -119,9 +121,11 @@ def stack_env(
     redis_url: str = "",
     endpoint: str = "http://127.0.0.1:9000",
     read_only: bool = False,
+    database: str = "",
     **extra: str,
 ) -> dict[str, str]:
-    """The environment of a gateway or worker process on the test database.
+    """The environment of a gateway or worker process on the test database (or on the
+    database at the URL ``database``).
 
     ``read_only`` makes every database session of the process read-only, so any write it
     attempts fails (the gateway may only read on its request path).
@@ -131,7 +135,7 @@ def stack_env(
         for key, value in os.environ.items()
         if not key.startswith(("DATABASE_", "REDIS_", "EXCLOUD_", "DJANGO_"))
     }
-    db_url = database_url()
+    db_url = database or database_url()
     if read_only:
         db_url += "?options=-c%20default_transaction_read_only%3Don"
     env.update(
@@ -161,6 +165,7 @@ def gateway(
     read_only: bool = False,
     http: str = "httptools",
     forwarded_allow_ips: str = "",
+    database: str = "",
     **extra: str,
 ) -> Iterator[Gateway]:
     """gateway.serve (uvicorn) serving gateway.app against the test database (and Redis,
@@ -181,6 +186,7 @@ def gateway(
         redis_url=redis_url,
         endpoint=f"http://{endpoint_host}:{port}",
         read_only=read_only,
+        database=database,
         **extra,
     )
     log = tmp / f"gateway-{port}.log"
