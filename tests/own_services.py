@@ -104,21 +104,27 @@ class OwnPostgres:
                     pids.append(int(stat.parent.name))
         return pids
 
-    def migrate(self) -> None:
-        """Django's migrations, applied to this server's database."""
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("DATABASE_", "REDIS_"))
-        }
-        subprocess.run(
-            [str(REPO / ".venv" / "bin" / "python"), "manage.py", "migrate", "--no-input"],
+    def manage(self, *args: str, env: dict[str, str] | None = None) -> str:
+        """Run ``manage.py`` on this server's database; its output. ``env`` is the rest of
+        the environment (by default this process's, less its database and Redis)."""
+        if env is None:
+            env = {
+                key: value
+                for key, value in os.environ.items()
+                if not key.startswith(("DATABASE_", "REDIS_"))
+            }
+            # Development secrets go to the server's folder, not the work tree's var/.
+            env["EXCLOUD_VAR_DIR"] = str(self.data.parent / "var")
+        done = subprocess.run(
+            [str(REPO / ".venv" / "bin" / "python"), "manage.py", *args],
             cwd=REPO,
-            env={**env, "DATABASE_URL": self.url, "REDIS_URL": ""},
+            env={**env, "DATABASE_URL": self.url, "REDIS_URL": env.get("REDIS_URL", "")},
             check=True,
             capture_output=True,
+            text=True,
             timeout=300,
         )
+        return done.stdout
 
 
 @contextlib.contextmanager
@@ -222,7 +228,7 @@ def own_redis_server(tmp: Path) -> Iterator[OwnRedis]:
 def own_postgres() -> Iterator[OwnPostgres]:
     """A migrated PostgreSQL server of the module's own, free to stop and start."""
     with own_postgres_server() as server:
-        server.migrate()
+        server.manage("migrate", "--no-input")
         yield server
 
 

@@ -1,0 +1,137 @@
+"""A PostgreSQL outage at the gateway: requests it cannot decide without the database
+answer 503 ServiceUnavailable (S3's XML, with Retry-After), which clients retry, never
+500; once PostgreSQL is back the same gateway process serves them again.
+
+The gateway runs on a PostgreSQL server of this module's own (tests.own_services), which
+the tests stop (an immediate shutdown, as a crash) and start again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.gateway_stack import gateway, stack_env
+from tests.own_services import OwnPostgres
+from tests.s3_raw import Response, Signer, error_code, send
+from tests.test_gateway_e2e import s3_client
+
+# Requests sent at once, so that several of the gateway's database threads hold a
+# connection when PostgreSQL goes away.
+REQUESTS = 16
+OBJECT = b"kept through an outage"
+# An org, its owner and a key, made in the own server's database; prints the key's ID
+# and secret.
+MAKE_KEY = """
+from accounts.models import Membership, Organization, Role, User
+from audit.trail import Actor
+from keys.services import create_key
+
+org, _ = Organization.objects.get_or_create(slug="acme", defaults={"name": "Acme"})
+user = User.objects.filter(email="owner@acme.test").first() or User.objects.create_user(
+    email="owner@acme.test", password=None
+)
+membership, _ = Membership.objects.get_or_create(org=org, user=user, defaults={"role": Role.OWNER})
+created = create_key(membership, Actor.for_user(user), "{name}")
+print(created.key.id, created.secret)
+"""
+
+
+@pytest.fixture(scope="module")
+def var(tmp_path_factory):
+    return tmp_path_factory.mktemp("var")
+
+
+def _new_key(own_postgres: OwnPostgres, env: dict[str, str]) -> tuple[str, str]:
+    output = own_postgres.manage(
+        "shell", "-c", MAKE_KEY.replace("{name}", uuid.uuid4().hex[:8]), env=env
+    )
+    key_id, secret = output.split()[-2:]
+    return key_id, secret
+
+
+@pytest.fixture(scope="module")
+def keys(own_postgres, store, var):
+    """Make (ID, secret) keys in the own server's database, sealed as the gateway opens them."""
+    env = stack_env(var, store, database=own_postgres.url)
+    return lambda: _new_key(own_postgres, env)
+
+
+@contextlib.contextmanager
+def outage(own_postgres: OwnPostgres):
+    own_postgres.stop()
+    try:
+        yield
+    finally:
+        own_postgres.start()
+
+
+def _get(signer: Signer, bucket: str) -> Response:
+    return send(signer.port, signer.build("GET", f"/{bucket}/kept.txt"))
+
+
+def _get_at_once(signer: Signer, bucket: str) -> list[tuple[int | None, bytes]]:
+    with ThreadPoolExecutor(REQUESTS) as pool:
+        answers = pool.map(lambda _: _get(signer, bucket), range(REQUESTS))
+    return [(answer.status, answer.body) for answer in answers]
+
+
+def _assert_unavailable(answer: Response) -> None:
+    assert answer.status == 503, answer
+    assert error_code(answer.body) == "ServiceUnavailable"
+    assert answer.header("content-type") == "application/xml"
+    assert answer.header("retry-after") == "1"
+
+
+def _port(gw) -> int:
+    return int(gw.url.rsplit(":", 1)[1])
+
+
+def test_it_answers_503_while_postgresql_is_down_and_recovers_without_restart(
+    tmp_path, own_postgres, store, var, keys
+):
+    key_id, secret = keys()
+    bucket = "acme-" + uuid.uuid4().hex[:12]
+    with gateway(tmp_path, store, var=var, database=own_postgres.url) as gw:
+        s3 = s3_client(gw.url, key_id, secret)
+        s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket=bucket, Key="kept.txt", Body=OBJECT)
+        signer = Signer(_port(gw), key_id, secret)
+        before = _get_at_once(signer, bucket)
+
+        with outage(own_postgres):
+            during = _get(signer, bucket)
+            upload = signer.request("PUT", f"/{bucket}/new.txt", body=b"during the outage")
+        after = _get_at_once(signer, bucket)
+        log = gw.log.read_text(errors="replace")
+
+    assert before == [(200, OBJECT)] * REQUESTS
+    _assert_unavailable(during)
+    _assert_unavailable(upload)
+    assert after == [(200, OBJECT)] * REQUESTS
+    assert "Traceback" not in log
+
+
+def test_it_answers_503_for_a_key_it_has_not_cached(
+    tmp_path, own_postgres, own_redis, store, var, keys
+):
+    seen_id, seen_secret = keys()
+    unseen_id, unseen_secret = keys()
+    bucket = "acme-" + uuid.uuid4().hex[:12]
+    with gateway(
+        tmp_path, store, var=var, database=own_postgres.url, redis_url=own_redis.url
+    ) as gw:
+        s3 = s3_client(gw.url, seen_id, seen_secret)
+        s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket=bucket, Key="kept.txt", Body=OBJECT)
+        unseen = Signer(_port(gw), unseen_id, unseen_secret)
+
+        with outage(own_postgres):
+            during = _get(unseen, bucket)
+        after = _get(unseen, bucket)
+
+    _assert_unavailable(during)
+    assert (after.status, after.body) == (200, OBJECT)
