@@ -142,12 +142,14 @@ EXCLOUD_S3_UPSTREAM_TIMEOUT_SECONDS = envint("EXCLOUD_S3_UPSTREAM_TIMEOUT_SECOND
 EXCLOUD_S3_BODY_TIMEOUT_SECONDS = envint("EXCLOUD_S3_BODY_TIMEOUT_SECONDS", 30)
 EXCLOUD_S3_HEAD_TIMEOUT_SECONDS = envint("EXCLOUD_S3_HEAD_TIMEOUT_SECONDS", 10)
 EXCLOUD_S3_KEEPALIVE_SECONDS = envint("EXCLOUD_S3_KEEPALIVE_SECONDS", 5)
+EXCLOUD_S3_DATABASE_TIMEOUT_SECONDS = envint("EXCLOUD_S3_DATABASE_TIMEOUT_SECONDS", 10)
 for _name in (
     "EXCLOUD_S3_UPSTREAM_CONNECT_TIMEOUT_SECONDS",
     "EXCLOUD_S3_UPSTREAM_TIMEOUT_SECONDS",
     "EXCLOUD_S3_BODY_TIMEOUT_SECONDS",
     "EXCLOUD_S3_HEAD_TIMEOUT_SECONDS",
     "EXCLOUD_S3_KEEPALIVE_SECONDS",
+    "EXCLOUD_S3_DATABASE_TIMEOUT_SECONDS",
 ):
     if globals()[_name] < 1:
         raise ImproperlyConfigured(f"{_name} must be at least 1 (seconds)")
@@ -254,6 +256,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several processes (web, worker, beat) share the file: wait for locks rather than fail.
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+else:
+    # A server that accepts the connection but never answers must not hold a thread for
+    # ever (a connect_timeout in DATABASE_URL's query wins).
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")

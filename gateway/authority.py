@@ -21,6 +21,7 @@ goes to the database, as it would without Redis.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -296,8 +297,25 @@ def _guarded(func):
 
 
 def _in_thread(func):
-    """``func`` run in a worker thread, its database outages answered 503 ServiceUnavailable."""
-    return sync_to_async(_guarded(func), thread_sensitive=False)
+    """``func`` run in a worker thread, its database outages answered 503 ServiceUnavailable,
+    as is a call still running after EXCLOUD_S3_DATABASE_TIMEOUT_SECONDS (a database that
+    accepts connections but does not answer). The thread itself cannot be stopped: it
+    finishes, or fails, on its own, and its result is dropped."""
+    threaded = sync_to_async(_guarded(func), thread_sensitive=False)
+
+    @functools.wraps(func)
+    async def run(*args, **kwargs):
+        try:
+            return await asyncio.wait_for(
+                threaded(*args, **kwargs), settings.EXCLOUD_S3_DATABASE_TIMEOUT_SECONDS
+            )
+        except TimeoutError:
+            log.warning(
+                "%s took over %ss", func.__name__, settings.EXCLOUD_S3_DATABASE_TIMEOUT_SECONDS
+            )
+            raise database_unavailable() from None
+
+    return run
 
 
 # ---------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@ answer 503 ServiceUnavailable (S3's XML, with Retry-After), which clients retry,
 500; once PostgreSQL is back the same gateway process serves them again.
 
 The gateway runs on a PostgreSQL server of this module's own (tests.own_services), which
-the tests stop (an immediate shutdown, as a crash) and start again.
+the tests stop (an immediate shutdown, as a crash) and start again, or freeze (SIGSTOP:
+connections stay open and nothing answers) and thaw. Nothing here measures time.
 """
 
 from __future__ import annotations
@@ -58,6 +59,15 @@ def keys(own_postgres, store, var):
     """Make (ID, secret) keys in the own server's database, sealed as the gateway opens them."""
     env = stack_env(var, store, database=own_postgres.url)
     return lambda: _new_key(own_postgres, env)
+
+
+@contextlib.contextmanager
+def frozen(own_postgres: OwnPostgres):
+    own_postgres.freeze()
+    try:
+        yield
+    finally:
+        own_postgres.thaw()
 
 
 @contextlib.contextmanager
@@ -135,3 +145,29 @@ def test_it_answers_503_for_a_key_it_has_not_cached(
 
     _assert_unavailable(during)
     assert (after.status, after.body) == (200, OBJECT)
+
+
+def test_it_answers_503_while_postgresql_hangs_and_recovers_after(
+    tmp_path, own_postgres, store, var, keys
+):
+    key_id, secret = keys()
+    bucket = "acme-" + uuid.uuid4().hex[:12]
+    with gateway(
+        tmp_path,
+        store,
+        var=var,
+        database=own_postgres.url,
+        EXCLOUD_S3_DATABASE_TIMEOUT_SECONDS="2",
+    ) as gw:
+        s3 = s3_client(gw.url, key_id, secret)
+        s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket=bucket, Key="kept.txt", Body=OBJECT)
+        signer = Signer(_port(gw), key_id, secret)
+
+        with frozen(own_postgres):
+            # Far past the gateway's database timeout: the answer comes, or this fails.
+            during = send(signer.port, signer.build("GET", f"/{bucket}/kept.txt"), timeout=30)
+        after = _get_at_once(signer, bucket)
+
+    _assert_unavailable(during)
+    assert after == [(200, OBJECT)] * REQUESTS
