@@ -134,7 +134,8 @@ if EXCLOUD_S3_FAILURE_LIMIT < 0 or EXCLOUD_S3_FAILURE_WINDOW_SECONDS < 1:
     )
 # How long the gateway waits, in seconds, before it gives up on a party that went quiet.
 # Each limit is on one wait (a connect, one read or write, the gap between two pieces of a
-# request body), never on a whole transfer, so a long healthy upload or download is not cut.
+# request or response body), never on a whole transfer, so a long healthy upload or
+# download is not cut.
 EXCLOUD_S3_UPSTREAM_CONNECT_TIMEOUT_SECONDS = envint(
     "EXCLOUD_S3_UPSTREAM_CONNECT_TIMEOUT_SECONDS", 5
 )

@@ -289,11 +289,20 @@ class _Receiver:
         return True
 
 
-class _Sender:
-    """ASGI send, remembering whether the response has begun."""
+class ClientStalled(Exception):
+    """The client stopped reading the answer."""
 
-    def __init__(self, send) -> None:
+
+class _Sender:
+    """ASGI send, remembering whether the response has begun.
+
+    Each piece of a response body must be taken by the client within ``timeout`` seconds
+    (the server waits while the client reads too slowly for its buffers to drain): a client
+    that stops reading gets its connection closed, and the store's connection is freed."""
+
+    def __init__(self, send, timeout: float) -> None:
         self._send = send
+        self._timeout = timeout
         self.started = False
         self.status = 0
         self.bytes = 0
@@ -302,9 +311,14 @@ class _Sender:
         if message["type"] == "http.response.start":
             self.started = True
             self.status = message["status"]
-        else:
-            self.bytes += len(message.get("body", b""))
-        await self._send(message)
+            await self._send(message)
+            return
+        self.bytes += len(message.get("body", b""))
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._send(message)
+        except TimeoutError:
+            raise ClientStalled() from None
 
 
 @dataclass(slots=True)
@@ -426,7 +440,7 @@ class Gateway:
             _Receiver(
                 receive, self.body_timeout, post_object.MAX_FORM_BYTES if undeclared else None
             ),
-            _Sender(send),
+            _Sender(send, self.body_timeout),
             (scope.get("client") or (None,))[0],
         )
         try:
@@ -469,7 +483,7 @@ class Gateway:
                 log.warning(
                     "request %s failed after its answer began: %r", exchange.request_id, error
                 )
-                if isinstance(error, httpx.TransportError):
+                if isinstance(error, (httpx.TransportError, ClientStalled)):
                     return
                 raise
             if isinstance(error, httpx.TransportError):

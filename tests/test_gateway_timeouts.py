@@ -157,6 +157,31 @@ def test_it_cuts_a_download_when_the_store_freezes_mid_way(gw, own, own_store):
     assert len(body) < LARGE_OBJECT_BYTES
 
 
+def test_it_closes_a_download_the_client_stops_reading(gw, own):
+    signer, bucket = own
+    s3 = s3_client(gw.url, signer.key_id, signer.secret)
+    s3.put_object(Bucket=bucket, Key="unread.bin", Body=os.urandom(LARGE_OBJECT_BYTES))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KiB)
+    sock.settimeout(CLIENT_TIMEOUT)
+    sock.connect(("127.0.0.1", signer.port))
+    sock.sendall(signer.build("GET", f"/{bucket}/unread.bin"))
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += sock.recv(65536)
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+
+    # The client reads nothing for a while: the gateway's sends stall once the sockets'
+    # buffers are full, until it gives up on the client.
+    time.sleep(3 * int(LIMIT_SECONDS))
+    while data := sock.recv(65536):
+        body += data
+    sock.close()
+
+    assert len(body) < LARGE_OBJECT_BYTES
+
+
 # --- request bodies -----------------------------------------------------------------
 
 
