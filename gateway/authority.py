@@ -296,24 +296,31 @@ def _guarded(func):
     return run
 
 
+def _threaded(func):
+    """``func`` run in a worker thread, its database outages raised as 503 ServiceUnavailable."""
+    return sync_to_async(_guarded(func), thread_sensitive=False)
+
+
+async def _within_limit(awaitable):
+    """``awaitable``'s result, or 503 ServiceUnavailable once it has run longer than
+    EXCLOUD_S3_DATABASE_TIMEOUT_SECONDS (a database that accepts connections but does not
+    answer). A thread cannot be stopped: it finishes, or fails, on its own."""
+    limit = settings.EXCLOUD_S3_DATABASE_TIMEOUT_SECONDS
+    try:
+        return await asyncio.wait_for(awaitable, limit)
+    except TimeoutError:
+        log.warning("a database call took over %ss", limit)
+        raise database_unavailable() from None
+
+
 def _in_thread(func):
-    """``func`` run in a worker thread, its database outages answered 503 ServiceUnavailable,
-    as is a call still running after EXCLOUD_S3_DATABASE_TIMEOUT_SECONDS (a database that
-    accepts connections but does not answer). The thread itself cannot be stopped: it
-    finishes, or fails, on its own, and its result is dropped."""
-    threaded = sync_to_async(_guarded(func), thread_sensitive=False)
+    """``func`` run in a worker thread, within the database time limit (its result dropped
+    if it comes later)."""
+    threaded = _threaded(func)
 
     @functools.wraps(func)
     async def run(*args, **kwargs):
-        try:
-            return await asyncio.wait_for(
-                threaded(*args, **kwargs), settings.EXCLOUD_S3_DATABASE_TIMEOUT_SECONDS
-            )
-        except TimeoutError:
-            log.warning(
-                "%s took over %ss", func.__name__, settings.EXCLOUD_S3_DATABASE_TIMEOUT_SECONDS
-            )
-            raise database_unavailable() from None
+        return await _within_limit(threaded(*args, **kwargs))
 
     return run
 
@@ -346,6 +353,8 @@ class Authority:
         # exists, so this never delays a new key.
         self._unknown: dict[str, float] = {}
         self.on_invalidate: list = []
+        # Bucket claims being given back (see claim_bucket), kept until done.
+        self._late: set[asyncio.Future] = set()
 
     async def _current_version(self) -> tuple[bool, bytes | None]:
         """(caching, version): read the authority version, dropping the cache if it moved."""
@@ -423,8 +432,41 @@ class Authority:
     async def claim_bucket(
         self, access_key_id: str, name: str, ip: str | None, request_id: str
     ) -> str:
-        """services.claim_bucket() for the key's org: "claimed", "owned" or "taken"."""
-        return await _in_thread(_change)(services.claim_bucket, access_key_id, ip, request_id, name)
+        """services.claim_bucket() for the key's org: "claimed", "owned" or "taken".
+
+        A claim that outlasts the time limit is answered 503, so the store never creates
+        the bucket; should it commit after all, it is given back then."""
+        claim = asyncio.ensure_future(
+            _threaded(_change)(services.claim_bucket, access_key_id, ip, request_id, name)
+        )
+        try:
+            return await _within_limit(asyncio.shield(claim))
+        except sigv4.S3Error:
+            claim.add_done_callback(
+                lambda done: self._give_back_late_claim(done, access_key_id, name, ip, request_id)
+            )
+            raise
+
+    def _give_back_late_claim(
+        self,
+        done: asyncio.Future,
+        access_key_id: str,
+        name: str,
+        ip: str | None,
+        request_id: str,
+    ) -> None:
+        if done.cancelled() or done.exception() is not None or done.result() != "claimed":
+            return
+        release = asyncio.ensure_future(
+            self.release_bucket_claim(access_key_id, name, ip, request_id, 503)
+        )
+        self._late.add(release)
+        release.add_done_callback(self._late_released)
+
+    def _late_released(self, release: asyncio.Future) -> None:
+        self._late.discard(release)
+        if not release.cancelled() and release.exception() is not None:
+            log.error("could not give back a late bucket claim: %r", release.exception())
 
     async def release_bucket_claim(
         self, access_key_id: str, name: str, ip: str | None, request_id: str, status: int

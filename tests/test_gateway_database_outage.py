@@ -10,12 +10,15 @@ connections stay open and nothing answers) and thaw. Nothing here measures time.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.gateway_stack import gateway, stack_env
+from tests.gateway_stack import gateway, stack_env, upstream
 from tests.own_services import OwnPostgres
 from tests.s3_raw import Response, Signer, error_code, send
 from tests.test_gateway_e2e import s3_client
@@ -38,6 +41,14 @@ user = User.objects.filter(email="owner@acme.test").first() or User.objects.crea
 membership, _ = Membership.objects.get_or_create(org=org, user=user, defaults={"role": Role.OWNER})
 created = create_key(membership, Actor.for_user(user), "{name}")
 print(created.key.id, created.secret)
+"""
+# How many claims of a bucket name were given back after a 503.
+LATE_CLAIMS_GIVEN_BACK = """
+from audit.models import AuditEvent
+
+print(AuditEvent.objects.filter(
+    action="bucket.deleted", target_id="{bucket}", details__status=503
+).count())
 """
 
 
@@ -171,3 +182,54 @@ def test_it_answers_503_while_postgresql_hangs_and_recovers_after(
 
     _assert_unavailable(during)
     assert after == [(200, OBJECT)] * REQUESTS
+
+
+def test_it_gives_back_a_bucket_claim_that_commits_after_its_503(tmp_path, own_postgres, var, keys):
+    key_id, secret = keys()
+    bucket = "acme-" + uuid.uuid4().hex[:12]
+    with (
+        upstream(tmp_path / "own-store") as own_store,
+        gateway(
+            tmp_path,
+            own_store,
+            var=var,
+            database=own_postgres.url,
+            EXCLOUD_S3_DATABASE_TIMEOUT_SECONDS="2",
+            EXCLOUD_S3_UPSTREAM_TIMEOUT_SECONDS="60",
+        ) as gw,
+    ):
+        signer = Signer(_port(gw), key_id, secret)
+        create = signer.build("PUT", f"/{bucket}")
+        # CreateBucket asks the store whether it has the name, then claims it in the
+        # database: with the store frozen the request waits between the two, and the
+        # database freezes before the claim.
+        os.killpg(own_store.pid, signal.SIGSTOP)
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                answer = pool.submit(send, signer.port, create, timeout=60)
+                time.sleep(1)
+                own_postgres.freeze()
+                os.killpg(own_store.pid, signal.SIGCONT)
+                refused = answer.result()
+        finally:
+            os.killpg(own_store.pid, signal.SIGCONT)
+            own_postgres.thaw()
+        # Once the claim commits it is given back, and the name can be created.
+        deadline = time.monotonic() + 30
+        retried = send(signer.port, signer.build("PUT", f"/{bucket}"))
+        while retried.status == 409 and time.monotonic() < deadline:
+            assert error_code(retried.body) == "BucketAlreadyOwnedByYou"
+            time.sleep(0.2)
+            retried = send(signer.port, signer.build("PUT", f"/{bucket}"))
+        stored = signer.request("PUT", f"/{bucket}/after.txt", body=b"stored")
+        given_back = own_postgres.manage(
+            "shell",
+            "-c",
+            LATE_CLAIMS_GIVEN_BACK.replace("{bucket}", bucket),
+            env=stack_env(var, own_store, database=own_postgres.url),
+        )
+
+    _assert_unavailable(refused)
+    assert retried.status == 200, retried
+    assert stored.status == 200, stored
+    assert given_back.split()[-1] == "1"
