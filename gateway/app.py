@@ -1,12 +1,20 @@
 """The S3 endpoint: an ASGI application that verifies SigV4, authorizes, and proxies.
 
-Serve it with ``python -m gateway.serve`` (uvicorn with a cap on request heads). For
-each request: classify it and validate every name it touches (gateway.operations), read
-the SigV4 authentication (gateway.sigv4), look the key and the buckets up
-(gateway.authority, the only module that touches Django), verify the signature,
-authorize the classified operation, then forward exactly the authorized bucket and object
-to the upstream object store, re-signed with the gateway's own credentials, streaming the
-body through the payload verifier both ways so memory stays flat whatever the object size.
+Serve it with ``python -m gateway.serve`` (uvicorn with a cap on request heads, and
+limits on how long a head may take and how many requests run at once). For each request:
+refuse a body larger than S3 takes in one request, classify it and validate every name it
+touches (gateway.operations), read the SigV4 authentication (gateway.sigv4), look the key
+and the buckets up (gateway.authority, the only module that touches Django), verify the
+signature, authorize the classified operation, then forward exactly the authorized bucket
+and object to the upstream object store, re-signed with the gateway's own credentials,
+streaming the body through the payload verifier both ways so memory stays flat whatever
+the object size.
+
+Every wait has a limit: on the store, each connect and each read or write; on the client,
+each pause of the request body (400 RequestTimeout, the upload to the store aborted) and of
+its reading the answer (the connection closed). A store that fails or does not answer in
+time is 503 ServiceUnavailable; once an answer has begun, the connection is closed instead,
+so the client sees a short body.
 """
 
 from __future__ import annotations
