@@ -17,6 +17,11 @@ next request. With ``REDIS_URL`` key and bucket rows are cached in memory and ev
 request reads one Redis counter (keys.revocation.VERSION_KEY); any change bumps it and
 the cache is dropped before the request goes on. If Redis cannot be read the request
 goes to the database, as it would without Redis.
+
+Outages: a lookup that finds the database down, or still runs after
+EXCLOUD_S3_DATABASE_TIMEOUT_SECONDS, raises S3's 503 ServiceUnavailable, which clients
+retry; the thread's broken connection is closed, and connections are health-checked before
+use, so the process serves again as soon as the database is back.
 """
 
 from __future__ import annotations
@@ -552,7 +557,8 @@ def upstream_timeouts() -> tuple[int, int]:
 
 
 def body_timeout_seconds() -> int:
-    """How long a request body may pause before the request is cut."""
+    """How long a request body may pause, or a client leave an answer unread, before the
+    connection is cut."""
     return settings.EXCLOUD_S3_BODY_TIMEOUT_SECONDS
 
 
