@@ -201,6 +201,33 @@ if EXCLOUD_S3_FAILURE_LIMIT < 0 or EXCLOUD_S3_FAILURE_WINDOW_SECONDS < 1:
         "EXCLOUD_S3_FAILURE_LIMIT must be 0 or more and EXCLOUD_S3_FAILURE_WINDOW_SECONDS "
         "at least 1"
     )
+# How long the gateway waits, in seconds, before it gives up on a party that went quiet.
+# Each limit is on one wait (a connect, one read or write, the gap between two pieces of a
+# request or response body), never on a whole transfer, so a long healthy upload or
+# download is not cut.
+EXCLOUD_S3_UPSTREAM_CONNECT_TIMEOUT_SECONDS = envint(
+    "EXCLOUD_S3_UPSTREAM_CONNECT_TIMEOUT_SECONDS", 5
+)
+EXCLOUD_S3_UPSTREAM_TIMEOUT_SECONDS = envint("EXCLOUD_S3_UPSTREAM_TIMEOUT_SECONDS", 30)
+EXCLOUD_S3_BODY_TIMEOUT_SECONDS = envint("EXCLOUD_S3_BODY_TIMEOUT_SECONDS", 30)
+EXCLOUD_S3_HEAD_TIMEOUT_SECONDS = envint("EXCLOUD_S3_HEAD_TIMEOUT_SECONDS", 10)
+EXCLOUD_S3_KEEPALIVE_SECONDS = envint("EXCLOUD_S3_KEEPALIVE_SECONDS", 5)
+EXCLOUD_S3_DATABASE_TIMEOUT_SECONDS = envint("EXCLOUD_S3_DATABASE_TIMEOUT_SECONDS", 10)
+for _name in (
+    "EXCLOUD_S3_UPSTREAM_CONNECT_TIMEOUT_SECONDS",
+    "EXCLOUD_S3_UPSTREAM_TIMEOUT_SECONDS",
+    "EXCLOUD_S3_BODY_TIMEOUT_SECONDS",
+    "EXCLOUD_S3_HEAD_TIMEOUT_SECONDS",
+    "EXCLOUD_S3_KEEPALIVE_SECONDS",
+    "EXCLOUD_S3_DATABASE_TIMEOUT_SECONDS",
+):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1 (seconds)")
+# Requests (and connections) one gateway process serves at once; past it each new request
+# is answered 503 SlowDown.
+EXCLOUD_S3_MAX_CONCURRENCY = envint("EXCLOUD_S3_MAX_CONCURRENCY", 1000)
+if EXCLOUD_S3_MAX_CONCURRENCY < 1:
+    raise ImproperlyConfigured("EXCLOUD_S3_MAX_CONCURRENCY must be at least 1")
 
 
 def parse_service_tokens(entries: list[str]) -> list[tuple[str, frozenset[str] | None]]:
@@ -310,6 +337,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several processes (web, worker, beat) share the file: wait for locks rather than fail.
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+else:
+    # A server that accepts the connection but never answers must not hold a thread for
+    # ever (a connect_timeout in DATABASE_URL's query wins).
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")

@@ -1,12 +1,20 @@
 """The S3 endpoint: an ASGI application that verifies SigV4, authorizes, and proxies.
 
-Serve it with ``python -m gateway.serve`` (uvicorn with a cap on request heads). For
-each request: classify it and validate every name it touches (gateway.operations), read
-the SigV4 authentication (gateway.sigv4), look the key and the buckets up
-(gateway.authority, the only module that touches Django), verify the signature,
-authorize the classified operation, then forward exactly the authorized bucket and object
-to the upstream object store, re-signed with the gateway's own credentials, streaming the
-body through the payload verifier both ways so memory stays flat whatever the object size.
+Serve it with ``python -m gateway.serve`` (uvicorn with a cap on request heads, and
+limits on how long a head may take and how many requests run at once). For each request:
+refuse a body larger than S3 takes in one request, classify it and validate every name it
+touches (gateway.operations), read the SigV4 authentication (gateway.sigv4), look the key
+and the buckets up (gateway.authority, the only module that touches Django), verify the
+signature, authorize the classified operation, then forward exactly the authorized bucket
+and object to the upstream object store, re-signed with the gateway's own credentials,
+streaming the body through the payload verifier both ways so memory stays flat whatever
+the object size.
+
+Every wait has a limit: on the store, each connect and each read or write; on the client,
+each pause of the request body (400 RequestTimeout, the upload to the store aborted) and of
+its reading the answer (the connection closed). A store that fails or does not answer in
+time is 503 ServiceUnavailable; once an answer has begun, the connection is closed instead,
+so the client sees a short body.
 """
 
 from __future__ import annotations
@@ -102,6 +110,8 @@ LIST_BUCKETS_MAX_BYTES = 16 * 1024 * 1024
 # A refused request's body up to this size is read and dropped, so the connection stays
 # usable; a larger one closes the connection instead.
 DRAIN_MAX_BYTES = 1024 * 1024
+# S3's limit on one PutObject or UploadPart body; multipart uploads go past it.
+MAX_OBJECT_BYTES = post_object.MAX_OBJECT_BYTES
 # S3's limits: one header line, and the user metadata (x-amz-meta-*) of one request.
 MAX_HEADER_BYTES = 8 * 1024
 MAX_METADATA_BYTES = 16 * 1024
@@ -153,6 +163,45 @@ def check_header_sizes(headers: dict[str, list[str]]) -> None:
         )
 
 
+def check_declared_size(request: sigv4.Request) -> None:
+    """Refuse, before any of it is read, a body that claims more than S3 takes in one
+    request: the object's bytes (x-amz-decoded-content-length for aws-chunked), or a POST
+    form whose file could be no smaller."""
+    headers = request.header_map or {}
+    content_type = (headers.get("content-type") or [""])[0]
+    if request.method == "POST" and post_object.boundary_of(content_type) is not None:
+        limit = post_object.MAX_FORM_BYTES
+    else:
+        limit = MAX_OBJECT_BYTES
+    sha256 = (headers.get("x-amz-content-sha256") or [""])[0]
+    name = "x-amz-decoded-content-length" if sha256.startswith("STREAMING-") else "content-length"
+    try:
+        size = int((headers.get(name) or ["0"])[0])
+    except ValueError:
+        return  # answered as malformed where the length is read
+    if size > limit:
+        raise entity_too_large(size, limit)
+
+
+def entity_too_large(size: int | None, limit: int) -> sigv4.S3Error:
+    extra = {"ProposedSize": size} if size is not None else {}
+    return sigv4.S3Error(
+        "EntityTooLarge",
+        400,
+        "Your proposed upload exceeds the maximum allowed size",
+        {**extra, "MaxSizeAllowed": limit},
+    )
+
+
+def request_timeout() -> sigv4.S3Error:
+    return sigv4.S3Error(
+        "RequestTimeout",
+        400,
+        "Your socket connection to the server was not read from or written to within the "
+        "timeout period. Idle connections will be closed.",
+    )
+
+
 def _error_response(
     error: sigv4.S3Error, request_id: str, resource: str
 ) -> tuple[int, list, bytes]:
@@ -196,24 +245,40 @@ def _bucket_names(body: bytes) -> list[str]:
 
 
 class _Receiver:
-    """ASGI receive, remembering whether the request body has been read to its end."""
+    """ASGI receive, remembering whether the request body has been read to its end.
 
-    def __init__(self, receive) -> None:
+    Each wait for the next piece of the body is limited to ``timeout`` seconds (a client
+    that stops sending is answered RequestTimeout), and a body that declared no length is
+    refused once it passes ``limit`` bytes."""
+
+    def __init__(self, receive, timeout: float, limit: int | None = None) -> None:
         self._receive = receive
+        self._timeout = timeout
+        self._limit = limit
         self.done = False
+        self.timed_out = False
         self.bytes = 0
 
     async def __call__(self) -> dict[str, Any]:
-        message = await self._receive()
+        try:
+            async with asyncio.timeout(self._timeout):
+                message = await self._receive()
+        except TimeoutError:
+            self.timed_out = True
+            raise request_timeout() from None
         self.bytes += len(message.get("body", b""))
         if message["type"] != "http.request" or not message.get("more_body", False):
             self.done = True
+        if self._limit is not None and self.bytes > self._limit:
+            raise entity_too_large(None, self._limit)
         return message
 
     async def drain(self, request: sigv4.Request) -> bool:
         """Read and drop what is left of a small body; False if the connection must close."""
         if self.done:
             return True
+        if self.timed_out:
+            return False
         headers = request.header_map or {}
         if "transfer-encoding" in headers:
             return False
@@ -223,17 +288,29 @@ class _Receiver:
             return False
         if length > DRAIN_MAX_BYTES:
             return False
-        while not self.done:
-            if (await self())["type"] == "http.disconnect":
-                return False
+        try:
+            while not self.done:
+                if (await self())["type"] == "http.disconnect":
+                    return False
+        except sigv4.S3Error:
+            return False
         return True
 
 
-class _Sender:
-    """ASGI send, remembering whether the response has begun."""
+class ClientStalled(Exception):
+    """The client stopped reading the answer."""
 
-    def __init__(self, send) -> None:
+
+class _Sender:
+    """ASGI send, remembering whether the response has begun.
+
+    Each piece of a response body must be taken by the client within ``timeout`` seconds
+    (the server waits while the client reads too slowly for its buffers to drain): a client
+    that stops reading gets its connection closed, and the store's connection is freed."""
+
+    def __init__(self, send, timeout: float) -> None:
         self._send = send
+        self._timeout = timeout
         self.started = False
         self.status = 0
         self.bytes = 0
@@ -242,9 +319,14 @@ class _Sender:
         if message["type"] == "http.response.start":
             self.started = True
             self.status = message["status"]
-        else:
-            self.bytes += len(message.get("body", b""))
-        await self._send(message)
+            await self._send(message)
+            return
+        self.bytes += len(message.get("body", b""))
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._send(message)
+        except TimeoutError:
+            raise ClientStalled() from None
 
 
 @dataclass(slots=True)
@@ -299,14 +381,20 @@ class Gateway:
         self.usage = UsageRecorder()
         self.guard = FailureGuard(*auth_module.failure_limit())
         self.flush_seconds = auth_module.usage_flush_seconds()
+        self.upstream_timeouts = auth_module.upstream_timeouts()
+        self.body_timeout = auth_module.body_timeout_seconds()
         self._flusher: asyncio.Task | None = None
         self._client: httpx.AsyncClient | None = None
 
     @property
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
+            # Every wait on the store is limited: connecting, and each read or write (not
+            # a whole transfer, so a long healthy one is never cut), and the wait for a
+            # free connection.
+            connect, between_bytes = self.upstream_timeouts
             self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(300.0, connect=10.0, pool=60.0),
+                timeout=httpx.Timeout(between_bytes, connect=connect),
                 limits=httpx.Limits(max_connections=512, max_keepalive_connections=64),
             )
             # Only what the client sent (and our signature) goes upstream: no Accept,
@@ -355,11 +443,16 @@ class Gateway:
             return
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_periodically())
+        request = sigv4.Request.from_asgi(scope)
+        # A body without a declared length (chunked) is counted as it arrives.
+        undeclared = "content-length" not in (request.header_map or {})
         exchange = Exchange(
-            sigv4.Request.from_asgi(scope),
+            request,
             secrets.token_hex(8).upper(),
-            _Receiver(receive),
-            _Sender(send),
+            _Receiver(
+                receive, self.body_timeout, post_object.MAX_FORM_BYTES if undeclared else None
+            ),
+            _Sender(send, self.body_timeout),
             (scope.get("client") or (None,))[0],
         )
         try:
@@ -397,12 +490,18 @@ class Gateway:
         except Exception as error:
             if exchange.send.started:
                 # Too late for an error answer: dropping the connection tells the client
-                # that the body it got is incomplete.
+                # that the body it got is incomplete. An answer left unfinished makes the
+                # server drop it, as an exception does; only a bug needs the traceback.
                 log.warning(
                     "request %s failed after its answer began: %r", exchange.request_id, error
                 )
+                if isinstance(error, (httpx.TransportError, ClientStalled)):
+                    return
                 raise
-            if not isinstance(error, sigv4.S3Error):
+            if isinstance(error, httpx.TransportError):
+                log.warning("request %s: the store failed: %r", exchange.request_id, error)
+                error = _store_unavailable()
+            elif not isinstance(error, sigv4.S3Error):
                 log.exception("request %s failed", exchange.request_id)
                 error = sigv4.S3Error(
                     "InternalError", 500, "We encountered an internal error. Please try again."
@@ -422,6 +521,7 @@ class Gateway:
         request = exchange.request
         headers = request.header_map or {}
         check_header_sizes(headers)
+        check_declared_size(request)
         if request.method == "OPTIONS":
             await self._preflight(exchange)
             return

@@ -21,10 +21,18 @@ EXCLOUD_REDIS_BACKOFF_SECONDS after that the gateway does not ask Redis at all a
 nothing cached (a cached entry counts only under a version just read), so a frozen Redis
 costs one EXCLOUD_REDIS_TIMEOUT_SECONDS wait per back-off, not one per request. A change
 whose bump was lost (keys/revocation.py) is seen within CACHE_TTL_SECONDS.
+
+Outages: a lookup that finds the database down, or still runs after
+EXCLOUD_S3_DATABASE_TIMEOUT_SECONDS, raises S3's 503 ServiceUnavailable, which clients
+retry; the thread's broken connection is closed, and connections are health-checked before
+use, so the process serves again as soon as the database is back.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import logging
 import os
 import time
@@ -42,8 +50,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "excloud_portal.settings")
 if not apps.ready:
     django.setup()
 
+import psycopg  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 from asgiref.sync import sync_to_async  # noqa: E402
+from django import db  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.db import close_old_connections  # noqa: E402
 
@@ -264,8 +274,64 @@ def _send_usage(batch: dict) -> None:
     record_usage.delay(batch)
 
 
+# Errors that say the database cannot be reached or lost the connection, rather than that a
+# query is wrong: the client is told to retry (503), and the thread's connection is closed
+# so its next lookup connects afresh.
+DATABASE_UNAVAILABLE = (
+    db.OperationalError,
+    db.InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+
+
+def database_unavailable() -> sigv4.S3Error:
+    return sigv4.S3Error(
+        "ServiceUnavailable", 503, "The service is unavailable. Please retry your request."
+    )
+
+
+def _guarded(func):
+    @functools.wraps(func)
+    def run(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except DATABASE_UNAVAILABLE as error:
+            log.warning("database unavailable in %s: %r", func.__name__, error)
+            with contextlib.suppress(Exception):
+                db.connection.close()
+            raise database_unavailable() from None
+
+    return run
+
+
+def _threaded(func):
+    """``func`` run in a worker thread, its database outages raised as 503 ServiceUnavailable."""
+    return sync_to_async(_guarded(func), thread_sensitive=False)
+
+
+async def _within_limit(awaitable):
+    """``awaitable``'s result, or 503 ServiceUnavailable once it has run longer than
+    EXCLOUD_S3_DATABASE_TIMEOUT_SECONDS (a database that accepts connections but does not
+    answer). A thread cannot be stopped: it finishes, or fails, on its own."""
+    limit = settings.EXCLOUD_S3_DATABASE_TIMEOUT_SECONDS
+    try:
+        return await asyncio.wait_for(awaitable, limit)
+    except TimeoutError:
+        log.warning("a database call took over %ss", limit)
+        raise database_unavailable() from None
+
+
 def _in_thread(func):
-    return sync_to_async(func, thread_sensitive=False)
+    """``func`` run in a worker thread, within the database time limit (its result dropped
+    if it comes later)."""
+    threaded = _threaded(func)
+
+    @functools.wraps(func)
+    async def run(*args, **kwargs):
+        return await _within_limit(threaded(*args, **kwargs))
+
+    return run
 
 
 # ---------------------------------------------------------------------------------------
@@ -311,6 +377,8 @@ class Authority:
         self.on_invalidate: list = []
         # Failed sends of usage totals since one last went through.
         self._usage_unsent = 0
+        # Bucket claims being given back (see claim_bucket), kept until done.
+        self._late: set[asyncio.Future] = set()
 
     async def _current_version(self) -> tuple[bool, bytes | None]:
         """(caching, version): read the authority version, dropping the cache if it moved."""
@@ -413,8 +481,41 @@ class Authority:
     async def claim_bucket(
         self, access_key_id: str, name: str, ip: str | None, request_id: str
     ) -> str:
-        """services.claim_bucket() for the key's org: "claimed", "owned" or "taken"."""
-        return await _in_thread(_change)(services.claim_bucket, access_key_id, ip, request_id, name)
+        """services.claim_bucket() for the key's org: "claimed", "owned" or "taken".
+
+        A claim that outlasts the time limit is answered 503, so the store never creates
+        the bucket; should it commit after all, it is given back then."""
+        claim = asyncio.ensure_future(
+            _threaded(_change)(services.claim_bucket, access_key_id, ip, request_id, name)
+        )
+        try:
+            return await _within_limit(asyncio.shield(claim))
+        except sigv4.S3Error:
+            claim.add_done_callback(
+                lambda done: self._give_back_late_claim(done, access_key_id, name, ip, request_id)
+            )
+            raise
+
+    def _give_back_late_claim(
+        self,
+        done: asyncio.Future,
+        access_key_id: str,
+        name: str,
+        ip: str | None,
+        request_id: str,
+    ) -> None:
+        if done.cancelled() or done.exception() is not None or done.result() != "claimed":
+            return
+        release = asyncio.ensure_future(
+            self.release_bucket_claim(access_key_id, name, ip, request_id, 503)
+        )
+        self._late.add(release)
+        release.add_done_callback(self._late_released)
+
+    def _late_released(self, release: asyncio.Future) -> None:
+        self._late.discard(release)
+        if not release.cancelled() and release.exception() is not None:
+            log.error("could not give back a late bucket claim: %r", release.exception())
 
     async def release_bucket_claim(
         self, access_key_id: str, name: str, ip: str | None, request_id: str, status: int
@@ -495,3 +596,27 @@ def region() -> str:
 
 def endpoint() -> str:
     return settings.EXCLOUD_S3_ENDPOINT
+
+
+def upstream_timeouts() -> tuple[int, int]:
+    """(connect, between bytes) seconds the gateway waits on the object store."""
+    return (
+        settings.EXCLOUD_S3_UPSTREAM_CONNECT_TIMEOUT_SECONDS,
+        settings.EXCLOUD_S3_UPSTREAM_TIMEOUT_SECONDS,
+    )
+
+
+def body_timeout_seconds() -> int:
+    """How long a request body may pause, or a client leave an answer unread, before the
+    connection is cut."""
+    return settings.EXCLOUD_S3_BODY_TIMEOUT_SECONDS
+
+
+def connection_limits() -> dict[str, int]:
+    """What the server bounds on each connection: the wait for a request head, an idle
+    keep-alive connection, and how many requests one process serves at once."""
+    return {
+        "head_timeout": settings.EXCLOUD_S3_HEAD_TIMEOUT_SECONDS,
+        "timeout_keep_alive": settings.EXCLOUD_S3_KEEPALIVE_SECONDS,
+        "limit_concurrency": settings.EXCLOUD_S3_MAX_CONCURRENCY,
+    }

@@ -28,6 +28,8 @@ from .sigv4 import S3Error
 MAX_FIELDS_BYTES = 20 * 1024
 MAX_PART_HEADER_BYTES = 8 * 1024
 MAX_OBJECT_BYTES = 5 * 1024**3
+# The most a form adds to its file: the fields before it, part heads and boundaries.
+MAX_FORM_BYTES = MAX_OBJECT_BYTES + 64 * 1024
 # Fields the policy need not name.
 UNCONDITIONED_FIELDS = frozenset({"policy", "x-amz-signature", "file"})
 _DISPOSITION_PARAM = re.compile(r';\s*([a-zA-Z*]+)="((?:[^"\\]|\\.)*)"')
@@ -201,7 +203,8 @@ class Policy:
                 operator = str(condition[0]).lower()
                 if operator == "content-length-range":
                     try:
-                        length = (int(condition[1]), int(condition[2]))
+                        # No policy lets one upload past S3's size for a single PUT.
+                        length = (int(condition[1]), min(int(condition[2]), MAX_OBJECT_BYTES))
                     except (TypeError, ValueError):
                         raise _invalid_policy(condition) from None
                     continue

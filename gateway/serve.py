@@ -1,21 +1,39 @@
 """Serve the S3 endpoint: ``python -m gateway.serve [--host H] [--port P] [--http IMPL]``.
 
 uvicorn with the limits an S3 endpoint needs before any request reaches the application:
-the request line and headers together may not exceed MAX_HEAD_BYTES. httptools buffers a
-header until its end, so a client sending 100 MB of one header would make the process
-hold all of it; the protocol below counts what arrives before the head is complete and
-answers 431 and closes the connection once it passes the cap. With h11, the parser's own
-incomplete-event cap does the same (answering 400).
+
+- The request line and headers together may not exceed MAX_HEAD_BYTES. httptools buffers
+  a header until its end, so a client sending 100 MB of one header would make the process
+  hold all of it; the protocol below counts what arrives before the head is complete and
+  answers 431 and closes the connection once it passes the cap. With h11, the parser's
+  own incomplete-event cap does the same (answering 400).
+- A request head must be complete within ``head_timeout`` seconds of the connection
+  opening or of the previous answer, however slowly it trickles in; uvicorn's keep-alive
+  timeout only covers a connection that sends nothing at all after an answer.
+- Past ``limit_concurrency`` connections or requests in the process, a request is answered
+  S3's 503 SlowDown (uvicorn's own answer would be plain text) and its connection closed.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .sigv4 import S3Error
+
+log = logging.getLogger(__name__)
+
+# Seconds a request head may take, when the configuration does not say.
+HEAD_TIMEOUT_SECONDS = 10.0
 # Request line plus every header line. S3 allows 8 KiB per header and 2 KiB of user
 # metadata per request; 64 KiB leaves room for every header an SDK sends.
 MAX_HEAD_BYTES = 64 * 1024
@@ -33,8 +51,102 @@ class HeadTooLarge(Exception):
     pass
 
 
-class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    """httptools, refusing a request head larger than MAX_HEAD_BYTES with 431."""
+async def slow_down(scope: dict[str, Any], receive, send) -> None:
+    """The answer to a request past the process's concurrency limit."""
+    request_id = secrets.token_hex(8).upper()
+    body = S3Error("SlowDown", 503, "Please reduce your request rate.").to_xml(
+        request_id, scope.get("path", "/")
+    )
+    headers = [
+        (b"content-type", b"application/xml"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-amz-request-id", request_id.encode()),
+        (b"retry-after", b"1"),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+
+class GatewayConfig(uvicorn.Config):
+    """uvicorn's configuration, and how long a request head may take to arrive."""
+
+    def __init__(self, *args, head_timeout: float = HEAD_TIMEOUT_SECONDS, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.head_timeout = head_timeout
+
+
+class ConnectionLimits:
+    """The request-head timeout and the S3 answer past the concurrency limit, for either
+    uvicorn protocol (listed before it among the bases)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_timeout = getattr(self.config, "head_timeout", HEAD_TIMEOUT_SECONDS)
+        self._head_timer: asyncio.TimerHandle | None = None
+        # Decided here, so the answer past it is S3's; uvicorn must not decide it too.
+        self._max_concurrency = self.limit_concurrency
+        self.limit_concurrency = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._await_head()
+
+    def connection_lost(self, exc) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._await_head()
+
+    def _await_head(self) -> None:
+        """Start the time the next request head has to arrive in full."""
+        self._cancel_head_timer()
+        self._head_timer = self.loop.call_later(self._head_timeout, self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A request is being served; the next answer starts the wait again.
+            return
+        log.info("No complete request head within %ss: closing.", self._head_timeout)
+        self.transport.close()
+
+    @contextlib.contextmanager
+    def _slow_down_when_full(self) -> Iterator[None]:
+        """While a request is started in here, answer it with SlowDown if the process is
+        at its limit (the check uvicorn makes, with S3's answer)."""
+        limit = self._max_concurrency
+        if limit is None or (len(self.connections) < limit and len(self.tasks) < limit):
+            yield
+            return
+        app, self.app = self.app, slow_down
+        try:
+            yield
+        finally:
+            self.app = app
+
+
+class LimitedH11Protocol(ConnectionLimits, H11Protocol):
+    """h11, with a request-head timeout and S3's SlowDown past the concurrency limit."""
+
+    def handle_events(self) -> None:
+        with self._slow_down_when_full():
+            super().handle_events()
+
+
+class LimitedHttpToolsProtocol(ConnectionLimits, HttpToolsProtocol):
+    """httptools, refusing a request head larger than MAX_HEAD_BYTES with 431, with a
+    request-head timeout and S3's SlowDown past the concurrency limit."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -65,7 +177,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._too_large = True
             # The parser reports a failed callback as a parse error, which answers below.
             raise HeadTooLarge()
-        super().on_headers_complete()
+        with self._slow_down_when_full():
+            super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -84,7 +197,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
-HTTP_PROTOCOLS = {"httptools": LimitedHttpToolsProtocol, "h11": H11Protocol}
+HTTP_PROTOCOLS = {"httptools": LimitedHttpToolsProtocol, "h11": LimitedH11Protocol}
 
 
 def config(
@@ -94,11 +207,13 @@ def config(
     http: str = "httptools",
     forwarded_allow_ips: str = "",
     **options,
-) -> uvicorn.Config:
+) -> GatewayConfig:
     """uvicorn's configuration. The client's address (for SlowDown, usage and audit) is
     the connection's own unless ``forwarded_allow_ips`` names the proxies whose
-    X-Forwarded-For may replace it: uvicorn would otherwise trust it from 127.0.0.1."""
-    return uvicorn.Config(
+    X-Forwarded-For may replace it: uvicorn would otherwise trust it from 127.0.0.1.
+    ``options`` may set ``head_timeout``, ``timeout_keep_alive`` and ``limit_concurrency``
+    (see the module docstring) and any other uvicorn option."""
+    return GatewayConfig(
         app,
         host=host,
         port=port,
@@ -123,6 +238,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--access-log", action="store_true")
     args = parser.parse_args(argv)
+    # Imported here: it sets Django up, which the protocols above do not need.
+    from .authority import connection_limits
+
     uvicorn.Server(
         config(
             "gateway.app:app",
@@ -131,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
             args.http,
             args.forwarded_allow_ips,
             access_log=args.access_log,
+            **connection_limits(),
         )
     ).run()
 

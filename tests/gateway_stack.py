@@ -70,6 +70,8 @@ class Upstream:
     access_key_id: str
     secret_access_key: str
     root: Path
+    # The store's process: a test that owns the store may freeze it (SIGSTOP).
+    pid: int = 0
 
 
 @contextlib.contextmanager
@@ -91,7 +93,7 @@ def upstream(tmp: Path) -> Iterator[Upstream]:
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_for_http(url + "/", proc, log)
-        yield Upstream(url, access_key_id, secret, root)
+        yield Upstream(url, access_key_id, secret, root, proc.pid)
     finally:
         _stop(proc)
 

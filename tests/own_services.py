@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 import redis
 
-from tests.gateway_stack import free_port
+from tests.gateway_stack import REPO, free_port
 
 START_TIMEOUT = 30
 
@@ -208,6 +208,28 @@ class OwnPostgres:
     def create_database(self, name: str) -> None:
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
             conn.execute(f'create database "{name}"')
+
+    def manage(self, database: str, *args: str, env: dict[str, str] | None = None) -> str:
+        """Run ``manage.py`` on ``database`` of this server; its output. ``env`` is the rest
+        of the environment (by default this process's, less its database and Redis)."""
+        if env is None:
+            env = {
+                key: value
+                for key, value in os.environ.items()
+                if not key.startswith(("DATABASE_", "REDIS_"))
+            }
+            # Development secrets go to the server's folder, not the work tree's var/.
+            env["EXCLOUD_VAR_DIR"] = str(self.root / "var")
+        done = subprocess.run(
+            [str(REPO / ".venv" / "bin" / "python"), "manage.py", *args],
+            cwd=REPO,
+            env={**env, "DATABASE_URL": self.url(database), "REDIS_URL": env.get("REDIS_URL", "")},
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        return done.stdout
 
     def stop(self) -> None:
         self.thaw()

@@ -116,6 +116,7 @@ def build(
     query: str | None = None,
     unsigned: Headers = (),
     amz_date: str | None = None,
+    content_length: int | None = None,
 ) -> bytes:
     """The bytes of one signed HTTP/1.1 request.
 
@@ -123,6 +124,7 @@ def build(
     query to sign (by default, those of ``target``). ``headers`` are signed (a Host or
     x-amz-date among them replaces the default one, and may repeat); ``unsigned`` are
     sent unsigned after the Authorization header (a second Authorization, say).
+    ``content_length`` is the Content-Length to claim, if not the body's own.
     """
     raw = target if isinstance(target, bytes) else target.encode()
     raw_path, _, raw_query = raw.partition(b"?")
@@ -156,7 +158,9 @@ def build(
     )
     sent.append(("Authorization", auth))
     sent += list(unsigned)
-    if body or method in ("PUT", "POST"):
+    if content_length is not None:
+        sent.append(("Content-Length", str(content_length)))
+    elif body or method in ("PUT", "POST"):
         sent.append(("Content-Length", str(len(body))))
     head = method.encode() + b" " + raw + b" HTTP/1.1\r\n"
     head += b"".join(f"{n}: {v}\r\n".encode("latin-1") for n, v in sent)
