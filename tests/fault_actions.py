@@ -6,6 +6,7 @@ Commands print one JSON value:
   setup SLUG EMAIL         an org with its owner -> {}
   new-key SLUG NAME        a key of the org's owner -> {"id": ..., "secret": ...}
   revoke KEY_ID            revoke as the org's owner -> {"status": ..., "seconds": ...}
+  token SLUG               an API token of the org's owner -> {"token": ...}
   requests KEY_ID          the requests counted for the key -> int
   events ACTION            how many audit events of that action there are -> int
 """
@@ -26,6 +27,7 @@ def main(argv: list[str]) -> object:
     from django.db.models import Sum
 
     from accounts.models import Membership, Organization, Role, User
+    from accounts.services import create_api_token
     from audit.models import AuditEvent
     from audit.trail import Actor
     from gateway.models import KeyUsage
@@ -54,6 +56,10 @@ def main(argv: list[str]) -> object:
         started = time.monotonic()
         key = revoke_key(owner, Actor.for_user(owner.user), key)
         return {"status": key.status, "seconds": time.monotonic() - started}
+    if command == "token":
+        (slug,) = args
+        owner = owner_of(Organization.objects.get(slug=slug))
+        return {"token": create_api_token(owner, Actor.for_user(owner.user), "faults").plaintext}
     if command == "requests":
         (key_id,) = args
         total = KeyUsage.objects.filter(access_key_id=key_id).aggregate(n=Sum("requests"))["n"]

@@ -219,6 +219,38 @@ def gateway(
 
 
 @contextlib.contextmanager
+def web(tmp: Path, store: Upstream, *, var: Path, **env: str) -> Iterator[str]:
+    """The portal itself (uvicorn serving excloud_portal.asgi) on a free port, with the
+    environment stack_env() gives for ``env`` (redis_url, database, settings); its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp / f"web-{port}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                str(BIN / "python"),
+                "-m",
+                "uvicorn",
+                "excloud_portal.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=REPO,
+            env=stack_env(var, store, **env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_for_http(url + "/accounts/login/", proc, log)
+        yield url
+    finally:
+        _stop(proc)
+
+
+@contextlib.contextmanager
 def worker(
     tmp: Path,
     store: Upstream,

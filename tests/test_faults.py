@@ -1,11 +1,13 @@
-"""Faults: a gateway and a Celery worker on a PostgreSQL and a Redis of the tests' own
-(tests/own_services.py), each of which is killed, frozen and restarted under traffic.
+"""Faults: a gateway, a Celery worker and the portal's web process on a PostgreSQL and a
+Redis of the tests' own (tests/own_services.py), each of which is killed, frozen and
+restarted under traffic.
 
 What must hold: a key can be revoked while Redis is down or frozen, and fails at the
 gateway on its next request; a frozen Redis costs the gateway one timeout per back-off,
 not one per request; every request is counted once, whatever was down while it was
-counted; and afterwards the audit trail verifies, with an event for every revoke, and no
-secret is in any process's log.
+counted; the REST API answers JSON 503 while PostgreSQL is down, revokes while Redis is
+down, and comes back by itself; and afterwards the audit trail verifies, with an event
+for every revoke, and no secret is in any process's log.
 
 The portal's side (creating keys, revoking them, reading the counts) runs as its own
 process on the same database (tests/fault_actions.py), through the service functions.
@@ -18,6 +20,8 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +37,7 @@ from keys.models import AccessKey, KeyStatus
 from keys.services import revoke_key
 from tests import s3_raw
 from tests.conftest import new_key
-from tests.gateway_stack import REPO, Gateway, gateway, stack_env, worker
+from tests.gateway_stack import REPO, Gateway, gateway, stack_env, web, worker
 from tests.own_services import OwnPostgres, OwnRedis, own_postgres, own_redis
 
 WAIT_SECONDS = 90
@@ -57,6 +61,7 @@ class Stack:
     env: dict[str, str]
     gateway: Gateway
     worker_log: Path
+    web_url: str
     secrets: list[str] = field(default_factory=list)
     revoked: int = 0
 
@@ -91,6 +96,20 @@ class Stack:
 
     def gateway_log(self) -> str:
         return self.gateway.log.read_text(errors="replace")
+
+    def api(self, method: str, path: str, token: str, body: dict | None = None):
+        """(status, headers, JSON body) of one call to the portal's REST API."""
+        request = urllib.request.Request(
+            self.web_url + "/api/v1" + path,
+            data=None if body is None else json.dumps(body).encode(),
+            method=method,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=WAIT_SECONDS) as response:
+                return response.status, response.headers, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers, json.loads(error.read())
 
 
 def wait_for(condition, what, stack: Stack | None = None):
@@ -135,8 +154,9 @@ def stack(tmp_path_factory, store):
         with (
             gateway(tmp, store, EXCLOUD_USAGE_FLUSH_SECONDS=FLUSH_SECONDS, **common) as gw,
             worker(tmp, store, **common) as worker_log,
+            web(tmp, store, **common) as web_url,
         ):
-            running = Stack(own_r, own_pg, env, gw, worker_log)
+            running = Stack(own_r, own_pg, env, gw, worker_log, web_url)
             running.act("setup", SLUG, "owner@faulty.test")
             maker = running.new_key("bucket-maker")
             assert maker.request("PUT", f"/{BUCKET}").status == 200
@@ -322,6 +342,54 @@ def test_it_bumps_the_version_once_redis_is_back_after_a_revoke_without_it(
     wait_for(lambda: not revocation.retrying(), "the retries to stop")
 
 
+def _assert_unavailable(answer) -> None:
+    status, headers, body = answer
+    assert status == 503, body
+    assert body["code"] == "service_unavailable"
+    assert int(headers["Retry-After"]) > 0
+
+
+def test_the_api_answers_json_503_while_postgres_is_down_and_recovers(stack, postgres_back):
+    token = stack.act("token", SLUG)["token"]
+    assert stack.api("GET", "/keys", token)[0] == 200
+
+    stack.postgres.kill()
+    _assert_unavailable(stack.api("GET", "/keys", token))
+    _assert_unavailable(stack.api("POST", "/keys", token, {"name": "during-the-outage"}))
+    _assert_unavailable(stack.api("GET", "/config", token))
+    stack.postgres.start()
+
+    # The same web process serves again, without a restart.
+    wait_for(lambda: stack.api("GET", "/keys", token)[0] == 200, "the API answering", stack)
+    names = [key["name"] for key in stack.api("GET", "/keys", token)[2]["items"]]
+    assert "during-the-outage" not in names
+
+
+def test_the_api_revokes_a_key_while_redis_is_killed(stack, redis_back):
+    token = stack.act("token", SLUG)["token"]
+    leaked = stack.new_key("leaked-api")
+    assert get(leaked) == 200
+
+    stack.redis.kill()
+    status, _, body = stack.api("DELETE", f"/keys/{leaked.key_id}", token)
+    assert status == 200, body
+    assert body["status"] == KeyStatus.REVOKED
+    stack.revoked += 1
+
+    assert get(leaked) == 403
+
+
+def test_the_api_answers_while_redis_is_frozen(stack, redis_back):
+    token = stack.act("token", SLUG)["token"]
+    stack.redis.freeze()
+    try:
+        # The per-token rate limit cannot be counted; the call goes through.
+        status, _, body = stack.api("GET", "/keys", token)
+    finally:
+        stack.redis.thaw()
+    assert status == 200, body
+
+
 def test_it_leaves_the_audit_trail_whole_and_no_secret_in_any_log(stack):
     verified = subprocess.run(
         [sys.executable, "manage.py", "audit_verify"],
@@ -335,7 +403,10 @@ def test_it_leaves_the_audit_trail_whole_and_no_secret_in_any_log(stack):
     assert verified.stdout.startswith("OK ")
     assert stack.act("events", "access_key.revoked") == stack.revoked
     assert stack.act("events", "access_key.created") == len(stack.secrets)
-    logs = stack.gateway_log() + stack.worker_log.read_text(errors="replace")
+    web_logs = "".join(
+        log.read_text(errors="replace") for log in stack.worker_log.parent.glob("web-*.log")
+    )
+    logs = stack.gateway_log() + stack.worker_log.read_text(errors="replace") + web_logs
     assert stack.secrets and logs
     for secret in stack.secrets:
         assert secret not in logs
