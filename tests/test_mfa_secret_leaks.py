@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 
 import pytest
-from django.conf import settings
 from django.contrib.sessions.models import Session
 from django.test import Client
 
@@ -22,7 +20,7 @@ from mfa.models import RecoveryCode, TotpDevice, normalize_recovery_code
 
 from .conftest import PASSWORD
 from .mfa_support import codes_on, secret_on, sign_in_with_password, totp_code
-from .test_secret_leaks import PG_DUMP, cache_contents, log_output  # noqa: F401
+from .test_secret_leaks import cache_contents, database_dump, log_output  # noqa: F401
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -145,24 +143,7 @@ def test_it_keeps_the_seed_and_codes_out_of_sessions_cache_and_audit(owner):
 
 def test_it_stores_the_seed_only_sealed_and_the_codes_only_hashed(owner):
     shown = enrol_and_sign_in(owner)
-    db = settings.DATABASES["default"]
-    dump = subprocess.run(
-        [
-            PG_DUMP,
-            "--no-password",
-            "--host",
-            db["HOST"] or "127.0.0.1",
-            "--port",
-            str(db["PORT"] or 5432),
-            "--username",
-            db["USER"] or "postgres",
-            "--dbname",
-            db["NAME"],
-        ],
-        capture_output=True,
-        check=True,
-        text=True,
-    ).stdout
+    dump = database_dump()
     device = TotpDevice.objects.get(user=owner.user)
     assert bytes(device.seed_sealed).hex() in dump
     # The sealed blob really is this seed, so a plaintext copy would have been found.

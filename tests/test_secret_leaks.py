@@ -37,6 +37,30 @@ from .conftest import PASSWORD
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PG_DUMP = "/usr/bin/pg_dump"
+
+
+def database_dump() -> str:
+    """The whole test database as SQL, as pg_dump writes it."""
+    db = settings.DATABASES["default"]
+    return subprocess.run(
+        [
+            PG_DUMP,
+            "--no-password",
+            "--host",
+            db["HOST"] or "127.0.0.1",
+            "--port",
+            str(db["PORT"] or 5432),
+            "--username",
+            db["USER"] or "postgres",
+            "--dbname",
+            db["NAME"],
+        ],
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
+
+
 KEYS = "/orgs/acme/keys/"
 NEW = "/orgs/acme/keys/new/"
 HX = {"HX-Request": "true"}
@@ -269,24 +293,7 @@ def test_it_keeps_the_secret_out_of_audit_events(owner):
 
 def test_it_stores_the_secret_only_sealed(owner):
     shown = create_keys_and_use_every_page(owner)
-    db = settings.DATABASES["default"]
-    dump = subprocess.run(
-        [
-            PG_DUMP,
-            "--no-password",
-            "--host",
-            db["HOST"] or "127.0.0.1",
-            "--port",
-            str(db["PORT"] or 5432),
-            "--username",
-            db["USER"] or "postgres",
-            "--dbname",
-            db["NAME"],
-        ],
-        capture_output=True,
-        check=True,
-        text=True,
-    ).stdout
+    dump = database_dump()
 
     for key_id, secret in zip(shown.key_ids, shown.secrets, strict=True):
         key = AccessKey.objects.get(pk=key_id)
