@@ -93,7 +93,7 @@ SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or dev_secret(
 )
 ALLOWED_HOSTS = envlist("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = envlist("DJANGO_CSRF_TRUSTED_ORIGINS")
-SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+SITE_URL = os.environ.get("SITE_URL", "http://localhost:8000").rstrip("/")
 
 # Key-encryption keys that seal access key secrets: comma-separated ``id:base64url``
 # entries, newest first. New secrets are sealed under the first; the others only open
