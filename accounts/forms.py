@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from django import forms
-from django.contrib.auth import password_validation
+from django.contrib.auth import authenticate, password_validation
 from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm, SetPasswordForm
+from django.core.exceptions import ValidationError
 
 from excloud_portal.text import validate_text
 
@@ -118,9 +119,26 @@ class NewPasswordForm(SetPasswordForm):
 
 
 class ChangePasswordForm(PasswordChangeForm):
-    """A signed-in user's new password, optionally ending their API tokens too."""
+    """A signed-in user's new password, optionally ending their API tokens too.
+
+    The current password is checked through ``authenticate()``, like a sign-in, so the
+    sign-in lockout counts wrong guesses here too: a borrowed session cannot guess its
+    way to the password.
+    """
 
     revoke_api_tokens = _revoke_api_tokens_field()
+
+    def __init__(self, user, *args, request=None, **kwargs) -> None:
+        super().__init__(user, *args, **kwargs)
+        self.request = request
+
+    def clean_old_password(self) -> str:
+        old_password = self.cleaned_data["old_password"]
+        if authenticate(self.request, username=self.user.email, password=old_password) is None:
+            raise ValidationError(
+                self.error_messages["password_incorrect"], code="password_incorrect"
+            )
+        return old_password
 
 
 class TwoFactorRequirementForm(forms.Form):

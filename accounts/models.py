@@ -29,7 +29,11 @@ class UserManager(BaseUserManager["User"]):
         return self.create_user(email, password, **extra)
 
     def get_by_natural_key(self, username: str) -> User:
-        return self.get(email__iexact=username)
+        # Addresses are stored lowercased; an exact match on the lowercased input, not a
+        # case-insensitive one: the database folds some non-ASCII letters to ASCII ones
+        # (U+017F "ſ" to "S"), which would let each spelling of an address sign in to it
+        # under a lockout count of its own.
+        return self.get(email=username.strip().lower())
 
 
 class User(AbstractBaseUser, PermissionsMixin):

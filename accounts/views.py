@@ -122,6 +122,7 @@ def member_list(request: HttpRequest, slug: str) -> HttpResponse:
 
 @require_POST
 @login_required
+@reauth_required(back="member_list")
 def member_invite(request: HttpRequest, slug: str) -> HttpResponse:
     membership = membership_for(request, slug)
     if not membership.can_manage_members:
@@ -177,6 +178,7 @@ def member_role(request: HttpRequest, slug: str, user_id: int) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @login_required
+@reauth_required(methods=("POST",), back="member_list")
 def member_remove(request: HttpRequest, slug: str, user_id: int) -> HttpResponse:
     membership = membership_for(request, slug)
     target = _target_membership(membership, user_id)
@@ -347,6 +349,9 @@ class PasswordChangeView(_AuditedPasswordMixin, auth_views.PasswordChangeView):
     form_class = ChangePasswordForm
     audit_action = "user.password_changed"
     token_revoke_reason = "password_changed"
+
+    def get_form_kwargs(self) -> dict:
+        return {**super().get_form_kwargs(), "request": self.request}
 
 
 def _tokens_context(membership: Membership, form: ApiTokenForm, created=None) -> dict:

@@ -41,7 +41,7 @@ def reauth_required(
     """Send the user to the confirm page unless they proved who they are recently.
 
     ``methods`` are the requests that need it; ``back`` names the page (a URL name taking
-    the view's ``slug``) to return to when the view itself answers POST only.
+    the view's ``slug``, if it has one) to return to when the view itself answers POST only.
     """
 
     def decorate(view: Callable) -> Callable:
@@ -49,7 +49,9 @@ def reauth_required(
         def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             if request.method in methods and not is_recent(request):
                 if back:
-                    next_url = reverse(back, kwargs={"slug": kwargs["slug"]})
+                    next_url = reverse(
+                        back, kwargs={"slug": kwargs["slug"]} if "slug" in kwargs else None
+                    )
                 elif request.method == "GET":
                     next_url = request.get_full_path()
                 else:
@@ -63,3 +65,25 @@ def reauth_required(
         return wrapped
 
     return decorate(view) if view is not None else decorate
+
+
+def existing_factor_required(view: Callable) -> Callable:
+    """For adding a second factor: a user who already has one must have used it in this
+    session, so neither a password alone nor a session signed in without it can add
+    someone else's authenticator (and with it, pass every later check)."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        from .services import has_factor
+
+        if has_factor(request.user) and not request.user.is_verified():
+            next_url = (
+                request.get_full_path() if request.method == "GET" else reverse("mfa_security")
+            )
+            target = confirm_url(next_url, second_factor=True)
+            if getattr(request, "htmx", False):
+                return HttpResponseClientRedirect(target)
+            return redirect(target)
+        return view(request, *args, **kwargs)
+
+    return wrapped

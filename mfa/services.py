@@ -30,6 +30,7 @@ from .models import (
     new_recovery_code,
     new_totp_seed,
 )
+from .passkeys import PasskeyError
 
 TOTP_ISSUER = "Excloud"
 RESEAL_BATCH = 500
@@ -170,6 +171,10 @@ def add_passkey(
     transports: list[str],
 ) -> tuple[Passkey, list[str] | None]:
     with transaction.atomic():
+        if Passkey.objects.filter(credential_id=credential_id).exists():
+            # A registration may name a credential already registered (by this user or,
+            # crafted, by another): refused, not stored twice.
+            raise PasskeyError("This passkey is already registered.")
         passkey = Passkey.objects.create(
             user=user,
             name=name or "Passkey",

@@ -265,6 +265,8 @@ def _recovery_codes_page(request: HttpRequest, codes: list[str], next_url: str) 
 @never_cache
 @require_http_methods(["GET", "POST"])
 @login_required
+@reauth.reauth_required
+@reauth.existing_factor_required
 def totp_setup(request: HttpRequest) -> HttpResponse:
     next_url = safe_next(request)
     setup = services.pending_totp(request.user) or services.start_totp(request.user)
@@ -278,8 +280,9 @@ def totp_setup(request: HttpRequest) -> HttpResponse:
             form.add_error("code", str(e))
         else:
             device = TotpDevice.objects.get(pk=setup.device.pk)
+            # The session has now used a second factor; the re-authentication window
+            # stays as it was (enrolling proves the new factor, not the person).
             django_otp.login(request, device)
-            reauth.stamp(request)
             messages.success(request, "Your authenticator app is set up.")
             if codes:
                 return _recovery_codes_page(request, codes, next_url)
@@ -296,6 +299,8 @@ def totp_setup(request: HttpRequest) -> HttpResponse:
 @never_cache
 @require_POST
 @login_required
+@reauth.reauth_required(back="mfa_security")
+@reauth.existing_factor_required
 def passkey_add(request: HttpRequest) -> HttpResponse:
     next_url = safe_next(request)
     form = PasskeyForm(request.POST)
@@ -309,7 +314,6 @@ def passkey_add(request: HttpRequest) -> HttpResponse:
             messages.error(request, str(e))
         else:
             django_otp.login(request, passkey)
-            reauth.stamp(request)
             messages.success(request, "Your passkey is added.")
             if codes:
                 return _recovery_codes_page(request, codes, next_url)

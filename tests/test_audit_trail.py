@@ -818,7 +818,6 @@ REFUSALS = {
         refuse_logout_by_get,
         refuse_reset_with_a_bad_token,
         refuse_reset_with_mismatched_passwords,
-        refuse_password_change_with_a_wrong_old_password,
         refuse_password_change_when_signed_out,
         refuse_invite_by_a_member,
         refuse_invite_by_an_outsider,
@@ -854,6 +853,19 @@ def test_it_writes_no_event_for_a_refused_request(everyone, case):
     assert r.status_code == refusal.status
     assert world() == before
     assert events_since(mark) == []
+
+
+def test_a_wrong_old_password_is_recorded_as_a_failed_sign_in_and_nothing_more(everyone):
+    # The password change form checks the old password as a sign-in does, so the
+    # lockout counts guesses there too, and each one is a failed sign-in in the trail.
+    refusal = refuse_password_change_with_a_wrong_old_password(everyone)
+    before, mark = world(), audit_mark()
+    r = send(refusal.client, refusal.method, refusal.path, refusal.data)
+    assert r.status_code == refusal.status
+    assert world() == before
+    assert [(e.action, e.target_id) for e in events_since(mark)] == [
+        ("user.login_failed", everyone["member"].user.email)
+    ]
 
 
 @pytest.mark.parametrize("case", CHANGES)

@@ -193,4 +193,5 @@ def test_a_refused_change_revokes_nothing(owner, tokens):
     )
     assert r.status_code == 200
     assert not ApiToken.objects.exclude(revoked_at=None).exists()
-    assert events_since(mark) == []
+    # The wrong password counts as a failed sign-in; nothing is revoked.
+    assert [e.action for e in events_since(mark)] == ["user.login_failed"]
