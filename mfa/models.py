@@ -52,8 +52,16 @@ class FactorKind(models.TextChoices):
     RECOVERY = "recovery", "Recovery code"
 
 
+# The wait after a wrong code doubles up to this many failures in a row and then stays:
+# with the default factor, about 34 minutes between guesses (some 40 a day against a
+# million codes), while someone who knows the password and keeps failing on purpose
+# cannot lock the owner out of their own factor for longer than that after stopping.
+THROTTLE_MAX_FAILURES = 12
+
+
 class _ThrottledDevice(ThrottlingMixin, Device):
-    """A device whose failed verifications make the next one wait longer: 1 s, 2 s, 4 s..."""
+    """A device whose failed verifications make the next one wait longer: 1 s, 2 s, 4 s...
+    up to THROTTLE_MAX_FAILURES doublings."""
 
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
@@ -63,6 +71,12 @@ class _ThrottledDevice(ThrottlingMixin, Device):
 
     def get_throttle_factor(self) -> int:
         return getattr(settings, "OTP_TOTP_THROTTLE_FACTOR", 1)
+
+    def throttle_increment(self, commit: bool = True) -> None:
+        super().throttle_increment(commit=False)
+        self.throttling_failure_count = min(self.throttling_failure_count, THROTTLE_MAX_FAILURES)
+        if commit:
+            self.save()
 
 
 class TotpDevice(_ThrottledDevice):

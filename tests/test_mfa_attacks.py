@@ -5,12 +5,15 @@ passkey registered twice."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from accounts.models import ApiToken, Invitation, Organization
 from mfa import services
-from mfa.models import Passkey, TotpDevice
+from mfa.models import THROTTLE_MAX_FAILURES, Passkey, TotpDevice
 from mfa.passkeys import PasskeyError
 
 from .conftest import PASSWORD, client_for, make_user
@@ -167,3 +170,22 @@ def test_a_passkey_is_registered_once(owner, member, rf):
             transports=[],
         )
     assert Passkey.objects.filter(credential_id=authenticator.id).count() == 1
+
+
+def test_wrong_codes_cannot_lock_the_owner_out_for_longer_than_the_cap(owner, settings):
+    client = client_for(owner)
+    secret, _ = enrol_totp(client)
+    device = TotpDevice.objects.get(user=owner.user, confirmed=True)
+    # Someone who knows the password has failed a hundred times over the last days.
+    for _ in range(100):
+        device.throttle_increment(commit=False)
+        device.throttling_failure_timestamp -= timedelta(days=1)
+    device.save()
+    assert device.throttling_failure_count == THROTTLE_MAX_FAILURES
+    longest = settings.OTP_TOTP_THROTTLE_FACTOR * 2 ** (THROTTLE_MAX_FAILURES - 1)
+    device.throttling_failure_timestamp = timezone.now() - timedelta(seconds=longest + 1)
+    device.save()
+
+    allowed, _ = device.verify_is_allowed()
+    assert allowed
+    assert device.verify_token(totp_code(secret, 1))
