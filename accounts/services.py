@@ -25,7 +25,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 from django_otp import user_has_device
 
-from audit.trail import Actor, client_ip, record
+from audit.trail import Actor, client_source, record
 from excloud_portal.text import UnsafeText, check_text, printable
 
 from . import throttle
@@ -588,11 +588,11 @@ def unknown_token_block(request) -> int:
     """Seconds until the client's address may try API tokens again, once it has sent too
     many unknown ones in the window; 0 when it may. Reads only the cache, so a client
     that is refused costs no database query."""
-    return throttle.unknown_api_tokens().exceeded(client_ip(request) or "")
+    return throttle.unknown_api_tokens().exceeded(client_source(request) or "")
 
 
 def _count_unknown_token(plaintext: str, request) -> None:
-    ip = client_ip(request) or ""
+    ip = client_source(request) or ""
     limit = throttle.unknown_api_tokens()
     limit.hit(ip)
     if not throttle.first_in_window(f"api-token-unknown:{ip}", limit.window):

@@ -18,7 +18,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from audit.trail import Actor, client_ip
+from audit.trail import Actor, client_source
 from mfa.reauth import reauth_required
 
 from . import services, throttle
@@ -57,7 +57,7 @@ def signup(request: HttpRequest) -> HttpResponse:
     form = SignUpForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        verdict = throttle.sign_ups_per_ip().hit(client_ip(request) or "")
+        verdict = throttle.sign_ups_per_ip().hit(client_source(request) or "")
         if not verdict.allowed:
             minutes = -(-verdict.retry_after // 60)
             form.add_error(
@@ -302,7 +302,8 @@ class PasswordResetView(auth_views.PasswordResetView):
     """
 
     def form_valid(self, form) -> HttpResponse:
-        if not throttle.allow_password_reset(form.cleaned_data["email"], client_ip(self.request)):
+        source = client_source(self.request)
+        if not throttle.allow_password_reset(form.cleaned_data["email"], source):
             return HttpResponseRedirect(self.get_success_url())
         site = urlsplit(settings.SITE_URL)
         # The email's context takes these over the request's own.

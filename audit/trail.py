@@ -83,6 +83,22 @@ def client_ip(request: HttpRequest) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
+def client_source(request: HttpRequest) -> str | None:
+    """The client as limits count it: its IPv4 address, or the first address of its IPv6
+    /64 (one host usually holds a whole /64, and could otherwise try again from a fresh
+    address every time). The audit trail keeps the exact address (client_ip)."""
+    ip = client_ip(request)
+    try:
+        address = ipaddress.ip_address(ip or "")
+    except ValueError:
+        return ip
+    if address.version == 4:
+        return str(address)
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{address}/64", strict=False).network_address)
+
+
 def record(
     actor: Actor,
     action: str,

@@ -404,7 +404,8 @@ AXES_RESET_ON_SUCCESS = True
 # AuthenticationForm passes the email as `username`; one callable reads it, lowercased.
 AXES_USERNAME_FORM_FIELD = "username"
 AXES_USERNAME_CALLABLE = "accounts.lockout.email_tried"
-AXES_CLIENT_IP_CALLABLE = "audit.trail.client_ip"
+# An IPv6 client counts as its /64, as the other limits count it.
+AXES_CLIENT_IP_CALLABLE = "audit.trail.client_source"
 AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
 # Sign-ins are in the audit trail already; Axes keeps only the failures it counts.
 AXES_DISABLE_ACCESS_LOG = True

@@ -167,3 +167,19 @@ def test_an_operator_lifts_a_lockout(owner):
         sign_in(client, "owner@acme.test", WRONG)
     call_command("axes_reset_username", "owner@acme.test", stdout=io.StringIO())
     assert sign_in(client, "owner@acme.test", PASSWORD).status_code == 302
+
+
+def test_an_ipv6_network_counts_as_one_address(owner):
+    # A host holds its whole /64: a fresh address per try is still the same client.
+    statuses = [
+        sign_in(
+            Client(REMOTE_ADDR=f"2001:db8:1:2::{n + 1:x}"), f"user{n}@acme.test", WRONG
+        ).status_code
+        for n in range(30)
+    ]
+    assert statuses == [200] * 29 + [429]
+    next_door = Client(REMOTE_ADDR="2001:db8:1:2:ffff::1")
+    assert sign_in(next_door, "owner@acme.test", PASSWORD).status_code == 429
+    # Another /64 is another client.
+    elsewhere = Client(REMOTE_ADDR="2001:db8:1:3::1")
+    assert sign_in(elsewhere, "owner@acme.test", PASSWORD).status_code == 302

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import html
 
+import pytest
 from django.test import Client
 
 from accounts.models import User
 from accounts.throttle import Limit
+from audit.trail import client_source
 
 from .conftest import PASSWORD, make_user
 
@@ -122,3 +124,19 @@ def test_a_limit_counts_per_key_and_tells_when_the_window_ends():
     assert limit.hit("b").allowed
     # A count of 0 is no limit.
     assert all(Limit("off", 0, 60).hit("a").allowed for _ in range(5))
+
+
+@pytest.mark.parametrize(
+    ("address", "source"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::"),
+        ("2001:db8:1:2::", "2001:db8:1:2::"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        ("", None),
+        ("not an address", "not an address"),
+    ],
+)
+def test_limits_count_an_ipv6_client_by_its_64(rf, address, source):
+    request = rf.get("/", REMOTE_ADDR=address)
+    assert client_source(request) == source
