@@ -3,6 +3,7 @@ and retiring a rotated key when its overlap ends."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -409,3 +410,42 @@ def test_recipients_leave_out_admins_when_the_policy_says_so(owner, admin, membe
     assert warning_recipients(warning) == ["member@acme.test"]
     Membership.objects.create(org=owner.org, user=make_user("x@acme.test"), role=Role.AUDITOR)
     assert warning_recipients(warning) == ["member@acme.test"]
+
+
+# 6. The sweep on SQLite (the embedded default), where no row lock keeps other writers out.
+
+
+def test_a_key_revoked_between_selection_and_update_on_sqlite_stays_revoked(tmp_path):
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SECRET_KEY", "EXCLOUD_SECRET_KEYS")
+    }
+    env.update(
+        EXCLOUD_VAR_DIR=str(tmp_path / "var"),
+        DJANGO_SETTINGS_MODULE="excloud_portal.settings",
+        PYTHONPATH=str(REPO),
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.sqlite_sweep"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WORKER_TIMEOUT,
+    )
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    first, revoked, last = outcome["ids"]
+    # The conditional update changed two of the three keys it selected; the third was
+    # revoked in between and keeps its status, its reason, and gets no expiry event.
+    assert outcome["expired"] == 2
+    assert outcome["status"] == {
+        first: KeyStatus.EXPIRED,
+        revoked: KeyStatus.REVOKED,
+        last: KeyStatus.EXPIRED,
+    }
+    assert outcome["reason"][revoked] == "revoked by its owner"
+    assert outcome["reason"][first] == expiry.REASON_TEXT[ExpiryReason.PAST_EXPIRY]
+    assert outcome["events"] == [first, last]
+    assert outcome["again"] is None
