@@ -24,6 +24,8 @@ from tests.test_gateway_e2e import bucket_name, s3_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+WAIT_TIMEOUT = 60
+
 
 @pytest.fixture(scope="module", params=["database", "redis"])
 def gw(request, tmp_path_factory, store):
@@ -57,14 +59,22 @@ def test_it_refuses_a_key_from_the_first_request_after_its_revoke(gw, owner):
                 outcome = error.response["Error"]["Code"]
             results.append((started, outcome))
 
+    def wait_for(condition) -> None:
+        # However slow the machine, wait for the requests themselves rather than a time.
+        deadline = time.monotonic() + WAIT_TIMEOUT
+        while not condition():
+            assert time.monotonic() < deadline, f"waited {WAIT_TIMEOUT} s for requests"
+            time.sleep(0.01)
+
     threads = [threading.Thread(target=hammer) for _ in range(4)]
     for thread in threads:
         thread.start()
+    revoked_at = float("inf")
     try:
-        time.sleep(0.5)
+        wait_for(lambda: sum(outcome == "ok" for _, outcome in list(results)) >= 4)
         revoke_key(owner, Actor.for_user(owner.user), key)
         revoked_at = time.monotonic()
-        time.sleep(0.5)
+        wait_for(lambda: sum(started > revoked_at for started, _ in list(results)) >= 8)
     finally:
         stop.set()
         for thread in threads:
@@ -73,7 +83,7 @@ def test_it_refuses_a_key_from_the_first_request_after_its_revoke(gw, owner):
     before = [outcome for started, outcome in results if started < revoked_at]
     after = [outcome for started, outcome in results if started > revoked_at]
     assert "ok" in before
-    assert len(after) >= 4
+    assert len(after) >= 8
     assert set(after) == {"InvalidAccessKeyId"}
 
 
