@@ -159,3 +159,21 @@ def test_it_reseals_every_key_under_the_new_kek(owner, member, settings, monkeyp
     for key, secret in made:
         key.refresh_from_db()
         assert unseal(key.secret_kek_id, key.secret_sealed, key.pk) == secret
+
+
+def test_it_does_not_open_a_sealed_secret_copied_onto_another_keys_row(owner):
+    from gateway import authority
+
+    first, first_secret = new_key(owner, "first")
+    second, _ = new_key(owner, "second")
+    AccessKey.objects.filter(pk=second.pk).update(
+        secret_kek_id=first.secret_kek_id, secret_sealed=first.secret_sealed
+    )
+    # The gateway's own read: the copy opens on the row it was sealed for and nowhere else.
+    assert authority._load_key(first.pk).secret() == first_secret
+    copied = authority._load_key(second.pk)
+    assert bytes(copied.sealed) == bytes(first.secret_sealed)
+    with pytest.raises(SealError) as caught:
+        copied.secret()
+    assert second.pk in str(caught.value)
+    assert first_secret not in str(caught.value)
