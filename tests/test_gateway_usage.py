@@ -102,6 +102,28 @@ def test_it_counts_requests_per_key_and_hour_without_writing_on_the_request_path
     assert "<td>6</td><td>" in html
 
 
+def test_it_counts_exactly_the_body_bytes_each_request_sent(gw, store, celery_worker, owner):
+    key, secret = new_key(owner)
+    name = bucket_name()
+    s3_client(store.url, store.access_key_id, store.secret_access_key).create_bucket(Bucket=name)
+    adopt_bucket(owner.org, name, Actor.system())
+    s3 = s3_client(gw.url, key.id, secret)
+
+    s3.put_object(Bucket=name, Key="odd.bin", Body=b"o" * 1237)
+    s3.put_object(Bucket=name, Key="tiny.bin", Body=b"t" * 5)
+    s3.put_object(Bucket=name, Key="empty.bin", Body=b"")
+    # Reading sends no body: bytes out, none in.
+    assert s3.get_object(Bucket=name, Key="odd.bin")["Body"].read() == b"o" * 1237
+
+    deadline = time.monotonic() + WAIT_SECONDS
+    while (usage := _usage(key)) is None or usage.requests < 4:
+        assert time.monotonic() < deadline, celery_worker.read_text(errors="replace")
+        time.sleep(0.2)
+    assert usage.requests == 4
+    assert usage.bytes_in == 1237 + 5
+    assert usage.bytes_out >= 1237
+
+
 def _one_request_batch(key) -> dict:
     recorder = UsageRecorder()
     recorder.record(

@@ -3,10 +3,12 @@ adds a gateway's totals (and denied attempts) to the database."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
 
+from gateway.app import _Receiver
 from gateway.models import DeniedAttempt, KeyUsage
 from gateway.operations import classify
 from gateway.tasks import record_usage
@@ -202,3 +204,25 @@ def test_it_adds_batches_to_hourly_rows_and_keeps_the_latest_use(owner):
     assert key.last_used_operation == "PutObject"
     assert key.last_used_ip == "192.0.2.1"
     assert key.last_used_at == datetime.fromtimestamp(HOUR + 50, UTC)
+
+
+def test_it_counts_every_piece_of_a_body_the_gateway_receives():
+    messages = [
+        {"type": "http.request", "body": b"abc", "more_body": True},
+        {"type": "http.request", "body": b"", "more_body": True},
+        {"type": "http.request", "body": b"defghij", "more_body": True},
+        {"type": "http.request", "body": b"k", "more_body": False},
+    ]
+
+    async def receive():
+        return messages.pop(0)
+
+    async def read_all(receiver):
+        pieces = []
+        while not receiver.done:
+            pieces.append((await receiver())["body"])
+        return b"".join(pieces)
+
+    receiver = _Receiver(receive, timeout=5)
+    assert asyncio.run(read_all(receiver)) == b"abcdefghijk"
+    assert receiver.bytes == 11
