@@ -447,5 +447,6 @@ def test_a_key_revoked_between_selection_and_update_on_sqlite_stays_revoked(tmp_
     }
     assert outcome["reason"][revoked] == "revoked by its owner"
     assert outcome["reason"][first] == expiry.REASON_TEXT[ExpiryReason.PAST_EXPIRY]
-    assert outcome["events"] == [first, last]
+    # One event per expired key, in whatever order the batch took them.
+    assert sorted(outcome["events"]) == sorted([first, last])
     assert outcome["again"] is None
