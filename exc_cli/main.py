@@ -120,13 +120,18 @@ def keys() -> None:
 
 
 @keys.command(context_settings=CONTEXT)
-@click.argument("name")
+@click.argument("name", required=False)
+@click.option("--name", "name_option", metavar="NAME", help="The key's name (or give it as NAME).")
 @click.option("--json", "as_json", is_flag=True, help="Print the new key as JSON.")
-def create(name: str, as_json: bool) -> None:
+def create(name: str | None, name_option: str | None, as_json: bool) -> None:
     """Create a key called NAME and print its ID and secret (shown this once).
 
-    The pair is also kept in ~/.config/exc/keys.json (mode 0600) for `configure`.
+    Give the name as an argument or with --name, not both. The pair is also kept in
+    ~/.config/exc/keys.json (mode 0600) for `configure`.
     """
+    if (name is None) == (name_option is None):
+        raise click.UsageError("give the key's name once: `create NAME` or `create --name NAME`")
+    name = name if name is not None else name_option
     api = _api()
     key = api.request("POST", "/keys", json={"name": name})
     secret = key["secret_access_key"]

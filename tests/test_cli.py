@@ -552,3 +552,22 @@ def test_the_installed_exc_against_a_live_server(live_server, gw, owner, tmp_pat
     assert unknown.returncode == 4 and unknown.stderr.startswith("exc: error: not found")
     bad = exc({**env, "EXC_TOKEN": "exc_" + "x" * 40}, "buckets", "keys", "list")
     assert bad.returncode == 3 and "token was refused" in bad.stderr
+
+
+# --- The documented usage ------------------------------------------------------------------
+
+
+def test_create_takes_the_name_as_an_option_too(portal, home):
+    created = run("buckets", "keys", "create", "--name", "laptop")
+    assert created.exit_code == 0, created.output
+    assert created.output == f"ACCESS_KEY_ID: {KEY_ID}\nSECRET_ACCESS_KEY: {SECRET}\n"
+    sent = [r for r in portal.requests if r.method == "POST"]
+    assert json.loads(sent[0].content) == {"name": "laptop"}
+
+
+@pytest.mark.parametrize("args", [("create",), ("create", "laptop", "--name", "laptop")])
+def test_create_wants_the_name_exactly_once(portal, home, args):
+    result = run("buckets", "keys", *args)
+    assert result.exit_code == 2
+    assert "give the key's name once" in result.output
+    assert portal.requests == []
