@@ -8,6 +8,7 @@ Handlers call the same service functions as the dashboard, with an ``api_token``
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
@@ -171,12 +172,19 @@ class OrgOut(Schema):
     name: str
 
 
+class TokenOut(Schema):
+    name: str
+    prefix: str
+    expires_at: datetime | None
+
+
 class ConfigOut(Schema):
     s3_endpoint: str
     region: str
     org: OrgOut
     user: str
     role: str
+    token: TokenOut
 
 
 @api.get("/config", response={200: ConfigOut, **ERRORS}, tags=["config"])
@@ -189,6 +197,11 @@ def config(request: HttpRequest):
         "org": {"slug": membership.org.slug, "name": membership.org.name},
         "user": membership.user.email,
         "role": membership.role,
+        "token": {
+            "name": request.api_token.name,
+            "prefix": request.api_token.prefix,
+            "expires_at": request.api_token.expires_at,
+        },
     }
 
 

@@ -30,6 +30,8 @@ AWS = Path(sys.executable).with_name("aws")
 KEY_ID = "EXCABCDEFGHIJKLMNOPQ"
 SECRET = "abcdefghijABCDEFGHIJ0123456789+/abcdefgh"
 ENDPOINT = "https://s3.excloud.test"
+NEW_KEY_ID = "EXCZYXWVUTSRQPONMLKJ"
+NEW_SECRET = "0123456789abcdefghijABCDEFGHIJ+/abcdefgh"
 
 EXISTING_CONFIG = """\
 # My AWS setup; do not lose this comment.
@@ -155,7 +157,19 @@ class FakePortal:
                     "org": {"slug": "acme", "name": "Acme"},
                     "user": "a@b.test",
                     "role": "owner",
+                    "token": {
+                        "name": "laptop cli",
+                        "prefix": "exc_good",
+                        "expires_at": "2027-02-28T10:00:00Z",
+                    },
                 },
+            )
+        if path == f"/keys/{KEY_ID}/rotate" and request.method == "POST":
+            self.keys[KEY_ID]["expires_at"] = "2026-11-28T10:00:00Z"
+            new = {**self.keys[KEY_ID], "id": NEW_KEY_ID, "replaces": KEY_ID, "expires_at": None}
+            self.keys[NEW_KEY_ID] = new
+            return httpx.Response(
+                201, json={**new, "secret_access_key": NEW_SECRET, "previous": self.keys[KEY_ID]}
             )
         if path == "/keys" and request.method == "POST":
             return httpx.Response(201, json={**self.keys[KEY_ID], "secret_access_key": SECRET})
@@ -385,6 +399,9 @@ def test_not_logged_in(home, monkeypatch):
         ("buckets", "keys", "list"),
         ("buckets", "keys", "delete"),
         ("buckets", "keys", "configure"),
+        ("buckets", "keys", "rotate"),
+        ("whoami",),
+        ("completion",),
     ],
 )
 def test_every_command_has_help(command):
@@ -571,3 +588,81 @@ def test_create_wants_the_name_exactly_once(portal, home, args):
     assert result.exit_code == 2
     assert "give the key's name once" in result.output
     assert portal.requests == []
+
+
+def test_rotate_prints_the_new_pair_keeps_it_and_switches_the_profile(portal, home):
+    credentials = home / "aws" / "credentials"
+    credentials.parent.mkdir(mode=0o700)
+    credentials.write_text(
+        EXISTING_CREDENTIALS
+        + f"\n[excloud]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET}\n"
+    )
+    result = CliRunner().invoke(
+        cli_main.cli,
+        ["buckets", "keys", "rotate", KEY_ID, "--profile", "excloud", "--overlap", "2d"],
+        prog_name="exc",
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"ACCESS_KEY_ID: {NEW_KEY_ID}\nSECRET_ACCESS_KEY: {NEW_SECRET}\n"
+    assert "keeps working until 2026-11-28 10:00 UTC" in result.stderr
+    sent = [r for r in portal.requests if r.method == "POST"]
+    assert sent[0].url.path == f"/api/v1/keys/{KEY_ID}/rotate"
+    assert json.loads(sent[0].content) == {"overlap_hours": 48}
+    store = json.loads((home / ".config" / "exc" / "keys.json").read_text())["keys"]
+    assert store[NEW_KEY_ID]["secret_access_key"] == NEW_SECRET
+    # The profile is rewritten where it stands; the other profiles are untouched.
+    assert credentials.read_text() == EXISTING_CREDENTIALS + (
+        f"\n[excloud]\naws_access_key_id = {NEW_KEY_ID}\naws_secret_access_key = {NEW_SECRET}\n"
+    )
+    assert f"endpoint_url = {ENDPOINT}" in (home / "aws" / "config").read_text()
+
+
+@pytest.mark.parametrize("overlap", ["0h", "31d", "soon", "-1"])
+def test_rotate_refuses_an_overlap_out_of_range(portal, home, overlap):
+    result = run("buckets", "keys", "rotate", KEY_ID, "--overlap", overlap)
+    assert result.exit_code == 2 and "--overlap" in result.output
+    assert portal.requests == []
+
+
+def test_rotate_without_a_profile_leaves_the_aws_files_alone(portal, home):
+    result = run("buckets", "keys", "rotate", KEY_ID, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["access_key_id"] == NEW_KEY_ID
+    assert not (home / "aws").exists()
+
+
+def test_whoami_names_the_user_org_and_token_expiry(portal, home):
+    result = run("whoami")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "User:          a@b.test",
+        "Organisation:  Acme (acme)",
+        "Role:          owner",
+        "Portal:        http://portal.test",
+        "Token:         laptop cli",
+        "Token expires: 2027-02-28 10:00 UTC",
+    ]
+
+
+def test_version():
+    result = run("--version")
+    assert result.exit_code == 0
+    assert re.fullmatch(r"exc \d+\.\d+\.\d+\S*\n", result.output)
+
+
+@pytest.mark.parametrize(
+    ("shell", "marker"),
+    [("bash", "complete -o nosort -F"), ("zsh", "compdef"), ("fish", "complete --no-files")],
+)
+def test_completion_prints_a_script_for_each_shell(shell, marker):
+    result = run("completion", shell)
+    assert result.exit_code == 0
+    assert marker in result.output and "_EXC_COMPLETE" in result.output
+
+
+def test_completion_completes_commands(monkeypatch):
+    monkeypatch.setenv("_EXC_COMPLETE", "bash_complete")
+    monkeypatch.setenv("COMP_WORDS", "exc buckets keys ro")
+    monkeypatch.setenv("COMP_CWORD", "3")
+    result = CliRunner().invoke(cli_main.cli, [], prog_name="exc")
+    assert result.output == "plain,rotate\n"
