@@ -113,10 +113,19 @@ def write_private(path: Path, text: str, *, follow_link: bool = False) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in exc's own file; a symlink in its place counts as no file, since
+    exc never writes one there (the next write replaces it)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return {}
+    except OSError as e:
+        if os.path.islink(path):
+            return {}
+        raise OSError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, encoding="utf-8") as f:
+            data = json.load(f)
     except (OSError, ValueError) as e:
         raise OSError(f"cannot read {path}: {e}") from None
     return data if isinstance(data, dict) else {}

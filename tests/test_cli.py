@@ -10,7 +10,9 @@ import re
 import stat
 import subprocess
 import sys
+import threading
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -666,3 +668,281 @@ def test_completion_completes_commands(monkeypatch):
     monkeypatch.setenv("COMP_CWORD", "3")
     result = CliRunner().invoke(cli_main.cli, [], prog_name="exc")
     assert result.output == "plain,rotate\n"
+
+
+# --- A careful client, against a hostile portal --------------------------------------------
+
+
+class HostilePortal:
+    """A real HTTP server on a local port whose answers each test chooses, path by path."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, object] = {}
+        self.seen: list[tuple[str, str]] = []
+        portal = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                path = self.path.split("?")[0].removeprefix("/api/v1")
+                portal.seen.append((self.path, self.headers.get("Authorization", "")))
+                answer = portal.answers.get(path, (404, {"message": "nothing here"}))
+                status, body = answer(self.path) if callable(answer) else answer
+                raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            do_GET = do_POST = do_DELETE = _answer
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def keys_page(self, items: list[dict], cursor: str | None) -> tuple[int, dict]:
+        return 200, {"items": items, "next_cursor": cursor}
+
+
+@pytest.fixture
+def hostile(home, monkeypatch):
+    server = HostilePortal()
+    server.thread.start()
+    monkeypatch.setenv("EXC_API_URL", server.url)
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+GOOD_TOKEN = "exc_" + "A1b2" * 10
+CONFIG_ANSWER = {
+    "s3_endpoint": ENDPOINT,
+    "region": "us-east-1",
+    "org": {"slug": "acme", "name": "Acme"},
+    "user": "a@b.test",
+    "role": "owner",
+    "token": {"name": "t", "prefix": "exc_A1b2", "expires_at": None},
+}
+
+
+def a_key(**fields) -> dict:
+    return {
+        "id": KEY_ID,
+        "name": "laptop",
+        "status": "active",
+        "created_at": "2026-11-27T10:00:00Z",
+        "created_by": "a@b.test",
+        "last_used_at": None,
+        **fields,
+    }
+
+
+def no_token_in(text: str, token: str = GOOD_TOKEN) -> bool:
+    """Neither the token nor any 8 characters of its secret part appear in the text."""
+    secret = token.removeprefix("exc_")
+    return token not in text and not any(secret[i : i + 8] in text for i in range(len(secret) - 7))
+
+
+def test_a_token_with_a_stray_newline_inside_is_refused_without_showing_it(hostile, monkeypatch):
+    bad = GOOD_TOKEN[:20] + "\n" + GOOD_TOKEN[20:]
+    monkeypatch.setenv("EXC_TOKEN", bad)
+    result = run("buckets", "keys", "list")
+    assert result.exit_code == 3
+    assert result.output == (
+        "exc: error: EXC_TOKEN is not an Excloud API token (exc_ followed by letters and digits)\n"
+    )
+    assert no_token_in(result.output, GOOD_TOKEN)
+    assert hostile.seen == []
+
+
+def test_a_trailing_newline_is_trimmed_and_the_token_sent_clean(hostile, monkeypatch):
+    monkeypatch.setenv("EXC_TOKEN", GOOD_TOKEN + "\n")
+    hostile.answers["/keys"] = (200, {"items": [], "next_cursor": None})
+    result = run("buckets", "keys", "list")
+    assert result.exit_code == 0, result.output
+    assert hostile.seen[0][1] == f"Bearer {GOOD_TOKEN}"
+
+
+def test_a_token_the_portal_echoes_back_is_not_printed(hostile, monkeypatch):
+    monkeypatch.setenv("EXC_TOKEN", GOOD_TOKEN)
+    echo = (401, {"message": f"Bad token {GOOD_TOKEN} (Bearer {GOOD_TOKEN})"})
+    hostile.answers["/keys"] = hostile.answers["/config"] = echo
+    result = run("buckets", "keys", "list")
+    assert result.exit_code == 3 and "token was refused" in result.output
+    assert no_token_in(result.output)
+    login = run("login", "--token", GOOD_TOKEN, "--api-url", hostile.url)
+    assert login.exit_code == 3 and no_token_in(login.output)
+
+
+def test_a_repeated_cursor_stops_the_listing(hostile, monkeypatch):
+    monkeypatch.setenv("EXC_TOKEN", GOOD_TOKEN)
+    hostile.answers["/keys"] = hostile.keys_page([a_key()], "c2FtZQ")
+    result = run("buckets", "keys", "list")
+    assert result.exit_code == 1
+    assert (
+        result.output == "exc: error: the portal sent the same page cursor twice; stopped listing\n"
+    )
+    assert len(hostile.seen) == 2
+
+
+def test_endless_pages_stop_after_the_maximum(hostile, monkeypatch):
+    monkeypatch.setenv("EXC_TOKEN", GOOD_TOKEN)
+    monkeypatch.setattr(cli_main, "MAX_PAGES", 5)
+    counter = iter(range(10_000))
+    hostile.answers["/keys"] = lambda path: hostile.keys_page([a_key()], f"c{next(counter)}")
+    result = run("buckets", "keys", "list")
+    assert result.exit_code == 1 and "more than 5 pages" in result.output
+    assert len(hostile.seen) == 5
+
+
+@pytest.mark.parametrize(
+    ("args", "path", "answer"),
+    [
+        (("buckets", "keys", "list"), "/keys", (200, {"items": [{"id": KEY_ID}]})),
+        (("buckets", "keys", "list"), "/keys", (200, {"next_cursor": None})),
+        (("buckets", "keys", "list"), "/keys", (200, [1, 2])),
+        (("buckets", "keys", "list"), "/keys", (200, b"<html>not json")),
+        (("whoami",), "/config", (200, {"user": "a@b.test"})),
+        (("whoami",), "/config", (200, {**CONFIG_ANSWER, "org": "acme"})),
+        (("buckets", "keys", "create", "x"), "/keys", (201, {"id": KEY_ID})),
+        (("buckets", "keys", "create", "x"), "/keys", (201, {"id": "x\n", "secret_access_key": 1})),
+        (("buckets", "keys", "delete", KEY_ID, "--yes"), f"/keys/{KEY_ID}", (200, {})),
+    ],
+)
+def test_an_unexpected_answer_is_one_line_not_a_traceback(hostile, monkeypatch, args, path, answer):
+    monkeypatch.setenv("EXC_TOKEN", GOOD_TOKEN)
+    hostile.answers[path] = answer
+    result = run(*args)
+    assert result.exit_code == 1
+    assert len(result.output.splitlines()) == 1 and result.output.startswith("exc: error: the ")
+    assert not isinstance(result.exception, (KeyError, TypeError, AttributeError, IndexError))
+    assert not (
+        home_store := Path(os.environ["HOME"]) / ".config" / "exc" / "keys.json"
+    ).exists(), home_store.read_text()
+
+
+ESCAPES = "\x1b]0;owned\x07\x1b[2J\u202e\r"
+
+
+def test_control_characters_from_the_portal_are_escaped(hostile, monkeypatch):
+    monkeypatch.setenv("EXC_TOKEN", GOOD_TOKEN)
+    hostile.answers["/config"] = (
+        200,
+        {**CONFIG_ANSWER, "org": {"slug": "acme", "name": f"Acme{ESCAPES}"}, "user": "a\x1b[31m"},
+    )
+    hostile.answers["/keys"] = hostile.keys_page([a_key(name=f"lap{ESCAPES}top")], None)
+    hostile.answers[f"/keys/{KEY_ID}"] = (200, a_key(name=f"gone{ESCAPES}"))
+    hostile.answers["/keys/EXCAAAAAAAAAAAAAAAAA"] = (404, {"message": f"no{ESCAPES}"})
+    outputs = [
+        run("whoami"),
+        run("login", "--token", GOOD_TOKEN, "--api-url", hostile.url),
+        run("buckets", "keys", "list"),
+        run("buckets", "keys", "delete", KEY_ID, "--yes"),
+        run("buckets", "keys", "delete", "EXCAAAAAAAAAAAAAAAAA", "--yes"),
+    ]
+    for result in outputs:
+        assert not any(ch in result.output for ch in "\x1b\x07\u202e\r"), result.output
+    assert "Acme\\x1b]0;owned\\x07\\x1b[2J\\u202e\\r" in outputs[0].output
+    assert "a\\x1b[31m" in outputs[1].output
+    assert "lap\\x1b]0;owned" in outputs[2].output
+    assert "gone\\x1b]0;owned" in outputs[3].output
+    assert outputs[4].exit_code == 4 and "no\\x1b]0;owned" in outputs[4].output
+
+
+# --- A careful client, with its own files ---------------------------------------------------
+
+
+def test_a_planted_symlink_is_replaced_not_written_through(hostile, home, monkeypatch):
+    monkeypatch.delenv("EXC_TOKEN")
+    hostile.answers["/config"] = (200, CONFIG_ANSWER)
+    hostile.answers["/keys"] = (201, {**a_key(), "secret_access_key": SECRET})
+    folder = home / ".config" / "exc"
+    folder.mkdir(parents=True, mode=0o700)
+    elsewhere = home / "elsewhere"
+    elsewhere.mkdir()
+    for name in ("config.json", "keys.json"):
+        (elsewhere / name).write_text("theirs\n")
+        (folder / name).symlink_to(elsewhere / name)
+
+    assert run("login", "--token", GOOD_TOKEN, "--api-url", hostile.url).exit_code == 0
+    assert run("buckets", "keys", "create", "laptop").exit_code == 0
+
+    for name in ("config.json", "keys.json"):
+        assert (elsewhere / name).read_text() == "theirs\n"
+        assert not (folder / name).is_symlink() and mode(folder / name) == 0o600
+    assert json.loads((folder / "config.json").read_text())["token"] == GOOD_TOKEN
+    assert SECRET in (folder / "keys.json").read_text()
+
+
+def test_a_symlinked_config_folder_is_refused(hostile, home, monkeypatch):
+    monkeypatch.delenv("EXC_TOKEN")
+    hostile.answers["/config"] = (200, CONFIG_ANSWER)
+    elsewhere = home / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (home / ".config").mkdir()
+    (home / ".config" / "exc").symlink_to(elsewhere)
+    result = run("login", "--token", GOOD_TOKEN, "--api-url", hostile.url)
+    assert result.exit_code == 1 and "it is a symlink" in result.output
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_config_folder_others_may_write_to_is_refused(hostile, home, monkeypatch):
+    monkeypatch.delenv("EXC_TOKEN")
+    hostile.answers["/config"] = (200, CONFIG_ANSWER)
+    folder = home / ".config" / "exc"
+    folder.mkdir(parents=True)
+    folder.chmod(0o777)
+    result = run("login", "--token", GOOD_TOKEN, "--api-url", hostile.url)
+    assert result.exit_code == 1
+    assert result.output == (
+        f"exc: error: refusing to write in {folder}: others may write to it "
+        f"(run `chmod go-w {folder}`)\n"
+    )
+    assert list(folder.iterdir()) == []
+    folder.chmod(0o700)
+    assert run("login", "--token", GOOD_TOKEN, "--api-url", hostile.url).exit_code == 0
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="giving a folder to another user needs root")
+def test_a_config_folder_owned_by_someone_else_is_refused(hostile, home, monkeypatch):
+    monkeypatch.delenv("EXC_TOKEN")
+    hostile.answers["/config"] = (200, CONFIG_ANSWER)
+    folder = home / ".config" / "exc"
+    folder.mkdir(parents=True, mode=0o700)
+    os.chown(folder, 65534, 65534)
+    result = run("login", "--token", GOOD_TOKEN, "--api-url", hostile.url)
+    assert result.exit_code == 1 and "belongs to another user" in result.output
+    assert list(folder.iterdir()) == []
+
+
+def test_a_linked_aws_config_stays_linked_when_its_target_folder_is_safe(portal, home):
+    dotfiles = home / "dotfiles"
+    dotfiles.mkdir(mode=0o700)
+    (dotfiles / "aws-config").write_text(EXISTING_CONFIG)
+    (home / "aws").mkdir(mode=0o700)
+    (home / "aws" / "config").symlink_to(dotfiles / "aws-config")
+    result = run("buckets", "keys", "configure", KEY_ID, "--profile", "excloud", "--secret", SECRET)
+    assert result.exit_code == 0, result.output
+    assert (home / "aws" / "config").is_symlink()
+    assert f"endpoint_url = {ENDPOINT}" in (dotfiles / "aws-config").read_text()
+
+    dotfiles.chmod(0o777)
+    refused = run("buckets", "keys", "configure", KEY_ID, "--profile", "x", "--secret", SECRET)
+    assert refused.exit_code == 1 and "others may write to it" in refused.output
+
+
+def test_a_planted_login_file_is_not_read(hostile, home, monkeypatch):
+    monkeypatch.delenv("EXC_TOKEN")
+    monkeypatch.delenv("EXC_API_URL")
+    hostile.answers["/config"] = (200, CONFIG_ANSWER)
+    planted = home / "planted.json"
+    planted.write_text(json.dumps({"api_url": hostile.url, "token": GOOD_TOKEN}))
+    folder = home / ".config" / "exc"
+    folder.mkdir(parents=True, mode=0o700)
+    (folder / "config.json").symlink_to(planted)
+    result = run("whoami")
+    assert result.exit_code == 3 and "not logged in" in result.output
+    assert hostile.seen == []
