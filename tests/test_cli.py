@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -19,11 +20,13 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from django.core.management import call_command
+from django.utils import timezone
 
 from exc_cli import main as cli_main
 from exc_cli.client import Api
 from exc_cli.files import set_section
 from gateway.models import Bucket
+from keys import expiry
 from keys.models import AccessKey, KeyStatus
 from tests.gateway_stack import gateway, upstream
 
@@ -946,3 +949,57 @@ def test_a_planted_login_file_is_not_read(hostile, home, monkeypatch):
     result = run("whoami")
     assert result.exit_code == 3 and "not logged in" in result.output
     assert hostile.seen == []
+
+
+def test_the_installed_exc_rotates_a_key_behind_a_profile(live_server, gw, owner, tmp_path):
+    """`rotate --profile` switches aws to the new key at once; the old key works on until
+    the expiry sweep after the overlap, and then gets 403."""
+    out = io.StringIO()
+    call_command("create_api_token", "--user", owner.user.email, "--org", "acme", stdout=out)
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "AWS_CONFIG_FILE": str(tmp_path / "aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "aws-credentials"),
+        "EXC_TOKEN": out.getvalue().strip(),
+        "EXC_API_URL": live_server.url,
+    }
+    created = exc(env, "buckets", "keys", "create", "--name", "ci")
+    assert created.returncode == 0, created.stderr
+    old_id, old_secret = re.findall(r": (\S+)\n", created.stdout)
+    assert exc(env, "buckets", "keys", "configure", old_id, "--profile", "excloud").returncode == 0
+    assert exc(env, "buckets", "keys", "configure", old_id, "--profile", "old").returncode == 0
+    bucket = "b-" + old_id.lower()
+    assert aws(env, "--profile", "excloud", "s3", "mb", f"s3://{bucket}").returncode == 0
+
+    rotated = exc(
+        env, "buckets", "keys", "rotate", old_id, "--profile", "excloud", "--overlap", "1h"
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    match = re.fullmatch(
+        r"ACCESS_KEY_ID: (EXC[A-Z2-7]{17})\nSECRET_ACCESS_KEY: ([A-Za-z0-9+/]{40})\n",
+        rotated.stdout,
+    )
+    assert match, rotated.stdout
+    new_id, new_secret = match.groups()
+    assert new_id != old_id and AccessKey.objects.get(pk=new_id).rotated_from_id == old_id
+    credentials = (tmp_path / "aws-credentials").read_text()
+    assert f"[excloud]\naws_access_key_id = {new_id}\naws_secret_access_key = {new_secret}\n" in (
+        credentials
+    )
+    assert f"[old]\naws_access_key_id = {old_id}\n" in credentials
+
+    with_new = aws(env, "--debug", "--profile", "excloud", "s3", "ls", f"s3://{bucket}")
+    assert with_new.returncode == 0, with_new.stderr[-3000:]
+    assert f"Credential={new_id}/" in with_new.stderr
+    with_old = aws(env, "--profile", "old", "s3", "ls", f"s3://{bucket}")
+    assert with_old.returncode == 0, with_old.stderr
+
+    # The sweep as it runs once the hour's overlap is over.
+    assert expiry.expire_due_keys(timezone.now() + timedelta(hours=1, minutes=1)) == 1
+    assert AccessKey.objects.get(pk=old_id).status == KeyStatus.EXPIRED
+    after = aws(env, "--debug", "--profile", "old", "s3", "ls", f"s3://{bucket}")
+    assert refused_with_403(after, gw.url, f"/{bucket}"), after.stderr[-3000:]
+    still = aws(env, "--profile", "excloud", "s3", "ls", f"s3://{bucket}")
+    assert still.returncode == 0, still.stderr
+    assert old_secret not in rotated.stdout + rotated.stderr
