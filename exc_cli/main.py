@@ -11,10 +11,13 @@ exc whoami
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import socket
 import sys
+import webbrowser
 from importlib import metadata
 from typing import Any
 
@@ -23,6 +26,7 @@ from click.shell_completion import get_completion_class
 
 from . import files
 from .client import DEFAULT_API_URL, EXIT_AUTH, EXIT_ERROR, Api, ExcError
+from .device import DeviceLogin
 
 ACCESS_KEY_ID_RE = re.compile(r"^EXC[A-Z2-7]{17}$")
 SECRET_RE = re.compile(r"^[A-Za-z0-9+/]{40}$")
@@ -147,19 +151,57 @@ def cli() -> None:
 
     Log in once with an API token from the portal's API tokens page; EXC_TOKEN and
     EXC_API_URL override the stored login. Exit codes: 1 error, 2 usage, 3 token refused
-    or not allowed, 4 not found, 5 the API could not be reached.
+    or not allowed, 4 not found, 5 the API could not be reached, 6 sign-in denied, 7 sign-in
+    code expired or used.
     """
 
 
+def _can_open_browser() -> bool:
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _device_token(url: str, device_name: str, open_browser: bool) -> str:
+    flow = DeviceLogin(url)
+    started = flow.start(device_name)
+    click.echo(f"To sign in, open {printable(started.verification_uri)}", err=True)
+    click.echo(f"and enter the code: {printable(started.user_code)}", err=True)
+    if open_browser and _can_open_browser():
+        with contextlib.suppress(Exception):
+            webbrowser.open(started.verification_uri_complete)
+    minutes = max(1, started.expires_in // 60)
+    click.echo(f"Waiting for approval (the code expires in {minutes} minutes)…", err=True)
+    granted = flow.wait(started)
+    return _checked_token(granted.token, "the token the portal sent")
+
+
 @cli.command(context_settings=CONTEXT)
-@click.option("--token", prompt="API token", hide_input=True, help="An exc_… API token.")
+@click.option("--token", default=None, help="An exc_… API token (for scripts); '-' reads stdin.")
 @click.option("--api-url", default=None, help=f"The portal's URL (default {DEFAULT_API_URL}).")
-def login(token: str, api_url: str | None) -> None:
-    """Check an API token and store it in ~/.config/exc/config.json (mode 0600)."""
-    token = _checked_token(token, "that")
+@click.option(
+    "--device-name", default=None, help="How the portal names this device (default: hostname)."
+)
+@click.option("--no-browser", is_flag=True, help="Only print the URL; do not open a browser.")
+def login(
+    token: str | None, api_url: str | None, device_name: str | None, no_browser: bool
+) -> None:
+    """Sign in and store a token in ~/.config/exc/config.json (mode 0600).
+
+    Without --token, exc shows a URL and a short code, opens the browser when there is
+    one, and waits while you sign in to the portal and approve this device for one of your
+    organisations; the portal then issues an expiring API token named after the device.
+    Exit codes: 6 denied in the browser, 7 the code expired or was already used.
+    """
     url = (api_url or os.environ.get("EXC_API_URL") or DEFAULT_API_URL).rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise ExcError(f"{url!r} is not an http:// or https:// URL")
+    if token == "-":
+        token = sys.stdin.readline()
+    if token is None:
+        name = device_name or socket.gethostname() or "device"
+        token = _device_token(url, name, open_browser=not no_browser)
+    token = _checked_token(token, "that")
     me = Api(url, token).get("/config")
     files.write_json(files.login_path(), {"api_url": url, "token": token})
     org, user, role = (printable(v) for v in (me["org"]["name"], me["user"], me["role"]))

@@ -18,6 +18,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
 
 from accounts import throttle
+from accounts.device_api import router as device_router
 from accounts.models import Membership
 from accounts.services import authenticate_api_token, unknown_token_block
 from audit.api import router as audit_router
@@ -215,3 +216,4 @@ def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
 
 api.add_router("/keys", keys_router)
 api.add_router("/audit", audit_router)
+api.add_router("/device", device_router)
