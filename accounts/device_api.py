@@ -11,6 +11,7 @@ from django.urls import reverse
 from ninja import Field, Router, Schema
 
 from audit.trail import client_ip, client_source
+from excloud_portal.api_schema import Error
 
 from . import device_login
 
@@ -27,6 +28,36 @@ class TokenIn(Schema):
     grant_type: str = Field(GRANT_TYPE, description=GRANT_TYPE)
 
 
+class DeviceCodeOut(Schema):
+    device_code: str
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str
+    expires_in: int
+    interval: int
+
+
+class DeviceOrgOut(Schema):
+    slug: str
+    name: str
+
+
+class DeviceTokenOut(Schema):
+    access_token: str
+    token_type: str
+    expires_at: str
+    org: DeviceOrgOut
+    user: str
+
+
+class DeviceError(Schema):
+    error: str = Field(
+        description="authorization_pending, slow_down, access_denied, expired_token, "
+        "invalid_grant or unsupported_grant_type (RFC 8628 §3.5)"
+    )
+    error_description: str
+
+
 def _error(status: int, code: str, message: str, **headers: str) -> JsonResponse:
     response = JsonResponse({"error": code, "error_description": message}, status=status)
     response["Cache-Control"] = "no-store"
@@ -35,7 +66,11 @@ def _error(status: int, code: str, message: str, **headers: str) -> JsonResponse
     return response
 
 
-@router.post("/code", summary="Start a device login")
+@router.post(
+    "/code",
+    response={200: DeviceCodeOut, 422: Error, 429: DeviceError},
+    summary="Start a device login",
+)
 def device_code(request: HttpRequest, body: CodeIn):
     """A device code to poll with and a user code for its user to type in the portal."""
     try:
@@ -58,7 +93,11 @@ def device_code(request: HttpRequest, body: CodeIn):
     return response
 
 
-@router.post("/token", summary="Collect the device's API token")
+@router.post(
+    "/token",
+    response={200: DeviceTokenOut, 400: DeviceError, 422: Error},
+    summary="Collect the device's API token",
+)
 def device_token(request: HttpRequest, body: TokenIn):
     """The API token once the device's user approved it; until then an RFC 8628 error."""
     if body.grant_type != GRANT_TYPE:
