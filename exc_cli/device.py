@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +25,10 @@ DEVICE_CODE_RE = re.compile(r"^[A-Za-z0-9_-]{16,200}$")
 MAX_INTERVAL = 60
 MAX_LIFETIME = 30 * 60
 SLOW_DOWN_STEP = 5
+
+
+def pause(seconds: float) -> None:
+    time.sleep(seconds)
 
 
 @dataclass(frozen=True)
@@ -108,13 +111,13 @@ class DeviceLogin:
             interval=_int(data.get("interval", 5), 1, MAX_INTERVAL),
         )
 
-    def wait(self, started: Started, sleep: Callable[[float], None] = time.sleep) -> Granted:
+    def wait(self, started: Started) -> Granted:
         """Poll until the user decides or the code expires."""
         interval = started.interval
         deadline = time.monotonic() + started.expires_in
         body = {"device_code": started.device_code, "grant_type": GRANT_TYPE}
         while True:
-            sleep(interval)
+            pause(interval)
             response = _post(self._client, self.url, "/token", body)
             data = _json(response)
             if response.is_success:

@@ -1003,3 +1003,89 @@ def test_the_installed_exc_rotates_a_key_behind_a_profile(live_server, gw, owner
     still = aws(env, "--profile", "excloud", "s3", "ls", f"s3://{bucket}")
     assert still.returncode == 0, still.stderr
     assert old_secret not in rotated.stdout + rotated.stderr
+
+
+# --- Device login against a stand-in portal --------------------------------------------------
+
+DEVICE_START = {
+    "device_code": "d" * 43,
+    "user_code": "BCDF-GHJK",
+    "verification_uri": "http://portal.test/device/",
+    "verification_uri_complete": "http://portal.test/device/?code=BCDF-GHJK",
+    "expires_in": 600,
+    "interval": 1,
+}
+
+
+def device_answers(*errors: str, then: tuple[int, dict] | None = None):
+    """Token-endpoint answers in turn: these RFC 8628 errors, then ``then``."""
+    answers = [(400, {"error": e, "error_description": e}) for e in errors]
+    answers += [then] if then else []
+    return lambda path: answers.pop(0) if len(answers) > 1 else answers[0]
+
+
+@pytest.fixture
+def device_portal(hostile, monkeypatch):
+    monkeypatch.delenv("EXC_TOKEN")
+    monkeypatch.setattr("exc_cli.device.pause", lambda seconds: None)
+    hostile.answers["/device/code"] = (200, DEVICE_START)
+    return hostile
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "message"),
+    [
+        ("access_denied", 6, "the sign-in was denied in the browser; no token"),
+        ("expired_token", 7, "the code expired before it was approved; run `exc login` again"),
+        ("invalid_grant", 7, "the portal no longer knows this code (it was used)"),
+    ],
+)
+def test_device_login_ends_with_its_own_exit_code(device_portal, home, error, code, message):
+    device_portal.answers["/device/token"] = device_answers(
+        "authorization_pending", "slow_down", error
+    )
+    result = run("login", "--no-browser", "--device-name", "box")
+    assert result.exit_code == code, result.output
+    assert "open http://portal.test/device/" in result.output
+    assert "enter the code: BCDF-GHJK" in result.output
+    assert (
+        result.output.splitlines()[-1] == f"exc: error: {message}"
+        or message in (result.output.splitlines()[-1])
+    )
+    assert [p for p, _ in device_portal.seen].count("/api/v1/device/token") == 3
+    assert not (home / ".config" / "exc" / "config.json").exists()
+
+
+def test_device_login_stores_the_granted_token_without_printing_it(device_portal, home):
+    device_portal.answers["/device/token"] = device_answers(
+        "authorization_pending",
+        then=(
+            200,
+            {
+                "access_token": GOOD_TOKEN,
+                "token_type": "Bearer",
+                "expires_at": "2027-03-01T00:00:00+00:00",
+                "org": {"slug": "acme", "name": "Acme"},
+                "user": "a@b.test",
+            },
+        ),
+    )
+    device_portal.answers["/config"] = (200, CONFIG_ANSWER)
+    result = run("login", "--no-browser", "--device-name", "box")
+    assert result.exit_code == 0, result.output
+    assert "Logged in to Acme" in result.output and no_token_in(result.output)
+    stored = json.loads((home / ".config" / "exc" / "config.json").read_text())
+    assert stored["token"] == GOOD_TOKEN
+    assert device_portal.seen[-1][1] == f"Bearer {GOOD_TOKEN}"
+
+
+def test_device_login_refuses_a_portal_answer_it_cannot_use(device_portal, home):
+    device_portal.answers["/device/code"] = (
+        200,
+        {**DEVICE_START, "user_code": "\x1b]0;x\x07", "verification_uri": "javascript:x"},
+    )
+    result = run("login", "--no-browser")
+    assert result.exit_code == 1
+    assert (
+        result.output == "exc: error: the portal's device login answer was not what exc expects\n"
+    )
