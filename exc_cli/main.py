@@ -1,5 +1,6 @@
 """exc: Excloud access keys from a terminal.
 
+exc login
 exc login --token exc_…
 exc buckets keys create laptop
 exc buckets keys list
@@ -79,8 +80,9 @@ def _login() -> tuple[str, str]:
     token = stored.get("token")
     if not token:
         raise ExcError(
-            "not logged in: run `exc login --token exc_…` (create a token on the portal's "
-            "API tokens page) or set EXC_TOKEN",
+            "not logged in: run `exc login` (approve it in the browser), or "
+            "`exc login --token exc_…` with a token from the portal's API tokens page, "
+            "or set EXC_TOKEN",
             EXIT_AUTH,
         )
     return url, _checked_token(str(token), f"the token in {files.login_path()}")
@@ -149,10 +151,10 @@ def _version() -> str:
 def cli() -> None:
     """Manage Excloud access keys from a terminal.
 
-    Log in once with an API token from the portal's API tokens page; EXC_TOKEN and
-    EXC_API_URL override the stored login. Exit codes: 1 error, 2 usage, 3 token refused
-    or not allowed, 4 not found, 5 the API could not be reached, 6 sign-in denied, 7 sign-in
-    code expired or used.
+    Log in once with `exc login` (approve it in the browser) or an API token from the
+    portal's API tokens page; EXC_TOKEN and EXC_API_URL override the stored login.
+    Exit codes: 1 error, 2 usage, 3 token refused or not allowed, 4 not found, 5 the API
+    could not be reached, 6 sign-in denied, 7 sign-in code expired or used.
     """
 
 
