@@ -22,7 +22,7 @@ from audit.trail import Actor, record
 
 from . import throttle
 from .models import DeviceLogin, DeviceLoginStatus, Membership, hash_token
-from .services import CreatedApiToken, clean_token_name, create_api_token
+from .services import ApiTokenError, CreatedApiToken, clean_token_name, create_api_token
 
 DEVICE_CODE_LIFETIME = timedelta(minutes=10)
 # Consonants only, without look-alikes: no vowels, so no words, and nothing like 0/O or 1/I.
@@ -69,7 +69,8 @@ def clean_device_name(name: str) -> str:
     allowed = "".join(ch if ch.isalnum() or ch in " ._-" else "-" for ch in (name or "")[:48])
     try:
         return clean_token_name(allowed.strip(" .-") or DEVICE_NAME_FALLBACK)
-    except Exception:  # noqa: BLE001 - a name the token rules refuse falls back to a plain one
+    except ApiTokenError:
+        # A name the token rules refuse (unusual Unicode, say) falls back to a plain one.
         return DEVICE_NAME_FALLBACK
 
 
