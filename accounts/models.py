@@ -231,3 +231,47 @@ class ApiToken(models.Model):
         if self.revoked_at is not None:
             return "revoked"
         return "expired" if self.is_expired else "active"
+
+
+class DeviceLoginStatus(models.TextChoices):
+    PENDING = "pending", "Waiting for approval"
+    APPROVED = "approved", "Approved"
+    DENIED = "denied", "Denied"
+    REDEEMED = "redeemed", "Token issued"
+
+
+class DeviceLogin(models.Model):
+    """A terminal asking for an API token (OAuth 2.0 device authorization grant, RFC 8628).
+
+    The device holds the long device code and polls with it; the person types the short
+    user code in the portal and approves for one of their organisations. Only hashes of
+    both codes are stored. The token is made when the device collects it, so its plaintext
+    exists only in that one response.
+    """
+
+    device_code_hash = models.CharField(max_length=64, unique=True)
+    user_code_hash = models.CharField(max_length=64, db_index=True)
+    device_name = models.CharField(max_length=64)
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    status = models.CharField(
+        max_length=10, choices=DeviceLoginStatus.choices, default=DeviceLoginStatus.PENDING
+    )
+    interval = models.PositiveSmallIntegerField()
+    last_polled_at = models.DateTimeField(null=True, blank=True)
+    membership = models.ForeignKey(
+        Membership, models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    token = models.ForeignKey(ApiToken, models.SET_NULL, null=True, blank=True, related_name="+")
+
+    def __str__(self) -> str:
+        return f"device login of {self.device_name}"
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at <= timezone.now()

@@ -465,9 +465,17 @@ def clean_token_name(name: str) -> str:
 
 
 def create_api_token(
-    membership: Membership, actor: Actor, name: str, expires_at: datetime | None = None
+    membership: Membership,
+    actor: Actor,
+    name: str,
+    expires_at: datetime | None = None,
+    *,
+    via: str = "tokens_page",
 ) -> CreatedApiToken:
-    """A new bearer token for the member in their org; the plaintext is returned once."""
+    """A new bearer token for the member in their org; the plaintext is returned once.
+
+    ``via`` says how it was made, for the audit trail: the tokens page (or a management
+    command) or a device approval."""
     name = clean_token_name(name)
     if expires_at is not None and expires_at <= timezone.now():
         raise ApiTokenError("The expiry date must be in the future.")
@@ -494,6 +502,7 @@ def create_api_token(
                 "prefix": token.prefix,
                 "user": membership.user.email,
                 "expires_at": expires_at.isoformat() if expires_at else None,
+                "via": via,
             },
         )
     return CreatedApiToken(token, plaintext)

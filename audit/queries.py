@@ -37,6 +37,8 @@ ORG_ACTIONS = (
     "api_token.created",
     "api_token.revoked",
     "api_token.rejected",
+    "device_login.approved",
+    "device_login.denied",
     "audit.exported",
 )
 

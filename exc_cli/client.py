@@ -64,8 +64,8 @@ def _error(response: httpx.Response, url: str) -> ExcError:
     message = " ".join(message.split()) or response.reason_phrase or "no details"
     if status == 401:
         return ExcError(
-            f"the API token was refused ({message}). Log in again with `exc login --token exc_…` "
-            "or set EXC_TOKEN",
+            f"the API token was refused ({message}). Log in again with `exc login` "
+            "(or `exc login --token exc_…`), or set EXC_TOKEN",
             EXIT_AUTH,
         )
     if status == 403:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
+import secrets
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -41,30 +42,90 @@ def aws_credentials_path() -> Path:
     )
 
 
-def write_private(path: Path, text: str) -> None:
-    """Replace the file's content in one step, with mode 0600 whatever it had before."""
-    # Through a symlink to the file it points at, so a linked ~/.aws/config stays linked.
-    path = Path(os.path.realpath(path))
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+class UnsafeFileError(OSError):
+    """A file or folder exc refuses to write, because someone else could read or swap it."""
+
+
+def _check_folder(fd: int, folder: Path) -> None:
+    info = os.fstat(fd)
+    if info.st_uid != os.getuid():
+        raise UnsafeFileError(f"refusing to write in {folder}: it belongs to another user")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafeFileError(
+            f"refusing to write in {folder}: others may write to it (run `chmod go-w {folder}`)"
+        )
+
+
+def _open_folder(folder: Path) -> int:
+    """The folder, opened without following a symlink, after checking who may change it."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
-        os.fchmod(fd, PRIVATE_MODE)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as e:
+        if os.path.islink(folder):
+            raise UnsafeFileError(f"refusing to write in {folder}: it is a symlink") from None
+        raise OSError(f"cannot open {folder}: {e.strerror}") from None
+    try:
+        _check_folder(fd, folder)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        os.close(fd)
         raise
+    return fd
+
+
+def write_private(path: Path, text: str, *, follow_link: bool = False) -> None:
+    """Replace the file's content in one step, with mode 0600 whatever it had before.
+
+    The new content goes to a fresh file created with O_EXCL | O_NOFOLLOW in the same
+    folder, which then takes the file's name; so a symlink planted at the path is replaced,
+    never written through, and the folder must belong to this user and be writable by
+    nobody else. With ``follow_link`` (the AWS files, which people keep linked from a
+    dotfiles repository) a symlink's target is written instead, under the same checks on
+    the link's folder and on the target's.
+    """
+    if follow_link and os.path.islink(path):
+        os.close(_open_folder(path.parent))
+        path = Path(os.path.realpath(path))
+    folder = _open_folder(path.parent)
+    tmp = f".{path.name}.{secrets.token_hex(8)}.tmp"
+    try:
+        fd = os.open(
+            tmp,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            PRIVATE_MODE,
+            dir_fd=folder,
+        )
+        try:
+            os.fchmod(fd, PRIVATE_MODE)
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=folder)
+            except FileNotFoundError:
+                pass
+            raise
+    finally:
+        os.close(folder)
 
 
 def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in exc's own file; a symlink in its place counts as no file, since
+    exc never writes one there (the next write replaces it)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return {}
+    except OSError as e:
+        if os.path.islink(path):
+            return {}
+        raise OSError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, encoding="utf-8") as f:
+            data = json.load(f)
     except (OSError, ValueError) as e:
         raise OSError(f"cannot read {path}: {e}") from None
     return data if isinstance(data, dict) else {}
@@ -141,4 +202,4 @@ def update_ini(path: Path, section: str, values: dict[str, str | dict[str, str]]
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         text = ""
-    write_private(path, set_section(text, section, values))
+    write_private(path, set_section(text, section, values), follow_link=True)

@@ -8,6 +8,7 @@ Handlers call the same service functions as the dashboard, with an ``api_token``
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
@@ -17,6 +18,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
 
 from accounts import throttle
+from accounts.device_api import router as device_router
 from accounts.models import Membership
 from accounts.services import authenticate_api_token, unknown_token_block
 from audit.api import router as audit_router
@@ -171,12 +173,19 @@ class OrgOut(Schema):
     name: str
 
 
+class TokenOut(Schema):
+    name: str
+    prefix: str
+    expires_at: datetime | None
+
+
 class ConfigOut(Schema):
     s3_endpoint: str
     region: str
     org: OrgOut
     user: str
     role: str
+    token: TokenOut
 
 
 @api.get("/config", response={200: ConfigOut, **ERRORS}, tags=["config"])
@@ -189,6 +198,11 @@ def config(request: HttpRequest):
         "org": {"slug": membership.org.slug, "name": membership.org.name},
         "user": membership.user.email,
         "role": membership.role,
+        "token": {
+            "name": request.api_token.name,
+            "prefix": request.api_token.prefix,
+            "expires_at": request.api_token.expires_at,
+        },
     }
 
 
@@ -202,3 +216,4 @@ def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
 
 api.add_router("/keys", keys_router)
 api.add_router("/audit", audit_router)
+api.add_router("/device", device_router)

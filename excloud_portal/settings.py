@@ -122,6 +122,14 @@ EXCLOUD_API_RATE_LIMIT = envint("EXCLOUD_API_RATE_LIMIT", 120)
 EXCLOUD_API_RATE_WINDOW = envint("EXCLOUD_API_RATE_WINDOW", 60)
 if EXCLOUD_API_RATE_WINDOW < 1:
     raise ImproperlyConfigured("EXCLOUD_API_RATE_WINDOW must be at least 1 (seconds)")
+# Device login (`exc login` in a browser): the seconds a terminal waits between polls, and
+# the days the API token it receives lasts.
+EXCLOUD_DEVICE_LOGIN_INTERVAL = envint("EXCLOUD_DEVICE_LOGIN_INTERVAL", 5)
+EXCLOUD_DEVICE_TOKEN_DAYS = envint("EXCLOUD_DEVICE_TOKEN_DAYS", 90)
+if EXCLOUD_DEVICE_LOGIN_INTERVAL < 1 or EXCLOUD_DEVICE_TOKEN_DAYS < 1:
+    raise ImproperlyConfigured(
+        "EXCLOUD_DEVICE_LOGIN_INTERVAL and EXCLOUD_DEVICE_TOKEN_DAYS must be at least 1"
+    )
 # Audit exports one user may have streaming at once; each holds a database cursor open.
 EXCLOUD_AUDIT_EXPORT_CONCURRENCY = envint("EXCLOUD_AUDIT_EXPORT_CONCURRENCY", 2)
 if EXCLOUD_AUDIT_EXPORT_CONCURRENCY < 1:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.urls import include, path, re_path
 
+from accounts import device_views
 from accounts import views as accounts
 from audit import views as audit
 from excloud_portal.api import api
@@ -65,6 +66,8 @@ urlpatterns = [
         name="password_reset_confirm",
     ),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("device/", device_views.device_login_page, name="device_login"),
+    path("device/confirm/", device_views.device_confirm, name="device_confirm"),
     path("invitations/<str:token>/", accounts.accept_invitation, name="accept_invitation"),
     path("orgs/", accounts.org_list, name="org_list"),
     path("orgs/<slug:slug>/", include(org_patterns)),

@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 
 from accounts import throttle
-from accounts.models import Membership
+from accounts.models import ApiToken, Membership
 from accounts.services import create_api_token, revoke_api_token
 from audit.trail import Actor
 from keys.models import AccessKey, KeyStatus
@@ -253,6 +253,14 @@ def test_config_names_the_s3_endpoint_and_the_tokens_member(everyone, tokens, wh
     assert body["region"] == settings.EXCLOUD_S3_REGION
     assert body["org"]["slug"] == everyone[who].org.slug
     assert body["user"] == everyone[who].user.email and body["role"] == everyone[who].role
+    token = ApiToken.objects.get(user=everyone[who].user, name=f"{who}-token")
+    assert body["token"] == {
+        "name": f"{who}-token",
+        "prefix": token.prefix,
+        "expires_at": token.expires_at.isoformat().replace("+00:00", "Z")
+        if token.expires_at
+        else None,
+    }
 
 
 # --- Errors --------------------------------------------------------------------------------

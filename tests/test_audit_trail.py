@@ -36,6 +36,7 @@ from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
+from accounts import device_login
 from accounts.models import (
     INVITATION_LIFETIME,
     ApiToken,
@@ -529,6 +530,20 @@ def change_org_two_factor(people, mailoutbox) -> Change:
     return Change(client, "post", "/orgs/acme/two-factor/", data, outcome=outcome)
 
 
+def change_device_confirm(people, mailoutbox) -> Change:
+    member = people["member"]
+    client = client_for(member)
+    started = device_login.start("ci-box", "203.0.113.9", "203.0.113.9")
+    assert client.post("/device/", {"user_code": started.user_code}).status_code == 302
+
+    def outcome() -> list[Event]:
+        login = started.login
+        return [event_by(member.user, "device_login.approved", "acme", "device_login", login.pk)]
+
+    data = {"decision": "approve", "org": "acme"}
+    return Change(client, "post", "/device/confirm/", data, 200, outcome)
+
+
 # Each case and the URL (by name) it exercises.
 CHANGES: dict[str, tuple[str, Callable[..., Change]]] = {
     "signup": ("signup", change_signup),
@@ -561,6 +576,7 @@ CHANGES: dict[str, tuple[str, Callable[..., Change]]] = {
     "confirm": ("mfa_confirm", change_confirm),
     "confirm_passkey": ("mfa_confirm_passkey", change_confirm_passkey),
     "org_two_factor": ("org_two_factor", change_org_two_factor),
+    "device_confirm": ("device_confirm", change_device_confirm),
 }
 
 # URLs whose GET shows a page and that have no POST of their own.
@@ -580,6 +596,9 @@ READ_ONLY_URLS = {
     "api-root",
     # The verify API for other S3 front ends changes nothing (tests/test_gateway_verify_api.py).
     "s3_verify",
+    # Typing a device login's code only remembers it in the session; deciding is audited
+    # (device_confirm).
+    "device_login",
 }
 
 

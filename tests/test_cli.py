@@ -10,18 +10,23 @@ import re
 import stat
 import subprocess
 import sys
+import threading
 import urllib.request
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 from click.testing import CliRunner
 from django.core.management import call_command
+from django.utils import timezone
 
 from exc_cli import main as cli_main
 from exc_cli.client import Api
 from exc_cli.files import set_section
 from gateway.models import Bucket
+from keys import expiry
 from keys.models import AccessKey, KeyStatus
 from tests.gateway_stack import gateway, upstream
 
@@ -30,6 +35,8 @@ AWS = Path(sys.executable).with_name("aws")
 KEY_ID = "EXCABCDEFGHIJKLMNOPQ"
 SECRET = "abcdefghijABCDEFGHIJ0123456789+/abcdefgh"
 ENDPOINT = "https://s3.excloud.test"
+NEW_KEY_ID = "EXCZYXWVUTSRQPONMLKJ"
+NEW_SECRET = "0123456789abcdefghijABCDEFGHIJ+/abcdefgh"
 
 EXISTING_CONFIG = """\
 # My AWS setup; do not lose this comment.
@@ -155,7 +162,19 @@ class FakePortal:
                     "org": {"slug": "acme", "name": "Acme"},
                     "user": "a@b.test",
                     "role": "owner",
+                    "token": {
+                        "name": "laptop cli",
+                        "prefix": "exc_good",
+                        "expires_at": "2027-02-28T10:00:00Z",
+                    },
                 },
+            )
+        if path == f"/keys/{KEY_ID}/rotate" and request.method == "POST":
+            self.keys[KEY_ID]["expires_at"] = "2026-11-28T10:00:00Z"
+            new = {**self.keys[KEY_ID], "id": NEW_KEY_ID, "replaces": KEY_ID, "expires_at": None}
+            self.keys[NEW_KEY_ID] = new
+            return httpx.Response(
+                201, json={**new, "secret_access_key": NEW_SECRET, "previous": self.keys[KEY_ID]}
             )
         if path == "/keys" and request.method == "POST":
             return httpx.Response(201, json={**self.keys[KEY_ID], "secret_access_key": SECRET})
@@ -385,6 +404,9 @@ def test_not_logged_in(home, monkeypatch):
         ("buckets", "keys", "list"),
         ("buckets", "keys", "delete"),
         ("buckets", "keys", "configure"),
+        ("buckets", "keys", "rotate"),
+        ("whoami",),
+        ("completion",),
     ],
 )
 def test_every_command_has_help(command):
@@ -552,3 +574,518 @@ def test_the_installed_exc_against_a_live_server(live_server, gw, owner, tmp_pat
     assert unknown.returncode == 4 and unknown.stderr.startswith("exc: error: not found")
     bad = exc({**env, "EXC_TOKEN": "exc_" + "x" * 40}, "buckets", "keys", "list")
     assert bad.returncode == 3 and "token was refused" in bad.stderr
+
+
+# --- The documented usage ------------------------------------------------------------------
+
+
+def test_create_takes_the_name_as_an_option_too(portal, home):
+    created = run("buckets", "keys", "create", "--name", "laptop")
+    assert created.exit_code == 0, created.output
+    assert created.output == f"ACCESS_KEY_ID: {KEY_ID}\nSECRET_ACCESS_KEY: {SECRET}\n"
+    sent = [r for r in portal.requests if r.method == "POST"]
+    assert json.loads(sent[0].content) == {"name": "laptop"}
+
+
+@pytest.mark.parametrize("args", [("create",), ("create", "laptop", "--name", "laptop")])
+def test_create_wants_the_name_exactly_once(portal, home, args):
+    result = run("buckets", "keys", *args)
+    assert result.exit_code == 2
+    assert "give the key's name once" in result.output
+    assert portal.requests == []
+
+
+def test_rotate_prints_the_new_pair_keeps_it_and_switches_the_profile(portal, home):
+    credentials = home / "aws" / "credentials"
+    credentials.parent.mkdir(mode=0o700)
+    credentials.write_text(
+        EXISTING_CREDENTIALS
+        + f"\n[excloud]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET}\n"
+    )
+    result = CliRunner().invoke(
+        cli_main.cli,
+        ["buckets", "keys", "rotate", KEY_ID, "--profile", "excloud", "--overlap", "2d"],
+        prog_name="exc",
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"ACCESS_KEY_ID: {NEW_KEY_ID}\nSECRET_ACCESS_KEY: {NEW_SECRET}\n"
+    assert "keeps working until 2026-11-28 10:00 UTC" in result.stderr
+    sent = [r for r in portal.requests if r.method == "POST"]
+    assert sent[0].url.path == f"/api/v1/keys/{KEY_ID}/rotate"
+    assert json.loads(sent[0].content) == {"overlap_hours": 48}
+    store = json.loads((home / ".config" / "exc" / "keys.json").read_text())["keys"]
+    assert store[NEW_KEY_ID]["secret_access_key"] == NEW_SECRET
+    # The profile is rewritten where it stands; the other profiles are untouched.
+    assert credentials.read_text() == EXISTING_CREDENTIALS + (
+        f"\n[excloud]\naws_access_key_id = {NEW_KEY_ID}\naws_secret_access_key = {NEW_SECRET}\n"
+    )
+    assert f"endpoint_url = {ENDPOINT}" in (home / "aws" / "config").read_text()
+
+
+@pytest.mark.parametrize("overlap", ["0h", "31d", "soon", "-1"])
+def test_rotate_refuses_an_overlap_out_of_range(portal, home, overlap):
+    result = run("buckets", "keys", "rotate", KEY_ID, "--overlap", overlap)
+    assert result.exit_code == 2 and "--overlap" in result.output
+    assert portal.requests == []
+
+
+def test_rotate_without_a_profile_leaves_the_aws_files_alone(portal, home):
+    result = run("buckets", "keys", "rotate", KEY_ID, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["access_key_id"] == NEW_KEY_ID
+    assert not (home / "aws").exists()
+
+
+def test_whoami_names_the_user_org_and_token_expiry(portal, home):
+    result = run("whoami")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "User:          a@b.test",
+        "Organisation:  Acme (acme)",
+        "Role:          owner",
+        "Portal:        http://portal.test",
+        "Token:         laptop cli",
+        "Token expires: 2027-02-28 10:00 UTC",
+    ]
+
+
+def test_version():
+    result = run("--version")
+    assert result.exit_code == 0
+    assert re.fullmatch(r"exc \d+\.\d+\.\d+\S*\n", result.output)
+
+
+@pytest.mark.parametrize(
+    ("shell", "marker"),
+    [("bash", "complete -o nosort -F"), ("zsh", "compdef"), ("fish", "complete --no-files")],
+)
+def test_completion_prints_a_script_for_each_shell(shell, marker):
+    result = run("completion", shell)
+    assert result.exit_code == 0
+    assert marker in result.output and "_EXC_COMPLETE" in result.output
+
+
+def test_completion_completes_commands(monkeypatch):
+    monkeypatch.setenv("_EXC_COMPLETE", "bash_complete")
+    monkeypatch.setenv("COMP_WORDS", "exc buckets keys ro")
+    monkeypatch.setenv("COMP_CWORD", "3")
+    result = CliRunner().invoke(cli_main.cli, [], prog_name="exc")
+    assert result.output == "plain,rotate\n"
+
+
+# --- A careful client, against a hostile portal --------------------------------------------
+
+
+class HostilePortal:
+    """A real HTTP server on a local port whose answers each test chooses, path by path."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, object] = {}
+        self.seen: list[tuple[str, str]] = []
+        portal = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                path = self.path.split("?")[0].removeprefix("/api/v1")
+                portal.seen.append((self.path, self.headers.get("Authorization", "")))
+                answer = portal.answers.get(path, (404, {"message": "nothing here"}))
+                status, body = answer(self.path) if callable(answer) else answer
+                raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            do_GET = do_POST = do_DELETE = _answer
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def keys_page(self, items: list[dict], cursor: str | None) -> tuple[int, dict]:
+        return 200, {"items": items, "next_cursor": cursor}
+
+
+@pytest.fixture
+def hostile(home, monkeypatch):
+    server = HostilePortal()
+    server.thread.start()
+    monkeypatch.setenv("EXC_API_URL", server.url)
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+GOOD_TOKEN = "exc_" + "A1b2" * 10
+CONFIG_ANSWER = {
+    "s3_endpoint": ENDPOINT,
+    "region": "us-east-1",
+    "org": {"slug": "acme", "name": "Acme"},
+    "user": "a@b.test",
+    "role": "owner",
+    "token": {"name": "t", "prefix": "exc_A1b2", "expires_at": None},
+}
+
+
+def a_key(**fields) -> dict:
+    return {
+        "id": KEY_ID,
+        "name": "laptop",
+        "status": "active",
+        "created_at": "2026-11-27T10:00:00Z",
+        "created_by": "a@b.test",
+        "last_used_at": None,
+        **fields,
+    }
+
+
+def no_token_in(text: str, token: str = GOOD_TOKEN) -> bool:
+    """Neither the token nor any 8 characters of its secret part appear in the text."""
+    secret = token.removeprefix("exc_")
+    return token not in text and not any(secret[i : i + 8] in text for i in range(len(secret) - 7))
+
+
+def test_a_token_with_a_stray_newline_inside_is_refused_without_showing_it(hostile, monkeypatch):
+    bad = GOOD_TOKEN[:20] + "\n" + GOOD_TOKEN[20:]
+    monkeypatch.setenv("EXC_TOKEN", bad)
+    result = run("buckets", "keys", "list")
+    assert result.exit_code == 3
+    assert result.output == (
+        "exc: error: EXC_TOKEN is not an Excloud API token (exc_ followed by letters and digits)\n"
+    )
+    assert no_token_in(result.output, GOOD_TOKEN)
+    assert hostile.seen == []
+
+
+def test_a_trailing_newline_is_trimmed_and_the_token_sent_clean(hostile, monkeypatch):
+    monkeypatch.setenv("EXC_TOKEN", GOOD_TOKEN + "\n")
+    hostile.answers["/keys"] = (200, {"items": [], "next_cursor": None})
+    result = run("buckets", "keys", "list")
+    assert result.exit_code == 0, result.output
+    assert hostile.seen[0][1] == f"Bearer {GOOD_TOKEN}"
+
+
+def test_a_token_the_portal_echoes_back_is_not_printed(hostile, monkeypatch):
+    monkeypatch.setenv("EXC_TOKEN", GOOD_TOKEN)
+    echo = (401, {"message": f"Bad token {GOOD_TOKEN} (Bearer {GOOD_TOKEN})"})
+    hostile.answers["/keys"] = hostile.answers["/config"] = echo
+    result = run("buckets", "keys", "list")
+    assert result.exit_code == 3 and "token was refused" in result.output
+    assert no_token_in(result.output)
+    login = run("login", "--token", GOOD_TOKEN, "--api-url", hostile.url)
+    assert login.exit_code == 3 and no_token_in(login.output)
+
+
+def test_a_repeated_cursor_stops_the_listing(hostile, monkeypatch):
+    monkeypatch.setenv("EXC_TOKEN", GOOD_TOKEN)
+    hostile.answers["/keys"] = hostile.keys_page([a_key()], "c2FtZQ")
+    result = run("buckets", "keys", "list")
+    assert result.exit_code == 1
+    assert (
+        result.output == "exc: error: the portal sent the same page cursor twice; stopped listing\n"
+    )
+    assert len(hostile.seen) == 2
+
+
+def test_endless_pages_stop_after_the_maximum(hostile, monkeypatch):
+    monkeypatch.setenv("EXC_TOKEN", GOOD_TOKEN)
+    monkeypatch.setattr(cli_main, "MAX_PAGES", 5)
+    counter = iter(range(10_000))
+    hostile.answers["/keys"] = lambda path: hostile.keys_page([a_key()], f"c{next(counter)}")
+    result = run("buckets", "keys", "list")
+    assert result.exit_code == 1 and "more than 5 pages" in result.output
+    assert len(hostile.seen) == 5
+
+
+@pytest.mark.parametrize(
+    ("args", "path", "answer"),
+    [
+        (("buckets", "keys", "list"), "/keys", (200, {"items": [{"id": KEY_ID}]})),
+        (("buckets", "keys", "list"), "/keys", (200, {"next_cursor": None})),
+        (("buckets", "keys", "list"), "/keys", (200, [1, 2])),
+        (("buckets", "keys", "list"), "/keys", (200, b"<html>not json")),
+        (("whoami",), "/config", (200, {"user": "a@b.test"})),
+        (("whoami",), "/config", (200, {**CONFIG_ANSWER, "org": "acme"})),
+        (("buckets", "keys", "create", "x"), "/keys", (201, {"id": KEY_ID})),
+        (("buckets", "keys", "create", "x"), "/keys", (201, {"id": "x\n", "secret_access_key": 1})),
+        (("buckets", "keys", "delete", KEY_ID, "--yes"), f"/keys/{KEY_ID}", (200, {})),
+    ],
+)
+def test_an_unexpected_answer_is_one_line_not_a_traceback(hostile, monkeypatch, args, path, answer):
+    monkeypatch.setenv("EXC_TOKEN", GOOD_TOKEN)
+    hostile.answers[path] = answer
+    result = run(*args)
+    assert result.exit_code == 1
+    assert len(result.output.splitlines()) == 1 and result.output.startswith("exc: error: the ")
+    assert not isinstance(result.exception, (KeyError, TypeError, AttributeError, IndexError))
+    assert not (
+        home_store := Path(os.environ["HOME"]) / ".config" / "exc" / "keys.json"
+    ).exists(), home_store.read_text()
+
+
+ESCAPES = "\x1b]0;owned\x07\x1b[2J\u202e\r"
+
+
+def test_control_characters_from_the_portal_are_escaped(hostile, monkeypatch):
+    monkeypatch.setenv("EXC_TOKEN", GOOD_TOKEN)
+    hostile.answers["/config"] = (
+        200,
+        {**CONFIG_ANSWER, "org": {"slug": "acme", "name": f"Acme{ESCAPES}"}, "user": "a\x1b[31m"},
+    )
+    hostile.answers["/keys"] = hostile.keys_page([a_key(name=f"lap{ESCAPES}top")], None)
+    hostile.answers[f"/keys/{KEY_ID}"] = (200, a_key(name=f"gone{ESCAPES}"))
+    hostile.answers["/keys/EXCAAAAAAAAAAAAAAAAA"] = (404, {"message": f"no{ESCAPES}"})
+    outputs = [
+        run("whoami"),
+        run("login", "--token", GOOD_TOKEN, "--api-url", hostile.url),
+        run("buckets", "keys", "list"),
+        run("buckets", "keys", "delete", KEY_ID, "--yes"),
+        run("buckets", "keys", "delete", "EXCAAAAAAAAAAAAAAAAA", "--yes"),
+    ]
+    for result in outputs:
+        assert not any(ch in result.output for ch in "\x1b\x07\u202e\r"), result.output
+    assert "Acme\\x1b]0;owned\\x07\\x1b[2J\\u202e\\r" in outputs[0].output
+    assert "a\\x1b[31m" in outputs[1].output
+    assert "lap\\x1b]0;owned" in outputs[2].output
+    assert "gone\\x1b]0;owned" in outputs[3].output
+    assert outputs[4].exit_code == 4 and "no\\x1b]0;owned" in outputs[4].output
+
+
+# --- A careful client, with its own files ---------------------------------------------------
+
+
+def test_a_planted_symlink_is_replaced_not_written_through(hostile, home, monkeypatch):
+    monkeypatch.delenv("EXC_TOKEN")
+    hostile.answers["/config"] = (200, CONFIG_ANSWER)
+    hostile.answers["/keys"] = (201, {**a_key(), "secret_access_key": SECRET})
+    folder = home / ".config" / "exc"
+    folder.mkdir(parents=True, mode=0o700)
+    elsewhere = home / "elsewhere"
+    elsewhere.mkdir()
+    for name in ("config.json", "keys.json"):
+        (elsewhere / name).write_text("theirs\n")
+        (folder / name).symlink_to(elsewhere / name)
+
+    assert run("login", "--token", GOOD_TOKEN, "--api-url", hostile.url).exit_code == 0
+    assert run("buckets", "keys", "create", "laptop").exit_code == 0
+
+    for name in ("config.json", "keys.json"):
+        assert (elsewhere / name).read_text() == "theirs\n"
+        assert not (folder / name).is_symlink() and mode(folder / name) == 0o600
+    assert json.loads((folder / "config.json").read_text())["token"] == GOOD_TOKEN
+    assert SECRET in (folder / "keys.json").read_text()
+
+
+def test_a_symlinked_config_folder_is_refused(hostile, home, monkeypatch):
+    monkeypatch.delenv("EXC_TOKEN")
+    hostile.answers["/config"] = (200, CONFIG_ANSWER)
+    elsewhere = home / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (home / ".config").mkdir()
+    (home / ".config" / "exc").symlink_to(elsewhere)
+    result = run("login", "--token", GOOD_TOKEN, "--api-url", hostile.url)
+    assert result.exit_code == 1 and "it is a symlink" in result.output
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_config_folder_others_may_write_to_is_refused(hostile, home, monkeypatch):
+    monkeypatch.delenv("EXC_TOKEN")
+    hostile.answers["/config"] = (200, CONFIG_ANSWER)
+    folder = home / ".config" / "exc"
+    folder.mkdir(parents=True)
+    folder.chmod(0o777)
+    result = run("login", "--token", GOOD_TOKEN, "--api-url", hostile.url)
+    assert result.exit_code == 1
+    assert result.output == (
+        f"exc: error: refusing to write in {folder}: others may write to it "
+        f"(run `chmod go-w {folder}`)\n"
+    )
+    assert list(folder.iterdir()) == []
+    folder.chmod(0o700)
+    assert run("login", "--token", GOOD_TOKEN, "--api-url", hostile.url).exit_code == 0
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="giving a folder to another user needs root")
+def test_a_config_folder_owned_by_someone_else_is_refused(hostile, home, monkeypatch):
+    monkeypatch.delenv("EXC_TOKEN")
+    hostile.answers["/config"] = (200, CONFIG_ANSWER)
+    folder = home / ".config" / "exc"
+    folder.mkdir(parents=True, mode=0o700)
+    os.chown(folder, 65534, 65534)
+    result = run("login", "--token", GOOD_TOKEN, "--api-url", hostile.url)
+    assert result.exit_code == 1 and "belongs to another user" in result.output
+    assert list(folder.iterdir()) == []
+
+
+def test_a_linked_aws_config_stays_linked_when_its_target_folder_is_safe(portal, home):
+    dotfiles = home / "dotfiles"
+    dotfiles.mkdir(mode=0o700)
+    (dotfiles / "aws-config").write_text(EXISTING_CONFIG)
+    (home / "aws").mkdir(mode=0o700)
+    (home / "aws" / "config").symlink_to(dotfiles / "aws-config")
+    result = run("buckets", "keys", "configure", KEY_ID, "--profile", "excloud", "--secret", SECRET)
+    assert result.exit_code == 0, result.output
+    assert (home / "aws" / "config").is_symlink()
+    assert f"endpoint_url = {ENDPOINT}" in (dotfiles / "aws-config").read_text()
+
+    dotfiles.chmod(0o777)
+    refused = run("buckets", "keys", "configure", KEY_ID, "--profile", "x", "--secret", SECRET)
+    assert refused.exit_code == 1 and "others may write to it" in refused.output
+
+
+def test_a_planted_login_file_is_not_read(hostile, home, monkeypatch):
+    monkeypatch.delenv("EXC_TOKEN")
+    monkeypatch.delenv("EXC_API_URL")
+    hostile.answers["/config"] = (200, CONFIG_ANSWER)
+    planted = home / "planted.json"
+    planted.write_text(json.dumps({"api_url": hostile.url, "token": GOOD_TOKEN}))
+    folder = home / ".config" / "exc"
+    folder.mkdir(parents=True, mode=0o700)
+    (folder / "config.json").symlink_to(planted)
+    result = run("whoami")
+    assert result.exit_code == 3 and "not logged in" in result.output
+    assert hostile.seen == []
+
+
+def test_the_installed_exc_rotates_a_key_behind_a_profile(live_server, gw, owner, tmp_path):
+    """`rotate --profile` switches aws to the new key at once; the old key works on until
+    the expiry sweep after the overlap, and then gets 403."""
+    out = io.StringIO()
+    call_command("create_api_token", "--user", owner.user.email, "--org", "acme", stdout=out)
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "AWS_CONFIG_FILE": str(tmp_path / "aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "aws-credentials"),
+        "EXC_TOKEN": out.getvalue().strip(),
+        "EXC_API_URL": live_server.url,
+    }
+    created = exc(env, "buckets", "keys", "create", "--name", "ci")
+    assert created.returncode == 0, created.stderr
+    old_id, old_secret = re.findall(r": (\S+)\n", created.stdout)
+    assert exc(env, "buckets", "keys", "configure", old_id, "--profile", "excloud").returncode == 0
+    assert exc(env, "buckets", "keys", "configure", old_id, "--profile", "old").returncode == 0
+    bucket = "b-" + old_id.lower()
+    assert aws(env, "--profile", "excloud", "s3", "mb", f"s3://{bucket}").returncode == 0
+
+    rotated = exc(
+        env, "buckets", "keys", "rotate", old_id, "--profile", "excloud", "--overlap", "1h"
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    match = re.fullmatch(
+        r"ACCESS_KEY_ID: (EXC[A-Z2-7]{17})\nSECRET_ACCESS_KEY: ([A-Za-z0-9+/]{40})\n",
+        rotated.stdout,
+    )
+    assert match, rotated.stdout
+    new_id, new_secret = match.groups()
+    assert new_id != old_id and AccessKey.objects.get(pk=new_id).rotated_from_id == old_id
+    credentials = (tmp_path / "aws-credentials").read_text()
+    assert f"[excloud]\naws_access_key_id = {new_id}\naws_secret_access_key = {new_secret}\n" in (
+        credentials
+    )
+    assert f"[old]\naws_access_key_id = {old_id}\n" in credentials
+
+    with_new = aws(env, "--debug", "--profile", "excloud", "s3", "ls", f"s3://{bucket}")
+    assert with_new.returncode == 0, with_new.stderr[-3000:]
+    assert f"Credential={new_id}/" in with_new.stderr
+    with_old = aws(env, "--profile", "old", "s3", "ls", f"s3://{bucket}")
+    assert with_old.returncode == 0, with_old.stderr
+
+    # The sweep as it runs once the hour's overlap is over.
+    assert expiry.expire_due_keys(timezone.now() + timedelta(hours=1, minutes=1)) == 1
+    assert AccessKey.objects.get(pk=old_id).status == KeyStatus.EXPIRED
+    after = aws(env, "--debug", "--profile", "old", "s3", "ls", f"s3://{bucket}")
+    assert refused_with_403(after, gw.url, f"/{bucket}"), after.stderr[-3000:]
+    still = aws(env, "--profile", "excloud", "s3", "ls", f"s3://{bucket}")
+    assert still.returncode == 0, still.stderr
+    assert old_secret not in rotated.stdout + rotated.stderr
+
+
+# --- Device login against a stand-in portal --------------------------------------------------
+
+DEVICE_START = {
+    "device_code": "d" * 43,
+    "user_code": "BCDF-GHJK",
+    "verification_uri": "http://portal.test/device/",
+    "verification_uri_complete": "http://portal.test/device/?code=BCDF-GHJK",
+    "expires_in": 600,
+    "interval": 1,
+}
+
+
+def device_answers(*errors: str, then: tuple[int, dict] | None = None):
+    """Token-endpoint answers in turn: these RFC 8628 errors, then ``then``."""
+    answers = [(400, {"error": e, "error_description": e}) for e in errors]
+    answers += [then] if then else []
+    return lambda path: answers.pop(0) if len(answers) > 1 else answers[0]
+
+
+@pytest.fixture
+def device_portal(hostile, monkeypatch):
+    monkeypatch.delenv("EXC_TOKEN")
+    monkeypatch.setattr("exc_cli.device.pause", lambda seconds: None)
+    hostile.answers["/device/code"] = (200, DEVICE_START)
+    return hostile
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "message"),
+    [
+        ("access_denied", 6, "the sign-in was denied in the browser; no token"),
+        ("expired_token", 7, "the code expired before it was approved; run `exc login` again"),
+        ("invalid_grant", 7, "the portal no longer knows this code (it was used)"),
+    ],
+)
+def test_device_login_ends_with_its_own_exit_code(device_portal, home, error, code, message):
+    device_portal.answers["/device/token"] = device_answers(
+        "authorization_pending", "slow_down", error
+    )
+    result = run("login", "--no-browser", "--device-name", "box")
+    assert result.exit_code == code, result.output
+    assert "open http://portal.test/device/" in result.output
+    assert "enter the code: BCDF-GHJK" in result.output
+    assert (
+        result.output.splitlines()[-1] == f"exc: error: {message}"
+        or message in (result.output.splitlines()[-1])
+    )
+    assert [p for p, _ in device_portal.seen].count("/api/v1/device/token") == 3
+    assert not (home / ".config" / "exc" / "config.json").exists()
+
+
+def test_device_login_stores_the_granted_token_without_printing_it(device_portal, home):
+    device_portal.answers["/device/token"] = device_answers(
+        "authorization_pending",
+        then=(
+            200,
+            {
+                "access_token": GOOD_TOKEN,
+                "token_type": "Bearer",
+                "expires_at": "2027-03-01T00:00:00+00:00",
+                "org": {"slug": "acme", "name": "Acme"},
+                "user": "a@b.test",
+            },
+        ),
+    )
+    device_portal.answers["/config"] = (200, CONFIG_ANSWER)
+    result = run("login", "--no-browser", "--device-name", "box")
+    assert result.exit_code == 0, result.output
+    assert "Logged in to Acme" in result.output and no_token_in(result.output)
+    stored = json.loads((home / ".config" / "exc" / "config.json").read_text())
+    assert stored["token"] == GOOD_TOKEN
+    assert device_portal.seen[-1][1] == f"Bearer {GOOD_TOKEN}"
+
+
+def test_device_login_refuses_a_portal_answer_it_cannot_use(device_portal, home):
+    device_portal.answers["/device/code"] = (
+        200,
+        {**DEVICE_START, "user_code": "\x1b]0;x\x07", "verification_uri": "javascript:x"},
+    )
+    result = run("login", "--no-browser")
+    assert result.exit_code == 1
+    assert (
+        result.output == "exc: error: the portal's device login answer was not what exc expects\n"
+    )
