@@ -13,6 +13,7 @@ from audit.trail import Actor
 from mfa.reauth import reauth_required
 
 from . import device_login
+from .access import membership_for
 from .models import DeviceLogin, DeviceLoginStatus, Membership
 
 SESSION_KEY = "device_login_id"
@@ -66,9 +67,12 @@ def device_confirm(request: HttpRequest) -> HttpResponse:
         Membership.objects.filter(user=request.user).select_related("org").order_by("org__name")
     )
     if request.method == "POST":
-        membership = next((m for m in memberships if m.org.slug == request.POST.get("org")), None)
+        slug = request.POST.get("org")
         decision = request.POST.get("decision")
-        if membership is not None and decision in ("approve", "deny"):
+        if any(m.org.slug == slug for m in memberships) and decision in ("approve", "deny"):
+            # Through the one gate of org pages, so an org that requires two-factor sign-in
+            # gives no token to a session that has not used a second factor.
+            membership = membership_for(request, slug)
             actor = Actor.from_request(request)
             decide = device_login.approve if decision == "approve" else device_login.deny
             done = decide(login, membership, actor)

@@ -10,7 +10,7 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts import device_login
-from accounts.models import ApiToken, DeviceLogin, DeviceLoginStatus
+from accounts.models import ApiToken, DeviceLogin, DeviceLoginStatus, Organization
 from audit.models import AuditEvent
 from tests.conftest import client_for
 from tests.mfa_support import age_reauth
@@ -217,3 +217,16 @@ def test_approving_needs_a_fresh_sign_in(owner):
     assert asked.status_code == 302 and asked["Location"].startswith("/accounts/confirm/")
     assert client.get("/device/confirm/")["Location"].startswith("/accounts/confirm/")
     assert DeviceLogin.objects.get().status == DeviceLoginStatus.PENDING
+
+
+def test_an_org_that_requires_two_factor_sign_in_needs_it_for_a_device_too(owner):
+    Organization.objects.filter(slug="acme").update(require_two_factor=True)
+    client = client_for(owner)  # signed in with a password, no second factor
+    started = start()
+    enter(client, started["user_code"])
+    refused = decide(client, "approve")
+    assert refused.status_code == 302
+    assert refused["Location"].startswith("/accounts/security/")
+    assert DeviceLogin.objects.get().status == DeviceLoginStatus.PENDING
+    assert not ApiToken.objects.exists()
+    assert error_of(poll(started["device_code"])) == "authorization_pending"
