@@ -4,13 +4,11 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect
 from django.urls import reverse
-from django_htmx.http import HttpResponseClientRedirect
 
 from accounts.access import TwoFactorRequired
 
-from .reauth import confirm_url
+from .reauth import come_back_to, confirm_url, send_to
 
 
 class TwoFactorRequiredMiddleware:
@@ -28,11 +26,7 @@ class TwoFactorRequiredMiddleware:
         if not isinstance(exception, TwoFactorRequired):
             return None
         org = exception.membership.org
-        back = (
-            request.get_full_path()
-            if request.method == "GET"
-            else reverse("key_list", args=[org.slug])
-        )
+        back = come_back_to(request, reverse("key_list", args=[org.slug]))
         if exception.enrolled:
             target = confirm_url(back, second_factor=True)
             messages.warning(
@@ -45,6 +39,4 @@ class TwoFactorRequiredMiddleware:
                 f"{org.name} requires two-factor sign-in. Set up an authenticator app or a "
                 "passkey to continue.",
             )
-        if getattr(request, "htmx", False):
-            return HttpResponseClientRedirect(target)
-        return redirect(target)
+        return send_to(request, target)

@@ -35,6 +35,19 @@ def confirm_url(next_url: str, second_factor: bool = False) -> str:
     return reverse("mfa_confirm") + "?" + urlencode(query)
 
 
+def come_back_to(request: HttpRequest, fallback: str) -> str:
+    """Where to return after a detour: this page for a GET, else ``fallback`` (a POST
+    cannot be replayed by following a link)."""
+    return request.get_full_path() if request.method == "GET" else fallback
+
+
+def send_to(request: HttpRequest, target: str) -> HttpResponse:
+    """Redirect as the client follows it: htmx by HX-Redirect, a browser by Location."""
+    if getattr(request, "htmx", False):
+        return HttpResponseClientRedirect(target)
+    return redirect(target)
+
+
 def reauth_required(
     view: Callable | None = None, *, methods: tuple[str, ...] = ("GET", "POST"), back: str = ""
 ):
@@ -52,14 +65,9 @@ def reauth_required(
                     next_url = reverse(
                         back, kwargs={"slug": kwargs["slug"]} if "slug" in kwargs else None
                     )
-                elif request.method == "GET":
-                    next_url = request.get_full_path()
                 else:
-                    next_url = request.path
-                target = confirm_url(next_url)
-                if getattr(request, "htmx", False):
-                    return HttpResponseClientRedirect(target)
-                return redirect(target)
+                    next_url = come_back_to(request, request.path)
+                return send_to(request, confirm_url(next_url))
             return view(request, *args, **kwargs)
 
         return wrapped
@@ -77,13 +85,8 @@ def existing_factor_required(view: Callable) -> Callable:
         from .services import has_factor
 
         if has_factor(request.user) and not request.user.is_verified():
-            next_url = (
-                request.get_full_path() if request.method == "GET" else reverse("mfa_security")
-            )
-            target = confirm_url(next_url, second_factor=True)
-            if getattr(request, "htmx", False):
-                return HttpResponseClientRedirect(target)
-            return redirect(target)
+            next_url = come_back_to(request, reverse("mfa_security"))
+            return send_to(request, confirm_url(next_url, second_factor=True))
         return view(request, *args, **kwargs)
 
     return wrapped
