@@ -314,20 +314,19 @@ def _revoke_api_tokens(tokens, actor: Actor, by_user_id: int | None, reason: str
         revoked_at=timezone.now(), revoked_by_id=by_user_id
     )
     for token in revoked:
-        record(
-            actor,
-            "api_token.revoked",
-            org=token.org,
-            target_type="api_token",
-            target_id=str(token.pk),
-            details={
-                "name": token.name,
-                "prefix": token.prefix,
-                "user": token.user.email,
-                "reason": reason,
-            },
-        )
+        _record_token_revoked(actor, token, reason=reason)
     return len(revoked)
+
+
+def _record_token_revoked(actor: Actor, token: ApiToken, **extra: str) -> None:
+    record(
+        actor,
+        "api_token.revoked",
+        org=token.org,
+        target_type="api_token",
+        target_id=str(token.pk),
+        details={"name": token.name, "prefix": token.prefix, "user": token.user.email, **extra},
+    )
 
 
 def revoke_user_api_tokens(user: User, actor: Actor, reason: str) -> int:
@@ -523,14 +522,7 @@ def revoke_api_token(by: Membership, actor: Actor, token: ApiToken) -> ApiToken:
         if not changed:
             raise ApiTokenError(f"Token “{token.name}” was already revoked.")
         token.refresh_from_db()
-        record(
-            actor,
-            "api_token.revoked",
-            org=token.org,
-            target_type="api_token",
-            target_id=str(token.pk),
-            details={"name": token.name, "prefix": token.prefix, "user": token.user.email},
-        )
+        _record_token_revoked(actor, token)
     return token
 
 
