@@ -12,15 +12,22 @@ Buckets: CreateBucket claims the name (gateway.services.claim_bucket) before the
 asked, and a refused creation gives it back; DeleteBucket removes the record once the
 store has deleted the bucket.
 
-Revocation: without Redis each request reads the key's row, so a revoke is seen by the
-next request. With ``REDIS_URL`` key and bucket rows are cached in memory and every
-request reads one Redis value (keys.revocation.VERSION_KEY); any change bumps it and
-the cache is dropped before the request goes on. If Redis cannot be read the cache is
-dropped and the request goes to the database, as it would without Redis; for
-EXCLOUD_REDIS_BACKOFF_SECONDS after that the gateway does not ask Redis at all and keeps
-nothing cached (a cached entry counts only under a version just read), so a frozen Redis
-costs one EXCLOUD_REDIS_TIMEOUT_SECONDS wait per back-off, not one per request. A change
-whose bump was lost (keys/revocation.py) is seen within CACHE_TTL_SECONDS.
+Revocation: lookups are cached in memory when something can say that a cached entry went
+stale, and the cache is asked only then:
+
+- With ``REDIS_URL``, each request reads, in one round trip, the versions of the key and
+  the buckets it names (keys/revocation.py); a change sets new versions for what it
+  touches, so only those entries are read again, on every gateway. If Redis cannot be
+  read the cache is dropped and the request goes to the database; for
+  EXCLOUD_REDIS_BACKOFF_SECONDS after that the gateway does not ask Redis at all and keeps
+  nothing cached, so a frozen Redis costs one EXCLOUD_REDIS_TIMEOUT_SECONDS wait per
+  back-off, not one per request. A change whose bump was lost is seen within
+  CACHE_TTL_SECONDS.
+- On the embedded SQLite database (no Redis), each request asks the database file's data
+  version (``PRAGMA data_version``, which moves whenever another connection commits, a
+  few microseconds on the event loop); any commit by anyone drops the cache.
+- On PostgreSQL without Redis each request reads the key's row, so a revoke is seen by
+  the next request.
 
 Outages: a lookup that finds the database down, or still runs after
 EXCLOUD_S3_DATABASE_TIMEOUT_SECONDS, raises S3's 503 ServiceUnavailable, which clients
@@ -35,10 +42,12 @@ import contextlib
 import functools
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TypeVar
 
 import django
@@ -268,6 +277,17 @@ def _bucket_cors(name: str) -> list | None:
     return Bucket.objects.filter(name=name).values_list("cors", flat=True).first()
 
 
+def _sqlite_watch() -> sqlite3.Connection | None:
+    """A connection of our own to the embedded SQLite database, only to ask its data
+    version; None on any other database."""
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] != "django.db.backends.sqlite3":
+        return None
+    path = Path(database["NAME"]).resolve()
+    # Read-only, and never waiting on a lock: a busy file is asked again next request.
+    return sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=0, check_same_thread=False)
+
+
 def _send_usage(batch: dict) -> None:
     from .tasks import record_usage
 
@@ -346,8 +366,8 @@ class Lookup:
 
 
 class Authority:
-    """Key and bucket lookups for one gateway process, cached when Redis can tell us
-    about changes."""
+    """Key and bucket lookups for one gateway process, cached while the database or Redis
+    can tell us about changes."""
 
     def __init__(self, redis_url: str | None = None) -> None:
         redis_url = settings.REDIS_URL if redis_url is None else redis_url
@@ -359,52 +379,71 @@ class Authority:
             if redis_url
             else None
         )
+        self._sqlite = _sqlite_watch() if self._redis is None else None
+        self._sqlite_version: int | None = None
         self._backoff = settings.EXCLOUD_REDIS_BACKOFF_SECONDS
         # Until when (monotonic) Redis is left alone after a failure.
         self._skip_redis_until = 0.0
-        # Failed reads of the version since Redis last answered, and when the first was.
+        # Failed reads of the versions since Redis last answered, and when the first was.
         self.redis_failures = 0
         self._failing_since = 0.0
-        self._version: bytes | None = None
         # Entries carry the version they were read under and count only while it is
         # current: a read that started before a change and ends after it is never used.
-        self._keys: dict[str, tuple[KeyInfo, float, bytes | None]] = {}
-        self._owners: dict[str, tuple[int, float, bytes | None]] = {}
+        self._keys: dict[str, tuple[KeyInfo, float, object]] = {}
+        self._owners: dict[str, tuple[int, float, object]] = {}
         # Access key IDs the database did not know, until when to answer so without
         # asking again. IDs are random: only a client guessing ever names one before it
         # exists, so this never delays a new key.
         self._unknown: dict[str, float] = {}
+        # Lookups answered from the cache, and from the database (for metrics and benches).
+        self.hits = 0
+        self.misses = 0
+        # Called whenever the whole cache is dropped.
         self.on_invalidate: list = []
         # Failed sends of usage totals since one last went through.
         self._usage_unsent = 0
         # Bucket claims being given back (see claim_bucket), kept until done.
         self._late: set[asyncio.Future] = set()
 
-    async def _current_version(self) -> tuple[bool, bytes | None]:
-        """(caching, version): read the authority version, dropping the cache if it moved."""
+    async def _versions(self, access_key_id: str, names: tuple[str, ...]) -> list | None:
+        """The current version of the key and of each named bucket, in that order, or None
+        when nothing may be answered from the cache."""
+        if self._sqlite is not None:
+            return self._sqlite_versions(1 + len(names))
         if self._redis is None:
-            return False, None
+            return None
         now = time.monotonic()
         if now < self._skip_redis_until:
-            return False, None
+            return None
+        slots = [revocation.key_version(access_key_id)]
+        slots.extend(revocation.bucket_version(name) for name in names)
         try:
-            version = await self._redis.get(revocation.VERSION_KEY)
+            versions = await self._redis.mget(slots)
         except Exception:  # noqa: BLE001 - any Redis trouble means: ask the database
             self._redis_failed(now)
-            return False, None
+            return None
         if self.redis_failures:
             log.info(
-                "read the gateway authority version again after %d failed attempts in %.1f s",
+                "read gateway cache versions again after %d failed attempts in %.1f s",
                 self.redis_failures,
                 time.monotonic() - self._failing_since,
             )
             self.redis_failures = 0
             # Whatever a read begun before the outage cached since is not trusted.
             self._clear()
-        if version != self._version:
+        return versions
+
+    def _sqlite_versions(self, count: int) -> list | None:
+        try:
+            version = self._sqlite.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error:
+            # Busy or gone: ask the database itself, which waits or fails as it should.
             self._clear()
-            self._version = version
-        return True, version
+            return None
+        if version != self._sqlite_version:
+            self._clear()
+            self._sqlite_version = version
+        return [version] * count
 
     def _redis_failed(self, now: float) -> None:
         """Drop the cache and leave Redis alone for a while; say so once per outage."""
@@ -413,7 +452,7 @@ class Authority:
         if not self.redis_failures:
             self._failing_since = now
             log.warning(
-                "cannot read the gateway authority version from Redis; reading the database "
+                "cannot read gateway cache versions from Redis; reading the database "
                 "on every request, and trying Redis again every %.1f s",
                 self._backoff,
                 exc_info=True,
@@ -426,23 +465,22 @@ class Authority:
         for callback in self.on_invalidate:
             callback()
 
-    def _fresh(self, entry, version: bytes | None, now: float) -> bool:
-        return (
-            entry is not None
-            and entry[2] == version == self._version
-            and now - entry[1] < CACHE_TTL_SECONDS
-        )
+    @staticmethod
+    def _fresh(entry, version, now: float) -> bool:
+        return entry is not None and entry[2] == version and now - entry[1] < CACHE_TTL_SECONDS
 
     async def lookup(self, access_key_id: str, names: tuple[str, ...]) -> Lookup:
-        caching, version = await self._current_version()
+        versions = await self._versions(access_key_id, names)
         now = time.monotonic()
-        if caching:
+        if versions is not None:
             cached = self._keys.get(access_key_id)
-            owners = {name: self._owners.get(name) for name in names}
-            if self._fresh(cached, version, now) and all(
-                self._fresh(o, version, now) for o in owners.values()
+            owners = [self._owners.get(name) for name in names]
+            if self._fresh(cached, versions[0], now) and all(
+                self._fresh(o, v, now) for o, v in zip(owners, versions[1:], strict=True)
             ):
-                return Lookup(cached[0], {name: o[0] for name, o in owners.items()})
+                self.hits += 1
+                return Lookup(cached[0], {n: o[0] for n, o in zip(names, owners, strict=True)})
+        self.misses += 1
         unknown_until = self._unknown.get(access_key_id)
         if unknown_until is not None:
             if now < unknown_until:
@@ -451,10 +489,11 @@ class Authority:
         key, found = await _in_thread(_load)(access_key_id, names)
         if key is None:
             self._remember_unknown(access_key_id, now)
-        elif caching:
-            self._keys[access_key_id] = (key, now, version)
-            for name, org_id in found.items():
-                self._owners[name] = (org_id, now, version)
+        elif versions is not None:
+            self._keys[access_key_id] = (key, now, versions[0])
+            for name, version in zip(names, versions[1:], strict=True):
+                if name in found:
+                    self._owners[name] = (found[name], now, version)
         return Lookup(key, {name: found.get(name) for name in names})
 
     def _remember_unknown(self, access_key_id: str, now: float) -> None:
@@ -465,10 +504,10 @@ class Authority:
 
     async def still_usable(self, access_key_id: str) -> bool:
         """Is the key still usable now? Asked again before an upload is let complete."""
-        caching, version = await self._current_version()
-        if caching:
+        versions = await self._versions(access_key_id, ())
+        if versions is not None:
             cached = self._keys.get(access_key_id)
-            if self._fresh(cached, version, time.monotonic()):
+            if self._fresh(cached, versions[0], time.monotonic()):
                 return cached[0].usable()
         key = await _in_thread(_load_key_only)(access_key_id)
         return key is not None and key.usable()
@@ -562,6 +601,8 @@ class Authority:
     async def aclose(self) -> None:
         if self._redis is not None:
             await self._redis.aclose()
+        if self._sqlite is not None:
+            self._sqlite.close()
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,7 +87,7 @@ def _forget(key: AccessKey, name: str, actor: Actor, rows, **details: object) ->
         if not deleted:
             return False
         # Gateways cache bucket owners: the name may go to another org next.
-        revocation.announce_change()
+        revocation.announce_change(buckets=[name])
         record(
             actor,
             "bucket.deleted",
@@ -160,6 +160,7 @@ def remove_invalid_buckets(actor: Actor) -> int:
             deleted, _ = Bucket.objects.filter(pk=pk).delete()
             if not deleted:
                 continue
+            revocation.announce_change(buckets=[name])
             record(
                 actor,
                 "bucket.deleted",
@@ -169,6 +170,4 @@ def remove_invalid_buckets(actor: Actor) -> int:
                 details={"name": name, "reason": "invalid_name", "problem": problem},
             )
         removed += 1
-    if removed:
-        revocation.announce_change()
     return removed

@@ -191,8 +191,7 @@ def expire_batch(now: datetime, batch_size: int = SWEEP_BATCH) -> int | None:
                 )
                 keys = [k for k in keys if k.pk in done]
             expired.extend((k, reason) for k in keys)
-        if expired:
-            revocation.announce_change()
+        revocation.announce_change(keys=[key.id for key, _ in expired])
         for key, reason in expired:
             record(
                 actor,

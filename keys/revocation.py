@@ -1,13 +1,21 @@
-"""Telling every gateway process that what it may have cached about keys or buckets changed.
+"""Telling every gateway process that what it may have cached about a key or a bucket changed.
 
-With ``REDIS_URL`` set, gateways cache key and bucket lookups in memory and check one
-Redis value, the authority version, on every request; a change sets it to a new random
-value and each gateway drops its cache before serving the next request. Without Redis,
-gateways read the database on every request and need no telling. A random value rather
-than a counter: a Redis restarted without its data cannot hand out, by counting up
-again, a version a gateway already saw.
+With ``REDIS_URL`` set, gateways cache key and bucket lookups in memory. Each key and each
+bucket has a version in Redis (``key_version()``, ``bucket_version()``); a gateway reads
+the versions of what a request names, in one round trip, and uses a cached entry only
+while its version is the one the entry was read under. A change sets the versions of the
+keys and buckets it touches to new random values, so the next request naming them reloads
+them on every gateway, and every other cached entry stays. A random value rather than a
+counter: a Redis restarted without its data cannot hand out, by counting up again, a
+version a gateway already saw (and a version that vanished reads as None, which matches
+no entry cached under a value). Versions expire after VERSION_TTL_SECONDS, long after any
+entry read under them has (CACHE_TTL_SECONDS).
 
-The version is bumped twice: inside the transaction (so a gateway that reads the row
+Without Redis, gateways on PostgreSQL read the database on every request, and gateways on
+the embedded SQLite database check the file's data version (gateway/authority.py); neither
+needs telling.
+
+The versions are bumped twice: inside the transaction (so a gateway that reads the row
 before the commit caches it under a version that is about to be superseded) and again
 right after the commit (so the first request after the change reloads from the committed
 state). Between the two bumps a gateway may still see the old row, but nobody has been
@@ -19,11 +27,12 @@ change commits all the same, and:
 - A gateway that cannot reach Redis either reads the database on every request and keeps
   nothing cached (gateway/authority.py), so it sees the change at once.
 - A gateway that can reach Redis while this process could not (Redis came back, or only
-  this process was cut off) still has entries cached under the old version. Nothing can
-  tell it otherwise, so CACHE_TTL_SECONDS bounds how long it may use them: no cached entry
+  this process was cut off) may still hold the entry under its old version. Nothing can
+  tell it otherwise, so CACHE_TTL_SECONDS bounds how long it may use it: no cached entry
   outlives that, whatever Redis says. To close the window sooner, a background thread of
-  this process retries the bump until it succeeds or until CACHE_TTL_SECONDS have passed
-  since the change, when every entry cached before it has expired anyway.
+  this process retries the bump of each version it could not set until it succeeds or
+  until CACHE_TTL_SECONDS have passed since the change, when every entry cached before it
+  has expired anyway.
 
 Each outage is logged once when a bump first fails and once when one succeeds again.
 After a failure this process leaves Redis alone for EXCLOUD_REDIS_BACKOFF_SECONDS (a
@@ -36,15 +45,28 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 
 import redis
 from django.conf import settings
 from django.db import transaction
 
-VERSION_KEY = "excloud:gateway:authority-version"
 # The longest a gateway uses a cached key or bucket entry, whatever Redis says; the bound
 # on how long a change can go unseen when its version bump was lost.
 CACHE_TTL_SECONDS = 30.0
+# How long Redis keeps a version after its last change.
+VERSION_TTL_SECONDS = 24 * 3600
+
+
+def key_version(access_key_id: str) -> str:
+    """The Redis key holding an access key's version."""
+    return f"excloud:gateway:key:{access_key_id}"
+
+
+def bucket_version(name: str) -> str:
+    """The Redis key holding a bucket's version (its owner, as the gateway caches it)."""
+    return f"excloud:gateway:bucket:{name}"
+
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -52,8 +74,8 @@ _client: redis.Redis | None = None
 # Monotonic time before which this process does not try Redis (after a failure).
 _skip_until = 0.0
 _failing = False
-# Monotonic time until which the background thread retries a lost bump (0: none lost).
-_retry_until = 0.0
+# Versions whose bump was lost, and the monotonic time until which each is retried.
+_pending: dict[str, float] = {}
 _retrier: threading.Thread | None = None
 
 
@@ -70,20 +92,23 @@ def _redis() -> redis.Redis | None:
     return _client
 
 
-def _try_bump(client: redis.Redis) -> bool:
-    """Set a new version; False if Redis could not be reached (or is being left alone)."""
+def _try_bump(client: redis.Redis, names: Iterable[str]) -> bool:
+    """Set new versions; False if Redis could not be reached (or is being left alone)."""
     global _skip_until, _failing
     if time.monotonic() < _skip_until:
         return False
     try:
-        client.set(VERSION_KEY, uuid.uuid4().hex)
+        with client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.set(name, uuid.uuid4().hex, ex=VERSION_TTL_SECONDS)
+            pipe.execute()
     except redis.RedisError:
         with _lock:
             _skip_until = time.monotonic() + settings.EXCLOUD_REDIS_BACKOFF_SECONDS
             first, _failing = not _failing, True
         if first:
             log.warning(
-                "cannot bump the gateway authority version in Redis; changes still commit, "
+                "cannot bump gateway cache versions in Redis; changes still commit, "
                 "gateways that cannot read Redis read the database, and the bump is retried "
                 "for %.0f s",
                 CACHE_TTL_SECONDS,
@@ -93,58 +118,70 @@ def _try_bump(client: redis.Redis) -> bool:
     if _failing:
         with _lock:
             _failing = False
-        log.info("bumped the gateway authority version in Redis again")
+        log.info("bumped gateway cache versions in Redis again")
     return True
 
 
-def _bump() -> None:
+def _bump(names: tuple[str, ...]) -> None:
     client = _redis()
-    if client is None or _try_bump(client):
+    if client is None or _try_bump(client, names):
         return
-    _retry_later()
+    _retry_later(names)
 
 
-def _retry_later() -> None:
-    """Have the background thread bump the version once Redis answers, until no cached
+def _retry_later(names: tuple[str, ...]) -> None:
+    """Have the background thread bump these versions once Redis answers, until no cached
     entry from before now can be left."""
-    global _retry_until, _retrier
+    global _retrier
     with _lock:
-        _retry_until = time.monotonic() + CACHE_TTL_SECONDS
+        until = time.monotonic() + CACHE_TTL_SECONDS
+        for name in names:
+            _pending[name] = until
         if _retrier is None:
             _retrier = threading.Thread(
-                target=_retry_loop, name="authority-version-retry", daemon=True
+                target=_retry_loop, name="gateway-version-retry", daemon=True
             )
             _retrier.start()
 
 
 def _retry_loop() -> None:
-    global _retry_until, _retrier
+    global _retrier
     pause = max(settings.EXCLOUD_REDIS_BACKOFF_SECONDS, 0.1)
     while True:
         with _lock:
-            until = _retry_until
-            if time.monotonic() >= until:
+            now = time.monotonic()
+            for name in [n for n, until in _pending.items() if until <= now]:
+                del _pending[name]
+            if not _pending:
                 # Decided under the lock, so a change failing now starts a new thread.
                 _retrier = None
                 break
+            batch = dict(_pending)
         client = _redis()
-        if client is None or _try_bump(client):
+        if client is None or _try_bump(client, tuple(batch)):
             with _lock:
-                # A change whose bump failed while this one ran moved the deadline, and
-                # may have committed after this bump: then the loop bumps once more.
-                if _retry_until == until:
-                    _retry_until = 0.0
+                # A change whose bump failed while this one ran moved a deadline, and may
+                # have committed after this bump: such a version is bumped once more.
+                for name, until in batch.items():
+                    if _pending.get(name) == until:
+                        del _pending[name]
             continue
-        time.sleep(min(pause, max(until - time.monotonic(), 0)))
-    log.debug("stopped retrying the gateway authority version bump")
+        time.sleep(min(pause, max(min(batch.values()) - time.monotonic(), 0)))
+    log.debug("stopped retrying gateway cache version bumps")
 
 
-def announce_change() -> None:
-    """Call inside the transaction that changes a key's status or removes a bucket."""
-    _bump()
-    transaction.on_commit(_bump)
+def announce_change(*, keys: Iterable[str] = (), buckets: Iterable[str] = ()) -> None:
+    """Call inside the transaction that changes these access keys' status or expiry, or
+    these buckets' owner."""
+    names = tuple(key_version(k) for k in keys) + tuple(bucket_version(b) for b in buckets)
+    if not names:
+        return
+    _bump(names)
+    transaction.on_commit(lambda: _bump(names))
 
 
 def retrying() -> bool:
     """Is a lost bump still being retried? (For tests and health checks.)"""
-    return time.monotonic() < _retry_until
+    now = time.monotonic()
+    with _lock:
+        return any(until > now for until in _pending.values())

@@ -255,7 +255,7 @@ def rotate_key(
             expires_at = key.expires_at
         AccessKey.objects.filter(pk=key.pk).update(expires_at=expires_at)
         key.expires_at = expires_at
-        revocation.announce_change()
+        revocation.announce_change(keys=[key.id])
         record(
             actor,
             "access_key.rotated",
@@ -294,7 +294,7 @@ def _change_status(
             raise InvalidKeyState(
                 f"Key “{key.name}” is {key.get_status_display().lower()}; nothing was changed."
             )
-        revocation.announce_change()
+        revocation.announce_change(keys=[key.id])
         details = {"name": key.name, "from": list(allowed_from), "to": to}
         if reason:
             details["reason"] = reason

@@ -338,7 +338,7 @@ def test_it_bumps_the_version_once_redis_is_back_after_a_revoke_without_it(
     stack.redis.start()
     # Redis came back empty: only the retried bump can have set the version.
     version = redis.Redis.from_url(stack.redis.url(1))
-    wait_for(lambda: version.get(revocation.VERSION_KEY), "the retried bump")
+    wait_for(lambda: version.get(revocation.key_version(key.id)), "the retried bump")
     wait_for(lambda: not revocation.retrying(), "the retries to stop")
 
 

@@ -4,6 +4,11 @@ version moves; without Redis (or with Redis down), a read per request."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -15,6 +20,7 @@ from keys.services import revoke_key
 from tests.conftest import new_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -112,3 +118,79 @@ def test_it_leaves_an_unreachable_redis_alone_for_the_back_off(owner, loads, set
 
     assert asyncio.run(run()) == 1
     assert len(loads) == 5
+
+
+def test_it_caches_on_sqlite_until_another_connection_commits(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_"))}
+    env.update(EXCLOUD_VAR_DIR=str(tmp_path / "var"), PYTHONPATH=str(REPO))
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.sqlite_authority"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    # Read once, then answered from memory; the revoke another process commits is seen
+    # by the very next lookup, which reads the row again.
+    assert outcome["before_revoke"] == {"hits": 4, "misses": 1}
+    assert outcome["statuses"] == ["active"] * 5 + ["revoked", "revoked"]
+    assert outcome["after"] == {"hits": 5, "misses": 2}
+    assert outcome["still_usable"] is False
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="needs REDIS_URL")
+def test_a_revoke_drops_that_key_only(owner, loads):
+    kept, _ = new_key(owner, "kept")
+    revoked, _ = new_key(owner, "revoked")
+
+    async def run() -> list[str]:
+        cache = authority.Authority(settings.REDIS_URL)
+        try:
+            for key in (kept, revoked, kept, revoked):
+                await cache.lookup(key.id, ())
+            await asyncio.to_thread(_revoke, owner, revoked)
+            return [(await cache.lookup(k.id, ())).key.status for k in (kept, revoked, kept)]
+        finally:
+            await cache.aclose()
+
+    assert asyncio.run(run()) == ["active", "revoked", "active"]
+    # One read of each before the revoke, and one of the revoked key after it.
+    assert loads == [kept.id, revoked.id, revoked.id]
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="needs REDIS_URL")
+def test_a_deleted_bucket_drops_that_bucket_only(owner, loads):
+    from gateway.models import Bucket
+    from gateway.services import adopt_bucket, bucket_deleted
+
+    key, _ = new_key(owner)
+    for name in ("kept-bucket", "gone-bucket"):
+        adopt_bucket(owner.org, name, Actor.system())
+    connection.close()
+
+    def delete() -> None:
+        try:
+            bucket_deleted(key, "gone-bucket", Actor.system())
+        finally:
+            connection.close()
+
+    async def run() -> list[dict]:
+        cache = authority.Authority(settings.REDIS_URL)
+        try:
+            for names in (("kept-bucket",), ("gone-bucket",)):
+                await cache.lookup(key.id, names)
+            await asyncio.to_thread(delete)
+            return [
+                (await cache.lookup(key.id, names)).owners
+                for names in (("kept-bucket",), ("gone-bucket",))
+            ]
+        finally:
+            await cache.aclose()
+
+    assert asyncio.run(run()) == [{"kept-bucket": owner.org_id}, {"gone-bucket": None}]
+    assert not Bucket.objects.filter(name="gone-bucket").exists()
+    # The key and each bucket read once; after the delete, only the deleted bucket again.
+    assert loads == [key.id, key.id, key.id]

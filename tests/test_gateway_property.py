@@ -430,13 +430,14 @@ class World:
         self.recorder.received.clear()
         self.approvals.clear()
         with transaction.atomic():
-            dropped, _ = Bucket.objects.exclude(name__in=(OWN_BUCKET, VICTIM_BUCKET)).delete()
+            others = Bucket.objects.exclude(name__in=(OWN_BUCKET, VICTIM_BUCKET))
+            dropped = list(others.values_list("name", flat=True))
+            others.delete()
             if not Bucket.objects.filter(name=OWN_BUCKET).exists():
                 services.adopt_bucket(self.acme, OWN_BUCKET, Actor.system())
-                dropped += 1
-            if dropped:
-                # The gateway caches bucket owners until this version moves.
-                revocation.announce_change()
+                dropped.append(OWN_BUCKET)
+            # The gateway caches bucket owners until their versions move.
+            revocation.announce_change(buckets=dropped)
         ours, theirs = set(), set()
         for name, org_id in Bucket.objects.values_list("name", "org_id"):
             (ours if org_id == self.acme.id else theirs).add(name)
