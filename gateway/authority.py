@@ -46,7 +46,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -69,7 +69,7 @@ from django.db import close_old_connections  # noqa: E402
 from audit.trail import Actor  # noqa: E402
 from excloud_portal import celery_app  # noqa: E402, F401 - binds shared tasks to our broker
 from keys import credentials, revocation  # noqa: E402
-from keys.models import AccessKey, KeyStatus  # noqa: E402
+from keys.models import AccessKey, CacheChange, CachedKind, KeyStatus  # noqa: E402
 
 from . import operations, services, sigv4  # noqa: E402
 from .models import Bucket  # noqa: E402
@@ -84,6 +84,12 @@ log = logging.getLogger(__name__)
 # A backstop for a version bump lost after a commit (see keys/revocation.py): no cached
 # entry outlives this, whatever Redis says.
 CACHE_TTL_SECONDS = revocation.CACHE_TTL_SECONDS
+# Change records are read every CHANGE_FEED_SECONDS, each time all of those written in the
+# last CHANGE_FEED_WINDOW_SECONDS: a record whose transaction committed after a later one's
+# (record IDs are handed out before commit) is still read once it commits. A gateway that
+# went longer than the window without a read drops its whole cache.
+CHANGE_FEED_SECONDS = revocation.CHANGE_FEED_SECONDS
+CHANGE_FEED_WINDOW_SECONDS = 60.0
 # How long an unknown access key ID is answered from memory, and how many are kept.
 UNKNOWN_KEY_SECONDS = 10.0
 UNKNOWN_KEYS_MAX = 10_000
@@ -277,6 +283,17 @@ def _bucket_cors(name: str) -> list | None:
     return Bucket.objects.filter(name=name).values_list("cors", flat=True).first()
 
 
+def _recent_changes(seconds: float) -> list[tuple[int, str, str]]:
+    """Change records (id, kind, name) written in the last ``seconds``."""
+    close_old_connections()
+    since = datetime.now(UTC) - timedelta(seconds=seconds)
+    return list(
+        CacheChange.objects.filter(changed_at__gte=since)
+        .order_by("id")
+        .values_list("id", "kind", "name")
+    )
+
+
 def _sqlite_watch() -> sqlite3.Connection | None:
     """A connection of our own to the embedded SQLite database, only to ask its data
     version; None on any other database."""
@@ -395,6 +412,12 @@ class Authority:
         # asking again. IDs are random: only a client guessing ever names one before it
         # exists, so this never delays a new key.
         self._unknown: dict[str, float] = {}
+        # Change records already applied (ID: when read), when they were last read, and
+        # the read under way; nothing is cached before the first read.
+        self._feed_seen: dict[int, float] = {}
+        self._feed_read_at: float | None = None
+        self._feed_next = 0.0
+        self._feed_task: asyncio.Future | None = None
         # Lookups answered from the cache, and from the database (for metrics and benches).
         self.hits = 0
         self.misses = 0
@@ -415,6 +438,14 @@ class Authority:
         now = time.monotonic()
         if now < self._skip_redis_until:
             return None
+        if now >= self._feed_next and self._feed_task is None:
+            self._feed_task = asyncio.ensure_future(self._read_changes())
+        if self._feed_read_at is None:
+            # The first read of the change records: nothing is cached before it.
+            if self._feed_task is not None:
+                await asyncio.shield(self._feed_task)
+            if self._feed_read_at is None:
+                return None
         slots = [revocation.key_version(access_key_id)]
         slots.extend(revocation.bucket_version(name) for name in names)
         try:
@@ -432,6 +463,35 @@ class Authority:
             # Whatever a read begun before the outage cached since is not trusted.
             self._clear()
         return versions
+
+    async def _read_changes(self) -> None:
+        """Drop what the change records written since the last read name."""
+        started = time.monotonic()
+        try:
+            rows = await _in_thread(_recent_changes)(CHANGE_FEED_WINDOW_SECONDS)
+        except Exception:  # noqa: BLE001 - tried again next time; entries still expire
+            log.debug("could not read the change records", exc_info=True)
+            return
+        finally:
+            self._feed_next = time.monotonic() + CHANGE_FEED_SECONDS
+            self._feed_task = None
+        gap = self._feed_read_at is not None and (
+            started - self._feed_read_at > CHANGE_FEED_WINDOW_SECONDS - CHANGE_FEED_SECONDS
+        )
+        if gap:
+            # Records may have come and gone unread: trust nothing cached before now.
+            self._clear()
+        for change_id, kind, name in rows:
+            if change_id in self._feed_seen:
+                continue
+            self._feed_seen[change_id] = started
+            if kind == CachedKind.KEY:
+                self._keys.pop(name, None)
+            else:
+                self._owners.pop(name, None)
+        horizon = started - 2 * CHANGE_FEED_WINDOW_SECONDS
+        self._feed_seen = {i: at for i, at in self._feed_seen.items() if at > horizon}
+        self._feed_read_at = started
 
     def _sqlite_versions(self, count: int) -> list | None:
         try:
@@ -599,6 +659,8 @@ class Authority:
         return True
 
     async def aclose(self) -> None:
+        if self._feed_task is not None:
+            self._feed_task.cancel()
         if self._redis is not None:
             await self._redis.aclose()
         if self._sqlite is not None:

@@ -160,7 +160,9 @@ def remove_invalid_buckets(actor: Actor) -> int:
             deleted, _ = Bucket.objects.filter(pk=pk).delete()
             if not deleted:
                 continue
-            revocation.announce_change(buckets=[name])
+            # Migration gateway.0003 runs this before keys.CacheChange exists; gateways
+            # still see the Redis bump, and restart with the deploy that migrates.
+            revocation.announce_change(buckets=[name], recorded=False)
             record(
                 actor,
                 "bucket.deleted",

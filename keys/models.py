@@ -173,3 +173,21 @@ class KeyWarning(models.Model):
 
     def __str__(self) -> str:
         return f"warning for {self.key_id}: {self.reason} at {self.due_at}"
+
+
+class CachedKind(models.TextChoices):
+    KEY = "key", "Access key"
+    BUCKET = "bucket", "Bucket"
+
+
+class CacheChange(models.Model):
+    """A key or bucket that gateways may hold cached and that changed: written in the
+    transaction of the change, and read by every gateway every few seconds, so a change
+    whose Redis version bump was lost still reaches them (keys/revocation.py)."""
+
+    kind = models.CharField(max_length=8, choices=CachedKind.choices)
+    name = models.CharField(max_length=64)
+    changed_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}"

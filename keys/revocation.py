@@ -21,19 +21,19 @@ right after the commit (so the first request after the change reloads from the c
 state). Between the two bumps a gateway may still see the old row, but nobody has been
 told the change happened yet: the service function has not returned.
 
-A change never waits for Redis, and never fails because of it. When a bump fails the
-change commits all the same, and:
+A change never waits for Redis, and never fails because of it. Every change also writes
+a CacheChange record per key and bucket in its own transaction, and each gateway reads the
+records newer than the last it saw every CHANGE_FEED_SECONDS, dropping those entries. So
+when a bump fails the change commits all the same, and:
 
-- A gateway that cannot reach Redis either reads the database on every request and keeps
+- A gateway that cannot reach Redis reads the database on every request and keeps
   nothing cached (gateway/authority.py), so it sees the change at once.
 - A gateway that can reach Redis while this process could not (Redis came back, or only
-  this process was cut off) may still hold the entry under its old version. Nothing can
-  tell it otherwise, so CACHE_TTL_SECONDS bounds how long it may use it: no cached entry
-  outlives that, whatever Redis says. To close the window sooner, a background thread of
-  this process retries the bump of each version it could not set until it succeeds or
-  until CACHE_TTL_SECONDS have passed since the change, when every entry cached before it
-  has expired anyway.
+  this process was cut off) may still hold the entry under its old version, until its
+  next read of the change records, CHANGE_FEED_SECONDS at most. A background thread of
+  this process also retries the bump of each version it could not set, for RETRY_SECONDS.
 
+CACHE_TTL_SECONDS bounds how long any entry is used, whatever Redis and the records say.
 Each outage is logged once when a bump first fails and once when one succeeds again.
 After a failure this process leaves Redis alone for EXCLOUD_REDIS_BACKOFF_SECONDS (a
 frozen Redis costs a change at most one EXCLOUD_REDIS_TIMEOUT_SECONDS wait).
@@ -46,14 +46,24 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 
 import redis
 from django.conf import settings
 from django.db import transaction
 
-# The longest a gateway uses a cached key or bucket entry, whatever Redis says; the bound
-# on how long a change can go unseen when its version bump was lost.
-CACHE_TTL_SECONDS = 30.0
+from .models import CacheChange, CachedKind
+
+# The longest a gateway uses a cached key or bucket entry, whatever Redis says.
+CACHE_TTL_SECONDS = 300.0
+# How often each gateway reads the change records (CacheChange): the bound on how long a
+# change can go unseen when its version bump was lost.
+CHANGE_FEED_SECONDS = 2.0
+# How long change records are kept: far longer than any gateway goes between two reads.
+CHANGE_FEED_KEPT = timedelta(days=1)
+# How long this process retries a lost version bump (gateways see the change through the
+# change records by then anyway).
+RETRY_SECONDS = 30.0
 # How long Redis keeps a version after its last change.
 VERSION_TTL_SECONDS = 24 * 3600
 
@@ -111,7 +121,7 @@ def _try_bump(client: redis.Redis, names: Iterable[str]) -> bool:
                 "cannot bump gateway cache versions in Redis; changes still commit, "
                 "gateways that cannot read Redis read the database, and the bump is retried "
                 "for %.0f s",
-                CACHE_TTL_SECONDS,
+                RETRY_SECONDS,
                 exc_info=True,
             )
         return False
@@ -134,7 +144,7 @@ def _retry_later(names: tuple[str, ...]) -> None:
     entry from before now can be left."""
     global _retrier
     with _lock:
-        until = time.monotonic() + CACHE_TTL_SECONDS
+        until = time.monotonic() + RETRY_SECONDS
         for name in names:
             _pending[name] = until
         if _retrier is None:
@@ -170,14 +180,29 @@ def _retry_loop() -> None:
     log.debug("stopped retrying gateway cache version bumps")
 
 
-def announce_change(*, keys: Iterable[str] = (), buckets: Iterable[str] = ()) -> None:
+def announce_change(
+    *, keys: Iterable[str] = (), buckets: Iterable[str] = (), recorded: bool = True
+) -> None:
     """Call inside the transaction that changes these access keys' status or expiry, or
-    these buckets' owner."""
+    these buckets' owner. ``recorded=False`` skips the change records, for a migration
+    that runs before their table exists."""
+    keys, buckets = list(keys), list(buckets)
     names = tuple(key_version(k) for k in keys) + tuple(bucket_version(b) for b in buckets)
     if not names:
         return
+    if recorded:
+        CacheChange.objects.bulk_create(
+            [CacheChange(kind=CachedKind.KEY, name=k) for k in keys]
+            + [CacheChange(kind=CachedKind.BUCKET, name=b) for b in buckets]
+        )
     _bump(names)
     transaction.on_commit(lambda: _bump(names))
+
+
+def forget_old_changes(now: datetime) -> int:
+    """Delete change records no gateway can still need; returns how many."""
+    deleted, _ = CacheChange.objects.filter(changed_at__lt=now - CHANGE_FEED_KEPT).delete()
+    return deleted
 
 
 def retrying() -> bool:

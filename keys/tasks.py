@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from accounts.models import Membership, Role
 
-from . import expiry
+from . import expiry, revocation
 from .models import KeyWarning
 
 WARNING_RETRIES = 5
@@ -28,7 +28,9 @@ UNSENT_WARNING_GRACE = timedelta(hours=2)
 
 @shared_task(name="keys.tasks.expire_due_keys")
 def expire_due_keys() -> int:
-    """Expire every live key past a limit; returns how many."""
+    """Expire every live key past a limit; returns how many. Also drops the gateways'
+    change records that no gateway can need any more."""
+    revocation.forget_old_changes(timezone.now())
     return expiry.expire_due_keys()
 
 

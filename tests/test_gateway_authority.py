@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,39 @@ def test_a_deleted_bucket_drops_that_bucket_only(owner, loads):
     assert not Bucket.objects.filter(name="gone-bucket").exists()
     # The key and each bucket read once; after the delete, only the deleted bucket again.
     assert loads == [key.id, key.id, key.id]
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="needs REDIS_URL")
+def test_a_revoke_whose_redis_bump_was_lost_reaches_the_cache_through_the_change_records(
+    owner, loads, monkeypatch
+):
+    import redis
+
+    from keys import revocation
+
+    key, _ = new_key(owner)
+    versions = redis.Redis.from_url(settings.REDIS_URL)
+    versions.delete(revocation.key_version(key.id))
+
+    async def run() -> list[str]:
+        cache = authority.Authority(settings.REDIS_URL)
+        try:
+            seen = [(await cache.lookup(key.id, ())).key.status for _ in range(3)]
+            # This process cannot reach Redis; the gateway's cache still can.
+            monkeypatch.setattr(settings, "REDIS_URL", "redis://127.0.0.1:1/0")
+            monkeypatch.setattr(revocation, "_client", None)
+            await asyncio.to_thread(_revoke, owner, key)
+            assert versions.get(revocation.key_version(key.id)) is None
+            deadline = time.monotonic() + 10 * authority.CHANGE_FEED_SECONDS
+            while (status := (await cache.lookup(key.id, ())).key.status) == "active":
+                assert time.monotonic() < deadline, "the change records were never read"
+                await asyncio.sleep(0.05)
+            seen.append(status)
+            seen.append(str(await cache.still_usable(key.id)))
+            return seen
+        finally:
+            await cache.aclose()
+
+    assert asyncio.run(run()) == ["active", "active", "active", "revoked", "False"]
+    # Redis never told the cache: the version it reads for the key is still unset.
+    assert versions.get(revocation.key_version(key.id)) is None or revocation.retrying()
