@@ -412,15 +412,16 @@ class Authority:
         # asking again. IDs are random: only a client guessing ever names one before it
         # exists, so this never delays a new key.
         self._unknown: dict[str, float] = {}
-        # Change records already applied (ID: when read), when they were last read, and
-        # the read under way; nothing is cached before the first read.
+        # Change records already applied (ID: when read), when they were last read, the
+        # task that reads them, and the first read; nothing is cached before it succeeds.
         self._feed_seen: dict[int, float] = {}
         self._feed_read_at: float | None = None
-        self._feed_next = 0.0
-        self._feed_task: asyncio.Future | None = None
+        self._follower: asyncio.Task | None = None
+        self._first_read: asyncio.Future | None = None
         # Lookups answered from the cache, and from the database (for metrics and benches).
         self.hits = 0
         self.misses = 0
+        self.clears = 0
         # Called whenever the whole cache is dropped.
         self.on_invalidate: list = []
         # Failed sends of usage totals since one last went through.
@@ -438,12 +439,11 @@ class Authority:
         now = time.monotonic()
         if now < self._skip_redis_until:
             return None
-        if now >= self._feed_next and self._feed_task is None:
-            self._feed_task = asyncio.ensure_future(self._read_changes())
+        if self._follower is None:
+            self._first_read = asyncio.get_running_loop().create_future()
+            self._follower = asyncio.ensure_future(self._follow_changes())
         if self._feed_read_at is None:
-            # The first read of the change records: nothing is cached before it.
-            if self._feed_task is not None:
-                await asyncio.shield(self._feed_task)
+            await asyncio.shield(self._first_read)
             if self._feed_read_at is None:
                 return None
         slots = [revocation.key_version(access_key_id)]
@@ -464,17 +464,21 @@ class Authority:
             self._clear()
         return versions
 
+    async def _follow_changes(self) -> None:
+        """Read the change records every CHANGE_FEED_SECONDS for as long as the cache lives."""
+        while True:
+            try:
+                await self._read_changes()
+            except Exception:  # noqa: BLE001 - tried again next time; entries still expire
+                log.debug("could not read the change records", exc_info=True)
+            if not self._first_read.done():
+                self._first_read.set_result(None)
+            await asyncio.sleep(CHANGE_FEED_SECONDS)
+
     async def _read_changes(self) -> None:
         """Drop what the change records written since the last read name."""
         started = time.monotonic()
-        try:
-            rows = await _in_thread(_recent_changes)(CHANGE_FEED_WINDOW_SECONDS)
-        except Exception:  # noqa: BLE001 - tried again next time; entries still expire
-            log.debug("could not read the change records", exc_info=True)
-            return
-        finally:
-            self._feed_next = time.monotonic() + CHANGE_FEED_SECONDS
-            self._feed_task = None
+        rows = await _in_thread(_recent_changes)(CHANGE_FEED_WINDOW_SECONDS)
         gap = self._feed_read_at is not None and (
             started - self._feed_read_at > CHANGE_FEED_WINDOW_SECONDS - CHANGE_FEED_SECONDS
         )
@@ -520,6 +524,7 @@ class Authority:
         self.redis_failures += 1
 
     def _clear(self) -> None:
+        self.clears += 1
         self._keys.clear()
         self._owners.clear()
         for callback in self.on_invalidate:
@@ -659,8 +664,8 @@ class Authority:
         return True
 
     async def aclose(self) -> None:
-        if self._feed_task is not None:
-            self._feed_task.cancel()
+        if self._follower is not None:
+            self._follower.cancel()
         if self._redis is not None:
             await self._redis.aclose()
         if self._sqlite is not None:
