@@ -41,6 +41,26 @@ URL_SCHEMES = {
     "EXCLOUD_S3_UPSTREAM_URL": ("http", "https"),
 }
 
+# The profile's own numbers (Makefile, Procfile.prod, gunicorn.conf.py), when set: the
+# smallest and largest each may be. One beat per deployment, at most.
+NUMBERS = {
+    "GATEWAY_PROCESSES": (1, 1000),
+    "GATEWAY_PORT": (1, 65535),
+    "BEAT_PROCESSES": (0, 1),
+    "WORKER_CONCURRENCY": (1, 1000),
+    "WEB_CONCURRENCY": (1, 1000),
+    "WEB_THREADS": (1, 1000),
+    "WEB_TIMEOUT": (1, 86400),
+}
+
+
+def _is_url(value: str, schemes: tuple[str, ...]) -> bool:
+    try:
+        parts = urlsplit(value)
+        return parts.scheme in schemes and bool(parts.hostname)
+    except ValueError:
+        return False
+
 
 def problems(env: dict[str, str]) -> list[str]:
     """One line per setting that is missing or unusable in production."""
@@ -51,10 +71,14 @@ def problems(env: dict[str, str]) -> list[str]:
             found.append(f"{name} is not set: {meaning}")
             continue
         schemes = URL_SCHEMES.get(name)
-        if schemes and (urlsplit(value).scheme not in schemes or not urlsplit(value).hostname):
+        if schemes and not _is_url(value, schemes):
             found.append(f"{name} must be a {' or '.join(s + '://' for s in schemes)} URL")
-    if len(env.get("DJANGO_SECRET_KEY", "").strip()) in range(1, SECRET_KEY_MIN_LENGTH):
+    if 0 < len(env.get("DJANGO_SECRET_KEY", "").strip()) < SECRET_KEY_MIN_LENGTH:
         found.append(f"DJANGO_SECRET_KEY is shorter than {SECRET_KEY_MIN_LENGTH} characters")
+    for name, (least, most) in NUMBERS.items():
+        value = env.get(name, "").strip()
+        if value and not (value.isdigit() and least <= int(value) <= most):
+            found.append(f"{name} must be a whole number from {least} to {most}, got {value!r}")
     if env.get("DJANGO_DEBUG", "").strip().lower() in TRUE:
         found.append("DJANGO_DEBUG is on: production runs with it off (unset, or 0)")
     return found

@@ -18,6 +18,7 @@ import secrets
 import shlex
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 
 import httpx
@@ -227,9 +228,10 @@ def test_make_run_prod_refuses_to_start_without_the_production_settings(tmp_path
         "DJANGO_SECRET_KEY": "too short",
         "DJANGO_DEBUG": "1",
         "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "BEAT_PROCESSES": "2",
     }
     result = subprocess.run(
-        ["make", "--no-print-directory", "run-prod"],
+        ["make", "--no-print-directory", "run-prod", "GATEWAY_PROCESSES=none"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -255,6 +257,39 @@ def test_make_run_prod_refuses_to_start_without_the_production_settings(tmp_path
     assert "DATABASE_URL must be a postgres:// or postgresql:// URL" in message
     assert "DJANGO_SECRET_KEY is shorter than 50 characters" in message
     assert "DJANGO_DEBUG is on" in message
+    assert "BEAT_PROCESSES must be a whole number from 0 to 1, got '2'" in message
+    assert "GATEWAY_PROCESSES must be a whole number from 1 to 1000, got 'none'" in message
     assert "REDIS_URL" not in message
     # Values are never repeated: some are secrets.
     assert "too short" not in message
+
+
+def test_the_production_settings_check_passes_a_complete_environment():
+    env = {
+        "PATH": os.environ["PATH"],
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        "DJANGO_ALLOWED_HOSTS": "portal.example.com",
+        "SITE_URL": "https://portal.example.com",
+        "DATABASE_URL": "postgres://portal@db.example.com:5432/portal",
+        "REDIS_URL": "rediss://redis.example.com:6380/0",
+        "EXCLOUD_SECRET_KEYS": "k1:" + "A" * 43 + "=",
+        "EXCLOUD_AUDIT_SIGNING_KEY": "B" * 43 + "=",
+        "EXCLOUD_S3_ENDPOINT": "https://s3.example.com",
+        "EXCLOUD_S3_UPSTREAM_URL": "http://10.0.0.5:8333",
+        "EXCLOUD_S3_UPSTREAM_ACCESS_KEY_ID": "UPSTREAM",
+        "EXCLOUD_S3_UPSTREAM_SECRET_ACCESS_KEY": "upstream-secret",
+        "DJANGO_DEBUG": "0",
+        "BEAT_PROCESSES": "0",
+        "GATEWAY_PROCESSES": "8",
+        "WEB_CONCURRENCY": "4",
+    }
+    result = subprocess.run(
+        [sys.executable, "scripts/check_production_env.py"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
