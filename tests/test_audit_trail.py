@@ -317,7 +317,7 @@ def change_key_policy(people, mailoutbox) -> Change:
     admin = people["admin"]
 
     def outcome() -> list[Event]:
-        return [event_by(admin.user, "org.key_policy_changed", "acme", "organization", "acme")]
+        return [event_by(admin.user, "org.key_policy_changed", "acme", "org", "acme")]
 
     data = {"inactivity_days": "30", "max_age_days": "0", "warning_days": "7", "warn_admins": "on"}
     return Change(client_for(admin), "post", "/orgs/acme/key-policy/", data, 302, outcome)
