@@ -192,6 +192,7 @@ class Gateway:
             exchange, auth.access_key_id, lambda signing_keys: sigv4.verify(auth, signing_keys)
         )
         key = exchange.key
+        assert key is not None
         auth_module.check_access(key, operation, exchange.owners)
         if operation.reads_body_first:
             exchange.body = await self._read_small_body(exchange)
