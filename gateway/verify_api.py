@@ -60,7 +60,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import authority, operations, sigv4
+from . import authority, operations, s3errors, sigv4
 from .models import BUCKET_NAME_MAX_LENGTH
 from .usage import UsageRecorder
 
@@ -246,7 +246,7 @@ def decide(call: Call, caller: Caller, now: float | None = None) -> JsonResponse
         # A key of an org this front end does not serve is an unknown key to it: refused
         # before its signature or its status is looked at.
         if found is None or not caller.serves(found.org_slug):
-            raise sigv4.invalid_access_key_id(call.access_key_id)
+            raise s3errors.invalid_access_key_id(call.access_key_id)
         key = found
         signing_key = authority.authenticate(
             call.access_key_id,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.app import _Receiver
+from gateway.asgi_io import Receiver
 from gateway.models import DeniedAttempt, KeyUsage
 from gateway.operations import classify
 from gateway.tasks import record_usage
@@ -223,6 +223,6 @@ def test_it_counts_every_piece_of_a_body_the_gateway_receives():
             pieces.append((await receiver())["body"])
         return b"".join(pieces)
 
-    receiver = _Receiver(receive, timeout=5)
+    receiver = Receiver(receive, timeout=5)
     assert asyncio.run(read_all(receiver)) == b"abcdefghijk"
     assert receiver.bytes == 11
