@@ -24,7 +24,7 @@ from mfa.reauth import reauth_required
 
 from . import expiry, services, snippets
 from .credentials import ACCESS_KEY_ID_RE
-from .cursors import decode_cursor, encode_cursor
+from .cursors import InvalidCursor, page_of
 from .forms import CreateKeyForm, RevokeKeyForm, RotateKeyForm
 from .models import AccessKey
 from .policy import policy_for
@@ -57,27 +57,28 @@ def key_list(request: HttpRequest, slug: str) -> HttpResponse:
     query = request.GET.get("q", "").strip()[:100]
     keys = AccessKey.objects.for_org(membership.org).for_table()
     keys = keys.retired() if tab == "retired" else keys.live()
-    keys = keys.matching(query).newest_first()
-    cursor = decode_cursor(request.GET.get("after", ""))
-    if cursor:
-        created, key_id = cursor
-        keys = keys.filter(Q(created_at__lt=created) | Q(created_at=created, id__lt=key_id))
-    page = list(keys[: PAGE_SIZE + 1])
-    next_cursor = encode_cursor(page[PAGE_SIZE - 1]) if len(page) > PAGE_SIZE else None
+    keys = keys.matching(query)
+    after = request.GET.get("after", "")
+    try:
+        page = page_of(keys, PAGE_SIZE, after)
+    except InvalidCursor:
+        # A page link that was edited or cut short: show the newest keys instead.
+        after = ""
+        page = page_of(keys, PAGE_SIZE)
     now = timezone.now()
     policy = policy_for(membership.org)
     context = {
         "membership": membership,
         "org": membership.org,
-        "keys": expiry.add_hints(_with_permissions(page[:PAGE_SIZE], membership), policy, now),
+        "keys": expiry.add_hints(_with_permissions(page.keys, membership), policy, now),
         "due_soon_count": expiry.count_due_within_warning(membership.org, now)
         if tab == "live"
         else None,
         "policy": policy,
         "tab": tab,
         "query": query,
-        "next_cursor": next_cursor,
-        "paged": cursor is not None,
+        "next_cursor": page.next_cursor,
+        "paged": bool(after),
         "form": CreateKeyForm(max_age_days=policy.max_age_days)
         if membership.can_create_keys
         else None,
