@@ -128,20 +128,27 @@ def create_org(owner: User, name: str, actor: Actor, slug: str | None = None) ->
     return org
 
 
+def _create_user(email: str, password: str, request, **details) -> tuple[User, Actor]:
+    """A new user and the actor that acts as them, with the sign-up recorded; the caller's
+    transaction then gives the user an organisation."""
+    check_text(email, "Email addresses")
+    user = User.objects.create_user(email=email, password=password)
+    actor = Actor.from_request(request, user=user)
+    record(
+        actor,
+        "user.signed_up",
+        target_type="user",
+        target_id=str(user.pk),
+        details={"email": user.email, **details},
+    )
+    return user, actor
+
+
 def sign_up(email: str, password: str, org_name: str, request) -> tuple[User, Organization]:
     """Create a user and an organisation the user owns."""
-    check_text(email, "Email addresses")
     check_text(org_name, "Organisation names")
     with transaction.atomic():
-        user = User.objects.create_user(email=email, password=password)
-        actor = Actor.from_request(request, user=user)
-        record(
-            actor,
-            "user.signed_up",
-            target_type="user",
-            target_id=str(user.pk),
-            details={"email": user.email},
-        )
+        user, actor = _create_user(email, password, request)
         org = create_org(user, org_name, actor)
     return user, org
 
@@ -151,15 +158,7 @@ def sign_up_by_invitation(
 ) -> tuple[User, Organization]:
     """Create a user who joins the inviting organisation instead of getting one of their own."""
     with transaction.atomic():
-        user = User.objects.create_user(email=email, password=password)
-        actor = Actor.from_request(request, user=user)
-        record(
-            actor,
-            "user.signed_up",
-            target_type="user",
-            target_id=str(user.pk),
-            details={"email": user.email, "invited": True},
-        )
+        user, actor = _create_user(email, password, request, invited=True)
         membership = accept_invitation(token, user, actor)
     return user, membership.org
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from urllib.parse import urlencode, urlsplit
 
@@ -32,7 +33,7 @@ from .forms import (
     SignUpForm,
     TwoFactorRequirementForm,
 )
-from .models import ApiToken, Invitation, Membership, Role
+from .models import ApiToken, Invitation, Membership, Organization, Role, User
 
 
 @require_GET
@@ -48,6 +49,29 @@ def home(request: HttpRequest) -> HttpResponse:
     if first is None:
         return redirect("org_list")
     return redirect("key_list", slug=first.org.slug)
+
+
+def _sign_up_and_in(
+    request: HttpRequest,
+    form: SignUpForm,
+    sign_up: Callable[[], tuple[User, Organization]],
+    welcome: str,
+) -> HttpResponse | None:
+    """Create the account with sign_up(), sign its user in and send them to the keys of
+    their organisation (named by {org} in the welcome); or put the reason it failed on the
+    form and answer None."""
+    try:
+        user, org = sign_up()
+    except IntegrityError:
+        # Another sign-up with the same address won a race past the form's check.
+        form.add_error("email", "An account with this email exists. Sign in instead.")
+    except services.MembershipError as e:
+        form.add_error(None, str(e))
+    else:
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, welcome.format(org=org.name))
+        return redirect("key_list", slug=org.slug)
+    return None
 
 
 @require_http_methods(["GET", "POST"])
@@ -66,17 +90,14 @@ def signup(request: HttpRequest) -> HttpResponse:
                 f"Try again in {minutes} minute{pluralize(minutes)}.",
             )
             return render(request, "accounts/signup.html", {"form": form}, status=429)
-        try:
-            user, org = services.sign_up(data["email"], data["password"], data["org_name"], request)
-        except IntegrityError:
-            # Another sign-up with the same address won a race past the form's check.
-            form.add_error("email", "An account with this email exists. Sign in instead.")
-        else:
-            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-            messages.success(
-                request, f"Welcome to Excloud. You own {org.name}; create its first key."
-            )
-            return redirect("key_list", slug=org.slug)
+        signed_up = _sign_up_and_in(
+            request,
+            form,
+            lambda: services.sign_up(data["email"], data["password"], data["org_name"], request),
+            "Welcome to Excloud. You own {org}; create its first key.",
+        )
+        if signed_up:
+            return signed_up
     return render(
         request, "accounts/signup.html", {"form": form}, status=400 if form.errors else 200
     )
@@ -258,16 +279,17 @@ def accept_invitation(request: HttpRequest, token: str) -> HttpResponse:
             request.POST if request.method == "POST" else None, invited_email=invitation.email
         )
         if request.method == "POST" and form.is_valid():
-            try:
-                user, org = services.sign_up_by_invitation(
-                    form.cleaned_data["email"], form.cleaned_data["password"], token, request
-                )
-            except services.MembershipError as e:
-                form.add_error(None, str(e))
-            else:
-                login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-                messages.success(request, f"Welcome to {org.name}.")
-                return redirect("key_list", slug=org.slug)
+            data = form.cleaned_data
+            signed_up = _sign_up_and_in(
+                request,
+                form,
+                lambda: services.sign_up_by_invitation(
+                    data["email"], data["password"], token, request
+                ),
+                "Welcome to {org}.",
+            )
+            if signed_up:
+                return signed_up
         context["form"] = form
         context["login_url"] = reverse("login") + "?" + urlencode({"next": request.path}, safe="/")
         return render(
