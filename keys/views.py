@@ -45,6 +45,7 @@ def _get_key(membership: Membership, key_id: str) -> AccessKey:
 def _with_permissions(keys, membership: Membership):
     for key in keys:
         key.can_change = key.is_live and membership.can_change_key(key)
+        key.can_rotate = key.is_live and membership.can_rotate_key(key)
         key.can_reactivate = membership.can_reactivate_key(key)
     return keys
 
@@ -256,8 +257,8 @@ def key_rotate(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
     key = _with_permissions([_get_key(membership, key_id)], membership)[0]
     if not key.is_live:
         raise Http404
-    if not membership.can_change_key(key) or not membership.can_create_keys:
-        raise PermissionDenied("Only owners, admins and the key's creator can rotate it.")
+    if not membership.can_rotate_key(key):
+        raise PermissionDenied(services.MAY_NOT_ROTATE)
     context = {"membership": membership, "org": membership.org, "old": key}
     form = RotateKeyForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
