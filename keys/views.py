@@ -233,7 +233,7 @@ def key_revoke(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
             key,
             f"Key “{key.name}” is revoked. Requests signed with it now fail.",
         )
-    template = "keys/key_revoke_modal.html" if request.htmx else "keys/key_revoke.html"
+    template = "keys/key_revoke.html#modal" if request.htmx else "keys/key_revoke.html"
     return render(
         request,
         template,
