@@ -22,7 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from audit.trail import Actor, client_source
 from mfa.reauth import reauth_required
 
-from . import services, throttle
+from . import services, throttle, tokens
 from .access import membership_for
 from .forms import (
     ApiTokenForm,
@@ -350,7 +350,7 @@ class _AuditedPasswordMixin:
             response = super().form_valid(form)
             services.record_account_event(self.request, form.user, self.audit_action)
             if form.cleaned_data.get("revoke_api_tokens"):
-                services.revoke_user_api_tokens(
+                tokens.revoke_user_api_tokens(
                     form.user,
                     Actor.from_request(self.request, user=form.user),
                     reason=self.token_revoke_reason,
@@ -378,13 +378,13 @@ class PasswordChangeView(_AuditedPasswordMixin, auth_views.PasswordChangeView):
 
 
 def _tokens_context(membership: Membership, form: ApiTokenForm, created=None) -> dict:
-    tokens = ApiToken.objects.for_org(membership.org).select_related("user")
+    visible = ApiToken.objects.for_org(membership.org).select_related("user")
     if not membership.is_manager:
-        tokens = tokens.filter(user=membership.user)
+        visible = visible.filter(user=membership.user)
     return {
         "membership": membership,
         "org": membership.org,
-        "tokens": tokens.order_by("-created_at", "-pk")[:200],
+        "tokens": visible.order_by("-created_at", "-pk")[:200],
         "form": form,
         "created": created,
     }
@@ -402,10 +402,10 @@ def token_list(request: HttpRequest, slug: str) -> HttpResponse:
         days = form.cleaned_data["expires_in"]
         expires_at = timezone.now() + timedelta(days=int(days)) if days else None
         try:
-            created = services.create_api_token(
+            created = tokens.create_api_token(
                 membership, Actor.from_request(request), form.cleaned_data["name"], expires_at
             )
-        except services.ApiTokenError as e:
+        except tokens.ApiTokenError as e:
             form.add_error("name", str(e))
         else:
             return render(
@@ -424,12 +424,12 @@ def token_revoke(request: HttpRequest, slug: str, token_id: int) -> HttpResponse
     token = get_object_or_404(
         ApiToken.objects.select_related("user"), org=membership.org, pk=token_id
     )
-    if not services.can_revoke_api_token(membership, token):
+    if not tokens.can_revoke_api_token(membership, token):
         # Members do not see each other's tokens; one that isn't theirs does not exist.
         raise Http404
     try:
-        services.revoke_api_token(membership, Actor.from_request(request), token)
-    except services.ApiTokenError as e:
+        tokens.revoke_api_token(membership, Actor.from_request(request), token)
+    except tokens.ApiTokenError as e:
         messages.error(request, str(e))
     else:
         messages.success(request, f"Token “{token.name}” is revoked; requests using it now fail.")

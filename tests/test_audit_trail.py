@@ -47,7 +47,7 @@ from accounts.models import (
     User,
     hash_token,
 )
-from accounts.services import create_api_token
+from accounts.tokens import create_api_token
 from audit import signing
 from audit.chain import chain_name, event_hash
 from audit.checkpoints import sign_checkpoints
