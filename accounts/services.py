@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 from django_otp import user_has_device
 
+from audit.models import AuditAction, TargetType
 from audit.trail import Actor, record
 from excloud_portal.text import UnsafeText, check_text, printable
 
@@ -40,7 +41,9 @@ class MembershipError(Exception):
     """A membership change that cannot be carried out, with the reason."""
 
 
-def record_account_event(request, user: User, action: str, details: dict | None = None) -> None:
+def record_account_event(
+    request, user: User, action: AuditAction, details: dict | None = None
+) -> None:
     """Record something that happened to a user's own account: a sign-in, a new password.
 
     Opens its own transaction; called inside a caller's, it joins that one.
@@ -49,7 +52,7 @@ def record_account_event(request, user: User, action: str, details: dict | None 
         record(
             Actor.from_request(request, user=user),
             action,
-            target_type="user",
+            target_type=TargetType.USER,
             target_id=str(user.pk),
             details={"email": user.email, **(details or {})},
         )
@@ -64,8 +67,8 @@ def record_lockout(request, email: str, locked: tuple[str, ...]) -> None:
     with transaction.atomic():
         record(
             Actor.unauthenticated(request, email or "unknown"),
-            "user.locked_out",
-            target_type="user",
+            AuditAction.USER_LOCKED_OUT,
+            target_type=TargetType.USER,
             target_id=email[:64],
             details={"email": email, "locked": list(locked)},
         )
@@ -90,9 +93,9 @@ def create_org(owner: User, name: str, actor: Actor, slug: str | None = None) ->
         Membership.objects.create(org=org, user=owner, role=Role.OWNER)
         record(
             actor,
-            "org.created",
+            AuditAction.ORG_CREATED,
             org=org,
-            target_type="org",
+            target_type=TargetType.ORG,
             target_id=org.slug,
             details={"name": name, "owner": owner.email},
         )
@@ -107,8 +110,8 @@ def _create_user(email: str, password: str, request, **details) -> tuple[User, A
     actor = Actor.from_request(request, user=user)
     record(
         actor,
-        "user.signed_up",
-        target_type="user",
+        AuditAction.USER_SIGNED_UP,
+        target_type=TargetType.USER,
         target_id=str(user.pk),
         details={"email": user.email, **details},
     )
@@ -161,9 +164,9 @@ def invite(by: Membership, actor: Actor, email: str, role: str, request=None) ->
         )
         record(
             actor,
-            "member.invited",
+            AuditAction.MEMBER_INVITED,
             org=org,
-            target_type="invitation",
+            target_type=TargetType.INVITATION,
             target_id=str(invitation.pk),
             details={"email": email, "role": role},
         )
@@ -211,9 +214,9 @@ def accept_invitation(token: str, user: User, actor: Actor) -> Membership:
         invitation.save(update_fields=["accepted_at", "accepted_by"])
         record(
             actor,
-            "member.joined",
+            AuditAction.MEMBER_JOINED,
             org=invitation.org,
-            target_type="user",
+            target_type=TargetType.USER,
             target_id=str(user.pk),
             details={"email": user.email, "role": membership.role, "invitation": invitation.pk},
         )
@@ -260,9 +263,9 @@ def _withdraw_invitations_from(
     for invitation in invitations:
         record(
             actor,
-            "invitation.revoked",
+            AuditAction.INVITATION_REVOKED,
             org=invitation.org,
-            target_type="invitation",
+            target_type=TargetType.INVITATION,
             target_id=str(invitation.pk),
             details={
                 "email": invitation.email,
@@ -284,9 +287,9 @@ def revoke_invitation(by: Membership, actor: Actor, invitation: Invitation) -> N
             raise MembershipError("That invitation was already used or withdrawn.")
         record(
             actor,
-            "member.invitation_revoked",
+            AuditAction.MEMBER_INVITATION_REVOKED,
             org=by.org,
-            target_type="invitation",
+            target_type=TargetType.INVITATION,
             target_id=str(invitation.pk),
             details={"email": invitation.email},
         )
@@ -314,9 +317,9 @@ def change_role(by: Membership, actor: Actor, target: Membership, role: str) -> 
         target.save(update_fields=["role"])
         record(
             actor,
-            "member.role_changed",
+            AuditAction.MEMBER_ROLE_CHANGED,
             org=by.org,
-            target_type="user",
+            target_type=TargetType.USER,
             target_id=str(target.user_id),
             details={"email": target.user.email, "from": old, "to": role},
         )
@@ -335,9 +338,9 @@ def remove_member(by: Membership, actor: Actor, target: Membership) -> None:
         target.delete()
         record(
             actor,
-            "member.removed",
+            AuditAction.MEMBER_REMOVED,
             org=by.org,
-            target_type="user",
+            target_type=TargetType.USER,
             target_id=str(target.user_id),
             details={"email": target.user.email, "role": target.role},
         )
@@ -372,9 +375,11 @@ def set_two_factor_requirement(by: Membership, actor: Actor, required: bool) -> 
         if changed:
             record(
                 actor,
-                "org.two_factor_required" if required else "org.two_factor_not_required",
+                AuditAction.ORG_TWO_FACTOR_REQUIRED
+                if required
+                else AuditAction.ORG_TWO_FACTOR_NOT_REQUIRED,
                 org=by.org,
-                target_type="org",
+                target_type=TargetType.ORG,
                 target_id=by.org.slug,
                 details={"name": by.org.name},
             )

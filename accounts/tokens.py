@@ -19,6 +19,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from audit.models import AuditAction, TargetType
 from audit.trail import Actor, client_source, record
 from excloud_portal.text import UnsafeText, check_text
 
@@ -72,9 +73,9 @@ def revoke_api_tokens(tokens, actor: Actor, by_user_id: int | None, reason: str)
 def _record_token_revoked(actor: Actor, token: ApiToken, **extra: str) -> None:
     record(
         actor,
-        "api_token.revoked",
+        AuditAction.API_TOKEN_REVOKED,
         org=token.org,
-        target_type="api_token",
+        target_type=TargetType.API_TOKEN,
         target_id=str(token.pk),
         details={"name": token.name, "prefix": token.prefix, "user": token.user.email, **extra},
     )
@@ -134,9 +135,9 @@ def create_api_token(
         )
         record(
             actor,
-            "api_token.created",
+            AuditAction.API_TOKEN_CREATED,
             org=membership.org,
-            target_type="api_token",
+            target_type=TargetType.API_TOKEN,
             target_id=str(token.pk),
             details={
                 "name": name,
@@ -219,9 +220,9 @@ def _record_rejected_token(token: ApiToken, request) -> None:
     with transaction.atomic():
         record(
             Actor.unauthenticated(request, label=f"token {token.name} of {token.user.email}"),
-            "api_token.rejected",
+            AuditAction.API_TOKEN_REJECTED,
             org=token.org,
-            target_type="api_token",
+            target_type=TargetType.API_TOKEN,
             target_id=str(token.pk),
             details={"name": token.name, "prefix": token.prefix, "reason": reason},
         )
@@ -246,7 +247,7 @@ def _count_unknown_token(plaintext: str, request) -> None:
     with transaction.atomic():
         record(
             Actor.unauthenticated(request, label="unknown API token"),
-            "api_token.unknown",
-            target_type="api_token",
+            AuditAction.API_TOKEN_UNKNOWN,
+            target_type=TargetType.API_TOKEN,
             details={"starts_with": shown, "length": len(plaintext)},
         )

@@ -32,6 +32,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from audit.models import AuditAction, TargetType
 from audit.trail import Actor, record
 
 from . import revocation
@@ -196,9 +197,9 @@ def expire_batch(now: datetime, batch_size: int = SWEEP_BATCH) -> int | None:
         for key, reason in expired:
             record(
                 actor,
-                "access_key.expired",
+                AuditAction.ACCESS_KEY_EXPIRED,
                 org=_org_ref(key),
-                target_type="access_key",
+                target_type=TargetType.ACCESS_KEY,
                 target_id=key.pk,
                 details={
                     "name": key.name,
@@ -272,9 +273,9 @@ def record_warnings(now: datetime | None = None) -> list[int]:
                 warning = KeyWarning.objects.create(key=key, reason=due.reason, due_at=due.at)
                 record(
                     actor,
-                    "access_key.expiry_warned",
+                    AuditAction.ACCESS_KEY_EXPIRY_WARNED,
                     org=_org_ref(key),
-                    target_type="access_key",
+                    target_type=TargetType.ACCESS_KEY,
                     target_id=key.pk,
                     details={"name": key.name, "reason": due.reason, "due_at": due.at.isoformat()},
                 )
