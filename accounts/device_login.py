@@ -23,7 +23,7 @@ from audit.trail import Actor, record
 
 from . import throttle
 from .models import DeviceLogin, DeviceLoginStatus, Membership, hash_token
-from .services import ApiTokenError, CreatedApiToken, clean_token_name, create_api_token
+from .tokens import ApiTokenError, CreatedApiToken, clean_token_name, create_api_token
 
 DEVICE_CODE_LIFETIME = timedelta(minutes=10)
 # Consonants only, without look-alikes: no vowels, so no words, and nothing like 0/O or 1/I.

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.conf import settings
 from django.db import models
 from django.db.models.functions import Lower
@@ -44,6 +46,12 @@ class AccessKeyQuerySet(models.QuerySet["AccessKey"]):
 
     def newest_first(self) -> AccessKeyQuerySet:
         return self.order_by("-created_at", "-id")
+
+    def older_than(self, created_at: datetime, key_id: str) -> AccessKeyQuerySet:
+        """Keys that come after this one newest first: the keyset the list pages by."""
+        return self.filter(
+            models.Q(created_at__lt=created_at) | models.Q(created_at=created_at, id__lt=key_id)
+        )
 
     def for_table(self) -> AccessKeyQuerySet:
         return self.select_related("created_by").defer("secret_sealed")

@@ -34,6 +34,8 @@ RESEAL_BATCH = 500
 ROTATION_OVERLAP_MIN = timedelta(hours=1)
 ROTATION_OVERLAP_MAX = timedelta(days=30)
 ROTATION_OVERLAP_DEFAULT = timedelta(hours=24)
+# Why a rotation is refused: the same words from the rotate page and from the API.
+MAY_NOT_ROTATE = "Only owners, admins and the key's creator can rotate it."
 EXPIRY_MIN_AHEAD = timedelta(minutes=5)
 # Far enough for any real plan, and far enough from the last year a datetime can hold that
 # no date arithmetic on an expiry overflows.
@@ -227,8 +229,8 @@ def rotate_key(
     both keys work while the new secret is deployed and the old one then stops by itself.
     One event, ``access_key.rotated`` on the old key, names the replacement.
     """
-    if not membership.can_change_key(key) or not membership.can_create_keys:
-        raise PermissionDenied("Only owners, admins and the key's creator can rotate it.")
+    if not membership.can_rotate_key(key):
+        raise PermissionDenied(MAY_NOT_ROTATE)
     if not ROTATION_OVERLAP_MIN <= overlap <= ROTATION_OVERLAP_MAX:
         raise AccessKeyError("Choose an overlap between 1 hour and 30 days.")
     if name is not None:

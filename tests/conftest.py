@@ -13,9 +13,9 @@ from keys.services import create_key
 from tests.gateway_stack import upstream
 
 PASSWORD = "correct horse battery staple 42"
-# The browser fixture (Chromium under Playwright) for every browser test, and the
-# arguments that walk every page of the URLconf.
-pytest_plugins = ["tests.browser_support", "tests.urlconf"]
+# The browser fixture (Chromium under Playwright) for every browser test, the arguments
+# that walk every page of the URLconf, and the stand-in portals of the `exc` tests.
+pytest_plugins = ["tests.browser_support", "tests.urlconf", "tests.cli_support"]
 
 
 @pytest.fixture(autouse=True)

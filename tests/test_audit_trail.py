@@ -21,7 +21,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve
 
 from accounts import device_login
 from accounts.models import ApiToken, Invitation, Membership, Role, User
-from accounts.services import create_api_token
+from accounts.tokens import create_api_token
 from audit.models import AuditEvent
 from audit.trail import Actor
 from keys import credentials

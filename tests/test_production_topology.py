@@ -26,7 +26,7 @@ import pytest
 from botocore.exceptions import ClientError
 from django.conf import settings
 
-from accounts.services import create_api_token
+from accounts.tokens import create_api_token
 from audit.trail import Actor
 from tests.gateway_stack import (
     PROCFILE_PROD,
