@@ -28,11 +28,14 @@ from botocore.exceptions import ClientError
 from audit.models import AuditEvent
 from gateway.models import Bucket
 from gateway.sigv4 import derive_signing_key
-from tests.conftest import client_for, new_key
+from tests.conftest import STORES, client_for, new_key
 from tests.gateway_stack import BIN, RCLONE, gateway
 from tests.test_sigv4 import ChunkSigner, crc32_b64
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.parametrize("store", STORES, indirect=True, scope="module"),
+]
 
 # The embedded store keeps objects as files, so it refuses names with "//" in them.
 ODD_KEYS = [
