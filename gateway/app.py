@@ -833,6 +833,10 @@ class Gateway:
         else:
             length = self._body_length(verified, headers_in)
             content = self._body(verified, key, exchange) if length is not None else None
+            if content is not None:
+                # A store may keep an upload cut off before its first byte as an empty object
+                # (SeaweedFS does): a body refused that early never reaches the store.
+                content = await _begun(content)
         if length is not None:
             forwarded.append(("content-length", str(length)))
         url, out_headers = self.signer.sign(request.method, path, query, forwarded)
@@ -1004,6 +1008,20 @@ class Gateway:
 
 async def _once(data: bytes):
     yield data
+
+
+async def _begun(body: Any) -> Any:
+    """``body`` (an async iterator of bytes) with its first piece already read, so what
+    reading it raised is raised here."""
+    first = await anext(body, b"")
+
+    async def whole():
+        if first:
+            yield first
+        async for piece in body:
+            yield piece
+
+    return whole()
 
 
 def _store_unavailable() -> sigv4.S3Error:
