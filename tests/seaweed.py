@@ -176,6 +176,7 @@ def seaweedfs(tmp: Path) -> Iterator[SeaweedStore]:
             f"-port.grpc={filer_grpc}",
             f"-master={master_address}",
             f"-defaultStoreDir={tmp / 'filer'}",
+            f"-localSocket={tmp / 'filer.sock'}",
         ],
         "s3": [
             "s3",
@@ -183,6 +184,7 @@ def seaweedfs(tmp: Path) -> Iterator[SeaweedStore]:
             f"-port.grpc={s3_grpc}",
             f"-filer=127.0.0.1:{filer}.{filer_grpc}",
             f"-config={config}",
+            f"-localSocket={tmp / 's3.sock'}",
             "-port.iceberg=0",
             "-port.lance=0",
         ],
