@@ -381,6 +381,10 @@ class Gateway:
         else:
             length = limits.body_length(verified)
             content = self._body(exchange) if length is not None else None
+            if content is not None:
+                # A store may keep an upload cut off before its first byte as an empty object
+                # (SeaweedFS does): a body refused that early never reaches the store.
+                content = await _begun(content)
         if length is not None:
             forwarded.append(("content-length", str(length)))
         upstream_request = self.store.prepare(request.method, path, query, forwarded, content)
@@ -479,6 +483,20 @@ class Gateway:
                 key.id, operation.bucket, exchange.ip, exchange.request_id
             )
         await proxy.stream(exchange.send, status, headers, response)
+
+
+async def _begun(body: Any) -> Any:
+    """``body`` (an async iterator of bytes) with its first piece already read, so what
+    reading it raised is raised here."""
+    first = await anext(body, b"")
+
+    async def whole():
+        if first:
+            yield first
+        async for piece in body:
+            yield piece
+
+    return whole()
 
 
 app = Gateway()

@@ -53,13 +53,15 @@ def _wait_for_http(url: str, proc: subprocess.Popen, log: Path) -> None:
     raise RuntimeError(f"{url} did not start:\n{log.read_text(errors='replace')}")
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: subprocess.Popen, grace: float = 10) -> None:
+    """SIGTERM the process group, and SIGKILL it if it has not exited ``grace`` seconds
+    later."""
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=10)
+        proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
