@@ -19,14 +19,13 @@ from accounts.models import Membership
 from audit.models import AuditEvent
 from audit.trail import Actor
 from excloud_portal.redirects import safe_next
-from gateway.models import KeyUsage
 from mfa.reauth import reauth_required
 
 from . import expiry, services, snippets
 from .credentials import ACCESS_KEY_ID_RE
 from .cursors import decode_cursor, encode_cursor
 from .forms import CreateKeyForm, RevokeKeyForm, RotateKeyForm
-from .models import AccessKey
+from .models import AccessKey, KeyUsage
 from .policy import policy_for
 
 PAGE_SIZE = 50
