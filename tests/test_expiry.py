@@ -22,6 +22,7 @@ from django.utils import timezone
 from accounts.models import Membership, Organization, Role
 from audit.models import AuditEvent
 from audit.trail import Actor
+from excloud_portal import devenv
 from keys import credentials, expiry
 from keys.models import AccessKey, CreatedVia, ExpiryReason, KeyPolicy, KeyStatus, KeyWarning
 from keys.services import rotate_key
@@ -428,6 +429,7 @@ def test_a_key_revoked_between_selection_and_update_on_sqlite_stays_revoked(tmp_
         DJANGO_SETTINGS_MODULE="excloud_portal.settings",
         PYTHONPATH=str(REPO),
     )
+    devenv.load(env)
     result = subprocess.run(
         [sys.executable, "-m", "tests.sqlite_sweep"],
         cwd=REPO,
