@@ -32,11 +32,15 @@ services:
 chromium:
 	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
-test: install services chromium
+# The lint first: a broken import rule fails the build before the tests start.
+test: install lint services chromium
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(DEV) $(PY) -m pytest $(PYTEST_ARGS)
 
+# ruff, and the import rules in pyproject.toml (README, Architecture).
 lint: install
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 bench: install services
 	DATABASE_URL=$(TEST_DATABASE_URL) $(DEV) $(PY) bench/keys_list.py
