@@ -79,19 +79,31 @@ def prepare(var: Path) -> dict[str, str]:
         for name in missing:
             old_file = var / SECRETS[name][0]
             values[name] = old_file.read_text().strip() if old_file.exists() else SECRETS[name][1]()
-        _write(path, values)
+        _write(path, values, replace=path.exists())
+        values = read(path)
     return values
 
 
-def _write(path: Path, values: dict[str, str]) -> None:
-    """Write dev.env through a new file (mode 0600 from the start) put in its place."""
+def _write(path: Path, values: dict[str, str], *, replace: bool) -> None:
+    """Write dev.env through a new file (mode 0600 from the start) put in its place.
+
+    A new dev.env is only linked into place while there is none: of two processes that
+    start at once, the second reads back the first one's secrets rather than its own."""
     lines = ["# Development secrets (python -m excloud_portal.devenv). Never commit them."]
     lines += [f"{name}={value}" for name, value in values.items()]
     partial = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write("\n".join(lines) + "\n")
-    os.replace(partial, path)
+    if replace:
+        os.replace(partial, path)
+        return
+    try:
+        os.link(partial, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(partial)
 
 
 def load(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:
