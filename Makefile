@@ -1,4 +1,5 @@
-# The two entry points: `make run` (the whole stack on embedded defaults) and `make test`.
+# The two entry points: `make run` (the whole stack on embedded defaults) and `make test`;
+# `make run-prod` starts the production profile (Procfile.prod) on the settings it requires.
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -11,7 +12,13 @@ DEV := $(PY) -m excloud_portal.devenv
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/excloud
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install run test services chromium lint bench
+# The production profile: gateway processes on consecutive ports from GATEWAY_PORT, and
+# beat on one machine of a deployment only (BEAT_PROCESSES=0 on the others).
+GATEWAY_PROCESSES ?= 2
+GATEWAY_PORT ?= 9000
+BEAT_PROCESSES ?= 1
+
+.PHONY: install run run-prod check-production-env test services chromium lint bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +32,16 @@ run: install
 	$(DEV) $(PY) manage.py migrate --noinput
 	$(DEV) $(PY) manage.py demo_setup
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(DEV) $(VENV)/bin/honcho -f Procfile.dev start
+
+# The settings are checked before anything is installed or started. No .env file: the
+# processes get exactly the environment that was checked.
+run-prod: check-production-env install
+	$(PY) manage.py migrate --noinput
+	$(VENV)/bin/honcho -f Procfile.prod --env /dev/null start --port $(GATEWAY_PORT) \
+		--concurrency gateway=$(GATEWAY_PROCESSES),beat=$(BEAT_PROCESSES)
+
+check-production-env:
+	@$(PYTHON) scripts/check_production_env.py
 
 services:
 	bash scripts/ensure-services.sh

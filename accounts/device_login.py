@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from audit.models import AuditAction, TargetType
 from audit.trail import Actor, record
 
 from . import throttle
@@ -127,9 +128,11 @@ def _decide(login: DeviceLogin, membership: Membership, actor: Actor, status: st
         if changed:
             record(
                 actor,
-                f"device_login.{status}",
+                AuditAction.DEVICE_LOGIN_APPROVED
+                if status == DeviceLoginStatus.APPROVED
+                else AuditAction.DEVICE_LOGIN_DENIED,
                 org=membership.org,
-                target_type="device_login",
+                target_type=TargetType.DEVICE_LOGIN,
                 target_id=str(login.pk),
                 details={
                     "device": login.device_name,

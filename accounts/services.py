@@ -25,6 +25,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 from django_otp import user_has_device
 
+from audit.models import AuditAction, TargetType
 from audit.trail import Actor, client_source, record
 from excloud_portal.text import UnsafeText, check_text, printable
 
@@ -69,7 +70,9 @@ class CreatedApiToken:
     plaintext: str = field(repr=False)
 
 
-def record_account_event(request, user: User, action: str, details: dict | None = None) -> None:
+def record_account_event(
+    request, user: User, action: AuditAction, details: dict | None = None
+) -> None:
     """Record something that happened to a user's own account: a sign-in, a new password.
 
     Opens its own transaction; called inside a caller's, it joins that one.
@@ -78,7 +81,7 @@ def record_account_event(request, user: User, action: str, details: dict | None 
         record(
             Actor.from_request(request, user=user),
             action,
-            target_type="user",
+            target_type=TargetType.USER,
             target_id=str(user.pk),
             details={"email": user.email, **(details or {})},
         )
@@ -93,8 +96,8 @@ def record_lockout(request, email: str, locked: tuple[str, ...]) -> None:
     with transaction.atomic():
         record(
             Actor.unauthenticated(request, email or "unknown"),
-            "user.locked_out",
-            target_type="user",
+            AuditAction.USER_LOCKED_OUT,
+            target_type=TargetType.USER,
             target_id=email[:64],
             details={"email": email, "locked": list(locked)},
         )
@@ -119,9 +122,9 @@ def create_org(owner: User, name: str, actor: Actor, slug: str | None = None) ->
         Membership.objects.create(org=org, user=owner, role=Role.OWNER)
         record(
             actor,
-            "org.created",
+            AuditAction.ORG_CREATED,
             org=org,
-            target_type="org",
+            target_type=TargetType.ORG,
             target_id=org.slug,
             details={"name": name, "owner": owner.email},
         )
@@ -137,8 +140,8 @@ def sign_up(email: str, password: str, org_name: str, request) -> tuple[User, Or
         actor = Actor.from_request(request, user=user)
         record(
             actor,
-            "user.signed_up",
-            target_type="user",
+            AuditAction.USER_SIGNED_UP,
+            target_type=TargetType.USER,
             target_id=str(user.pk),
             details={"email": user.email},
         )
@@ -155,8 +158,8 @@ def sign_up_by_invitation(
         actor = Actor.from_request(request, user=user)
         record(
             actor,
-            "user.signed_up",
-            target_type="user",
+            AuditAction.USER_SIGNED_UP,
+            target_type=TargetType.USER,
             target_id=str(user.pk),
             details={"email": user.email, "invited": True},
         )
@@ -191,9 +194,9 @@ def invite(by: Membership, actor: Actor, email: str, role: str, request=None) ->
         )
         record(
             actor,
-            "member.invited",
+            AuditAction.MEMBER_INVITED,
             org=org,
-            target_type="invitation",
+            target_type=TargetType.INVITATION,
             target_id=str(invitation.pk),
             details={"email": email, "role": role},
         )
@@ -241,9 +244,9 @@ def accept_invitation(token: str, user: User, actor: Actor) -> Membership:
         invitation.save(update_fields=["accepted_at", "accepted_by"])
         record(
             actor,
-            "member.joined",
+            AuditAction.MEMBER_JOINED,
             org=invitation.org,
-            target_type="user",
+            target_type=TargetType.USER,
             target_id=str(user.pk),
             details={"email": user.email, "role": membership.role, "invitation": invitation.pk},
         )
@@ -290,9 +293,9 @@ def _withdraw_invitations_from(
     for invitation in invitations:
         record(
             actor,
-            "invitation.revoked",
+            AuditAction.INVITATION_REVOKED,
             org=invitation.org,
-            target_type="invitation",
+            target_type=TargetType.INVITATION,
             target_id=str(invitation.pk),
             details={
                 "email": invitation.email,
@@ -321,9 +324,9 @@ def _revoke_api_tokens(tokens, actor: Actor, by_user_id: int | None, reason: str
 def _record_token_revoked(actor: Actor, token: ApiToken, **extra: str) -> None:
     record(
         actor,
-        "api_token.revoked",
+        AuditAction.API_TOKEN_REVOKED,
         org=token.org,
-        target_type="api_token",
+        target_type=TargetType.API_TOKEN,
         target_id=str(token.pk),
         details={"name": token.name, "prefix": token.prefix, "user": token.user.email, **extra},
     )
@@ -352,9 +355,9 @@ def revoke_invitation(by: Membership, actor: Actor, invitation: Invitation) -> N
             raise MembershipError("That invitation was already used or withdrawn.")
         record(
             actor,
-            "member.invitation_revoked",
+            AuditAction.MEMBER_INVITATION_REVOKED,
             org=by.org,
-            target_type="invitation",
+            target_type=TargetType.INVITATION,
             target_id=str(invitation.pk),
             details={"email": invitation.email},
         )
@@ -382,9 +385,9 @@ def change_role(by: Membership, actor: Actor, target: Membership, role: str) -> 
         target.save(update_fields=["role"])
         record(
             actor,
-            "member.role_changed",
+            AuditAction.MEMBER_ROLE_CHANGED,
             org=by.org,
-            target_type="user",
+            target_type=TargetType.USER,
             target_id=str(target.user_id),
             details={"email": target.user.email, "from": old, "to": role},
         )
@@ -403,9 +406,9 @@ def remove_member(by: Membership, actor: Actor, target: Membership) -> None:
         target.delete()
         record(
             actor,
-            "member.removed",
+            AuditAction.MEMBER_REMOVED,
             org=by.org,
-            target_type="user",
+            target_type=TargetType.USER,
             target_id=str(target.user_id),
             details={"email": target.user.email, "role": target.role},
         )
@@ -440,9 +443,11 @@ def set_two_factor_requirement(by: Membership, actor: Actor, required: bool) -> 
         if changed:
             record(
                 actor,
-                "org.two_factor_required" if required else "org.two_factor_not_required",
+                AuditAction.ORG_TWO_FACTOR_REQUIRED
+                if required
+                else AuditAction.ORG_TWO_FACTOR_NOT_REQUIRED,
                 org=by.org,
-                target_type="org",
+                target_type=TargetType.ORG,
                 target_id=by.org.slug,
                 details={"name": by.org.name},
             )
@@ -492,9 +497,9 @@ def create_api_token(
         )
         record(
             actor,
-            "api_token.created",
+            AuditAction.API_TOKEN_CREATED,
             org=membership.org,
-            target_type="api_token",
+            target_type=TargetType.API_TOKEN,
             target_id=str(token.pk),
             details={
                 "name": name,
@@ -577,9 +582,9 @@ def _record_rejected_token(token: ApiToken, request) -> None:
     with transaction.atomic():
         record(
             Actor.unauthenticated(request, label=f"token {token.name} of {token.user.email}"),
-            "api_token.rejected",
+            AuditAction.API_TOKEN_REJECTED,
             org=token.org,
-            target_type="api_token",
+            target_type=TargetType.API_TOKEN,
             target_id=str(token.pk),
             details={"name": token.name, "prefix": token.prefix, "reason": reason},
         )
@@ -604,7 +609,7 @@ def _count_unknown_token(plaintext: str, request) -> None:
     with transaction.atomic():
         record(
             Actor.unauthenticated(request, label="unknown API token"),
-            "api_token.unknown",
-            target_type="api_token",
+            AuditAction.API_TOKEN_UNKNOWN,
+            target_type=TargetType.API_TOKEN,
             details={"starts_with": shown, "length": len(plaintext)},
         )

@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from audit.models import AuditAction
 from audit.trail import Actor, client_source
 from mfa.reauth import reauth_required
 
@@ -319,7 +320,7 @@ class _AuditedPasswordMixin:
     user ends; a change keeps the session it was made in, a reset keeps none.
     """
 
-    audit_action: str
+    audit_action: AuditAction
     # What the revoked tokens' audit events give as the reason.
     token_revoke_reason: str
 
@@ -340,7 +341,7 @@ class PasswordResetConfirmView(_AuditedPasswordMixin, auth_views.PasswordResetCo
     """Setting a new password from an emailed link."""
 
     form_class = NewPasswordForm
-    audit_action = "user.password_reset"
+    audit_action = AuditAction.USER_PASSWORD_RESET
     token_revoke_reason = "password_reset"
 
 
@@ -348,7 +349,7 @@ class PasswordChangeView(_AuditedPasswordMixin, auth_views.PasswordChangeView):
     """A signed-in user changing their password."""
 
     form_class = ChangePasswordForm
-    audit_action = "user.password_changed"
+    audit_action = AuditAction.USER_PASSWORD_CHANGED
     token_revoke_reason = "password_changed"
 
     def get_form_kwargs(self) -> dict:

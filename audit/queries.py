@@ -16,30 +16,6 @@ from django.db.models.functions import Cast, Upper
 from . import targets
 from .models import AuditEvent, AuditEventQuerySet
 
-# Every action that lands in an organisation's trail, for the filter's select. Sign-ins and
-# sign-ups belong to no organisation, so they are not on an organisation's page.
-ORG_ACTIONS = (
-    "access_key.created",
-    "access_key.deactivated",
-    "access_key.reactivated",
-    "access_key.revoked",
-    "access_key.renamed",
-    "access_key.expired",
-    "member.invited",
-    "member.joined",
-    "member.role_changed",
-    "member.removed",
-    "member.invitation_revoked",
-    "invitation.revoked",
-    "org.created",
-    "api_token.created",
-    "api_token.revoked",
-    "api_token.rejected",
-    "device_login.approved",
-    "device_login.denied",
-    "audit.exported",
-)
-
 # How far out of seq order two events of one org may be stamped. record() reads the clock
 # before append() takes the chain's lock, so an event that waited for the lock can carry
 # an earlier time than the event it follows; several web servers add their clock skew.

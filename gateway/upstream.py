@@ -7,6 +7,7 @@ link the operator trusts (loopback for the embedded store).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from urllib.parse import urlsplit
@@ -70,7 +71,7 @@ class Signer:
         )
         scope = f"{date}/{self.region}/s3/aws4_request"
         to_sign = "\n".join(
-            [sigv4.ALGORITHM, amz_date, scope, sigv4.hashlib.sha256(canonical.encode()).hexdigest()]
+            [sigv4.ALGORITHM, amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()]
         )
         signature = sigv4.signature(self._signing_key(date), to_sign)
         out = [(name, ",".join(values)) for name, values in merged.items() if name != "host"]

@@ -10,7 +10,8 @@ class KeysConfig(AppConfig):
     def ready(self) -> None:
         # Imported here, once the models are loaded.
         from audit import targets
+        from audit.models import TargetType
 
         from .targets import ACCESS_KEYS
 
-        targets.register("access_key", ACCESS_KEYS)
+        targets.register(TargetType.ACCESS_KEY, ACCESS_KEYS)

@@ -34,6 +34,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import Organization
+from audit.models import AuditAction, TargetType
 from audit.trail import Actor, record
 
 from . import revocation
@@ -198,9 +199,9 @@ def expire_batch(now: datetime, batch_size: int = SWEEP_BATCH) -> int | None:
         for key, reason in expired:
             record(
                 actor,
-                "access_key.expired",
+                AuditAction.ACCESS_KEY_EXPIRED,
                 org=_org_ref(key),
-                target_type="access_key",
+                target_type=TargetType.ACCESS_KEY,
                 target_id=key.pk,
                 details={
                     "name": key.name,
@@ -274,9 +275,9 @@ def record_warnings(send: Callable[[int], None], now: datetime | None = None) ->
                 warning = KeyWarning.objects.create(key=key, reason=due.reason, due_at=due.at)
                 record(
                     actor,
-                    "access_key.expiry_warned",
+                    AuditAction.ACCESS_KEY_EXPIRY_WARNED,
                     org=_org_ref(key),
-                    target_type="access_key",
+                    target_type=TargetType.ACCESS_KEY,
                     target_id=key.pk,
                     details={"name": key.name, "reason": due.reason, "due_at": due.at.isoformat()},
                 )

@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from accounts.models import Membership
+from audit.models import AuditAction, TargetType
 from audit.trail import Actor, record
 from excloud_portal.text import UnsafeText, check_text
 
@@ -167,9 +168,9 @@ def create_key(
             raise _name_taken_error(name) from None
         record(
             actor,
-            "access_key.created",
+            AuditAction.ACCESS_KEY_CREATED,
             org=org,
-            target_type="access_key",
+            target_type=TargetType.ACCESS_KEY,
             target_id=key.id,
             details={"name": key.name, "via": via}
             | ({"expires_at": expires_at.isoformat()} if expires_at else {}),
@@ -258,9 +259,9 @@ def rotate_key(
         revocation.announce_change()
         record(
             actor,
-            "access_key.rotated",
+            AuditAction.ACCESS_KEY_ROTATED,
             org=key.org,
-            target_type="access_key",
+            target_type=TargetType.ACCESS_KEY,
             target_id=key.id,
             details={
                 "name": key.name,
@@ -278,7 +279,7 @@ def _change_status(
     *,
     allowed_from: tuple[str, ...],
     to: str,
-    action: str,
+    action: AuditAction,
     reason: str = "",
 ) -> AccessKey:
     with transaction.atomic():
@@ -302,7 +303,7 @@ def _change_status(
             actor,
             action,
             org=key.org,
-            target_type="access_key",
+            target_type=TargetType.ACCESS_KEY,
             target_id=key.id,
             details=details,
         )
@@ -317,7 +318,7 @@ def deactivate_key(membership: Membership, actor: Actor, key: AccessKey) -> Acce
         actor,
         allowed_from=(KeyStatus.ACTIVE,),
         to=KeyStatus.INACTIVE,
-        action="access_key.deactivated",
+        action=AuditAction.ACCESS_KEY_DEACTIVATED,
     )
 
 
@@ -329,7 +330,7 @@ def reactivate_key(membership: Membership, actor: Actor, key: AccessKey) -> Acce
         actor,
         allowed_from=(KeyStatus.INACTIVE,),
         to=KeyStatus.ACTIVE,
-        action="access_key.reactivated",
+        action=AuditAction.ACCESS_KEY_REACTIVATED,
     )
 
 
@@ -342,7 +343,7 @@ def revoke_key(membership: Membership, actor: Actor, key: AccessKey, reason: str
         actor,
         allowed_from=(KeyStatus.ACTIVE, KeyStatus.INACTIVE),
         to=KeyStatus.REVOKED,
-        action="access_key.revoked",
+        action=AuditAction.ACCESS_KEY_REVOKED,
         reason=reason.strip()[:200],
     )
 
@@ -375,9 +376,9 @@ def rename_key(membership: Membership, actor: Actor, key: AccessKey, name: str) 
         key.name = name
         record(
             actor,
-            "access_key.renamed",
+            AuditAction.ACCESS_KEY_RENAMED,
             org=key.org,
-            target_type="access_key",
+            target_type=TargetType.ACCESS_KEY,
             target_id=key.id,
             details={"name": name, "from": old},
         )
@@ -409,8 +410,8 @@ def reseal_secrets(actor: Actor) -> int:
             AccessKey.objects.bulk_update(batch, ["secret_kek_id", "secret_sealed"])
             record(
                 actor,
-                "secret_keys.resealed",
-                target_type="key_encryption_key",
+                AuditAction.SECRET_KEYS_RESEALED,
+                target_type=TargetType.KEY_ENCRYPTION_KEY,
                 target_id=current,
                 details={"count": len(batch)},
             )

@@ -16,7 +16,7 @@ from django_htmx.http import trigger_client_event
 
 from accounts.access import membership_for
 from accounts.models import Membership
-from audit.models import AuditEvent
+from audit.models import AuditAction, AuditEvent, TargetType
 from audit.trail import Actor
 from excloud_portal.redirects import safe_next
 from mfa.reauth import reauth_required
@@ -144,8 +144,8 @@ def key_detail(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
     history = (
         AuditEvent.objects.filter(org=membership.org)
         .filter(
-            Q(target_type="access_key", target_id=key.pk)
-            | Q(action="access_key.rotated", details__replacement=key.pk)
+            Q(target_type=TargetType.ACCESS_KEY, target_id=key.pk)
+            | Q(action=AuditAction.ACCESS_KEY_ROTATED, details__replacement=key.pk)
         )
         .order_by("-seq")[:HISTORY_SIZE]
     )

@@ -30,7 +30,7 @@ from gateway.models import Bucket
 from gateway.sigv4 import derive_signing_key
 from tests.conftest import client_for, new_key
 from tests.gateway_stack import BIN, RCLONE, gateway
-from tests.test_sigv4 import ChunkSigner, crc32_b64
+from tests.sigv4_support import ChunkSigner, crc32_b64
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
