@@ -16,9 +16,8 @@ from django.views.decorators.http import require_GET
 
 from accounts.access import membership_for
 from accounts.models import Membership
-from keys.models import AccessKey
 
-from . import export, export_slots
+from . import export, export_slots, targets
 from .forms import AuditFilterForm
 from .models import AuditAction, AuditEvent, TargetType
 from .trail import Actor, record
@@ -63,11 +62,7 @@ def summary(details: dict[str, Any]) -> str:
 def _for_table(events: list[AuditEvent], org) -> list[AuditEvent]:
     """Give each event its details line and, for the org's keys, the key's name to link."""
     key_ids = {e.target_id for e in events if e.target_type == TargetType.ACCESS_KEY}
-    names = dict(
-        AccessKey.objects.for_org(org).filter(pk__in=key_ids).values_list("id", "name")
-        if key_ids
-        else ()
-    )
+    names = targets.names(org, TargetType.ACCESS_KEY, key_ids)
     for event in events:
         event.summary = summary(event.details) if isinstance(event.details, dict) else ""
         event.key_name = (

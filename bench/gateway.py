@@ -28,6 +28,8 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
+from excloud_portal import devenv
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -97,6 +99,7 @@ def main() -> int:
         tmp = Path(tmp_name)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_"))}
         env.update(EXCLOUD_VAR_DIR=str(tmp / "var"), PYTHONPATH=str(REPO))
+        devenv.load(env)
         objects_port, gateway_port = free_port(), free_port()
         env["EXCLOUD_S3_UPSTREAM_URL"] = f"http://127.0.0.1:{objects_port}"
         python = str(BIN / "python")
@@ -104,9 +107,8 @@ def main() -> int:
         subprocess.run([python, "manage.py", "migrate", "--noinput"], **run)
         made = subprocess.run([python, "manage.py", "shell", "-c", MAKE_KEY], **run).stdout
         key_id, secret = re.search(r"KEY (\S+) (\S+)", made).groups()
-        var = tmp / "var"
-        upstream_id = (var / "s3-upstream-access-key-id").read_text().strip()
-        upstream_secret = (var / "s3-upstream-secret-access-key").read_text().strip()
+        upstream_id = env["EXCLOUD_EMBEDDED_S3_ACCESS_KEY_ID"]
+        upstream_secret = env["EXCLOUD_EMBEDDED_S3_SECRET_ACCESS_KEY"]
         procs = []
         try:
             log = open(tmp / "objects.log", "wb")  # noqa: SIM115 - closed with the process

@@ -1,16 +1,16 @@
 """Settings for the Excloud portal.
 
-Every value that differs between deployments comes from the environment. With no
-environment at all the portal runs on embedded defaults: SQLite and a filesystem
-Celery broker under ``var/``, with development secrets generated there once.
+Every value that differs between deployments comes from the environment, and this module
+reads nothing else: it writes no file and reads none. Without a database or Redis in the
+environment the portal runs on embedded defaults: SQLite and a filesystem Celery broker
+under ``var/``. Secrets have no default; for development, `make run` and `make test`
+generate them once into ``var/dev.env`` and load it (excloud_portal/devenv.py).
 """
 
 from __future__ import annotations
 
-import base64
 import os
 import re
-import secrets
 from datetime import timedelta
 from pathlib import Path
 
@@ -72,25 +72,20 @@ def parse_proxy_ssl_header(value: str) -> tuple[str, str] | None:
     return header, expected
 
 
-def dev_secret(filename: str, make: callable) -> str:
-    """Return a development secret kept in ``var/``, creating it (mode 0600) on first use."""
-    path = VAR_DIR / filename
-    if not path.exists():
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(make())
-    return path.read_text().strip()
-
-
-def new_key_encryption_key() -> str:
-    return "k1:" + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+def envsecret(name: str) -> str:
+    """A secret the environment must give; development ones come from var/dev.env."""
+    value = os.environ.get(name, "")
+    if not value:
+        raise ImproperlyConfigured(
+            f"{name} is not set. Set it in the environment; for development, `make run` and "
+            "`make test` generate it into var/dev.env and load it "
+            "(python -m excloud_portal.devenv COMMAND runs a command with it)."
+        )
+    return value
 
 
 DEBUG = envbool("DJANGO_DEBUG", False)
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or dev_secret(
-    "django-secret-key", lambda: secrets.token_urlsafe(50)
-)
+SECRET_KEY = envsecret("DJANGO_SECRET_KEY")
 ALLOWED_HOSTS = envlist("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = envlist("DJANGO_CSRF_TRUSTED_ORIGINS")
 SITE_URL = os.environ.get("SITE_URL", "http://localhost:8000").rstrip("/")
@@ -98,14 +93,10 @@ SITE_URL = os.environ.get("SITE_URL", "http://localhost:8000").rstrip("/")
 # Key-encryption keys that seal access key secrets: comma-separated ``id:base64url``
 # entries, newest first. New secrets are sealed under the first; the others only open
 # secrets sealed before a rotation.
-EXCLOUD_SECRET_KEYS = os.environ.get("EXCLOUD_SECRET_KEYS") or dev_secret(
-    "secret-keys", new_key_encryption_key
-)
+EXCLOUD_SECRET_KEYS = envsecret("EXCLOUD_SECRET_KEYS")
 # Ed25519 key that signs audit checkpoints (base64 of the 32-byte private key), and the
 # public keys of earlier signing keys, so their checkpoints still verify.
-EXCLOUD_AUDIT_SIGNING_KEY = os.environ.get("EXCLOUD_AUDIT_SIGNING_KEY") or dev_secret(
-    "audit-signing-key", lambda: base64.b64encode(secrets.token_bytes(32)).decode()
-)
+EXCLOUD_AUDIT_SIGNING_KEY = envsecret("EXCLOUD_AUDIT_SIGNING_KEY")
 EXCLOUD_AUDIT_PUBLIC_KEYS = os.environ.get("EXCLOUD_AUDIT_PUBLIC_KEYS", "")
 AUDIT_CHECKPOINT_INTERVAL = envint("EXCLOUD_AUDIT_CHECKPOINT_SECONDS", 3600)
 # How often Celery beat runs the key expiry sweep and the warnings before expiry.
@@ -174,7 +165,7 @@ for _name in (
 # The object store behind the gateway, which the gateway re-signs every request for with
 # these credentials. Without credentials in the environment it is the embedded `rclone
 # serve s3` that `make run` starts (gateway/objects.py) at EXCLOUD_S3_UPSTREAM_URL, with
-# credentials generated once into var/.
+# the credentials EXCLOUD_EMBEDDED_S3_* (generated once into var/dev.env).
 EXCLOUD_S3_UPSTREAM_URL = os.environ.get("EXCLOUD_S3_UPSTREAM_URL", "http://127.0.0.1:9100").rstrip(
     "/"
 )
@@ -184,12 +175,8 @@ EXCLOUD_S3_UPSTREAM_EMBEDDED = not (
     EXCLOUD_S3_UPSTREAM_ACCESS_KEY_ID or EXCLOUD_S3_UPSTREAM_SECRET_ACCESS_KEY
 )
 if EXCLOUD_S3_UPSTREAM_EMBEDDED:
-    EXCLOUD_S3_UPSTREAM_ACCESS_KEY_ID = dev_secret(
-        "s3-upstream-access-key-id", lambda: "UP" + secrets.token_hex(9).upper()
-    )
-    EXCLOUD_S3_UPSTREAM_SECRET_ACCESS_KEY = dev_secret(
-        "s3-upstream-secret-access-key", lambda: secrets.token_urlsafe(30)
-    )
+    EXCLOUD_S3_UPSTREAM_ACCESS_KEY_ID = envsecret("EXCLOUD_EMBEDDED_S3_ACCESS_KEY_ID")
+    EXCLOUD_S3_UPSTREAM_SECRET_ACCESS_KEY = envsecret("EXCLOUD_EMBEDDED_S3_SECRET_ACCESS_KEY")
 elif not (EXCLOUD_S3_UPSTREAM_ACCESS_KEY_ID and EXCLOUD_S3_UPSTREAM_SECRET_ACCESS_KEY):
     raise ImproperlyConfigured(
         "Set both EXCLOUD_S3_UPSTREAM_ACCESS_KEY_ID and EXCLOUD_S3_UPSTREAM_SECRET_ACCESS_KEY "
@@ -270,10 +257,10 @@ def parse_service_tokens(entries: list[str]) -> list[tuple[str, frozenset[str] |
 # verify API, comma-separated; several let a token be replaced without downtime. They are
 # not API tokens: a user's token is refused there, and these are refused everywhere else.
 # ``TOKEN@acme|globex`` may verify keys of those orgs only; a plain ``TOKEN``, of any org.
-EXCLOUD_VERIFY_SERVICE_TOKENS = parse_service_tokens(
-    envlist("EXCLOUD_VERIFY_SERVICE_TOKENS")
-    or [dev_secret("verify-service-token", lambda: secrets.token_urlsafe(32))]
-)
+# None: the verify API refuses every call.
+EXCLOUD_VERIFY_SERVICE_TOKENS = parse_service_tokens(envlist("EXCLOUD_VERIFY_SERVICE_TOKENS"))
+# The demo owner's password, which `manage.py demo_setup` keeps the account in step with.
+EXCLOUD_DEMO_PASSWORD = os.environ.get("EXCLOUD_DEMO_PASSWORD", "")
 
 INSTALLED_APPS = [
     "django.contrib.auth",
@@ -333,8 +320,6 @@ TEMPLATES = [
 ]
 
 DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
-if DATABASE_URL.startswith("sqlite"):
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
 # Persistent connections are checked before each reuse (after close_old_connections(),
 # which the gateway calls before every read), so a database restarted under a long-lived
 # process costs no failed request.
@@ -487,7 +472,6 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "static"
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
@@ -518,13 +502,12 @@ if REDIS_URL:
         "socket_connect_timeout": EXCLOUD_BROKER_TIMEOUT_SECONDS,
     }
 else:
+    # The folders are made by the start-up step (excloud_portal/devenv.py).
     _queue_dir = VAR_DIR / "celery" / "queue"
     _processed_dir = VAR_DIR / "celery" / "processed"
     # Exchange bindings for broadcasts (remote control): kombu's default is ./control,
     # relative to whatever directory each process was started in.
     _control_dir = VAR_DIR / "celery" / "control"
-    for _d in (_queue_dir, _processed_dir, _control_dir):
-        _d.mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue_dir),

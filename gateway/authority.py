@@ -65,6 +65,7 @@ from keys.models import AccessKey, KeyStatus  # noqa: E402
 from . import operations, s3errors, services, sigv4  # noqa: E402
 from .models import Bucket  # noqa: E402
 from .operations import Operation  # noqa: E402
+from .tasks import record_usage  # noqa: E402
 from .usage import ANY_KEY  # noqa: E402
 
 CREATE_BUCKET = "CreateBucket"
@@ -244,8 +245,6 @@ def _bucket_cors(name: str) -> list | None:
 
 
 def _send_usage(batch: dict) -> None:
-    from .tasks import record_usage
-
     record_usage.delay(batch)
 
 

@@ -62,6 +62,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from . import authority, operations, s3errors, sigv4
 from .models import BUCKET_NAME_MAX_LENGTH
+from .tasks import record_usage
 from .usage import UsageRecorder
 
 log = logging.getLogger(__name__)
@@ -320,8 +321,6 @@ def _flush_when_due() -> None:
 def flush_usage() -> None:
     """Send the counted usage to the worker (gateway.tasks.record_usage); on failure keep
     what was not sent for the next flush."""
-    from .tasks import record_usage
-
     batches = USAGE.outgoing()
     for index, batch in enumerate(batches):
         try:

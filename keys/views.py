@@ -19,14 +19,13 @@ from accounts.models import Membership
 from audit.models import AuditAction, AuditEvent, TargetType
 from audit.trail import Actor
 from excloud_portal.redirects import safe_next
-from gateway.models import KeyUsage
 from mfa.reauth import reauth_required
 
 from . import expiry, services, snippets
 from .credentials import ACCESS_KEY_ID_RE
 from .cursors import InvalidCursor, page_of
 from .forms import CreateKeyForm, RevokeKeyForm, RotateKeyForm
-from .models import AccessKey
+from .models import AccessKey, KeyUsage
 from .policy import policy_for
 
 PAGE_SIZE = 50

@@ -1,10 +1,9 @@
 """Refuse to start the production profile (`make run-prod`) without its settings.
 
-With a setting missing, the portal falls back to its development default: a secret
-generated into var/ on this machine only, SQLite, a filesystem broker, localhost URLs, the
-embedded object store. In production each of those is wrong, and some silently (every
-machine signing with its own keys), so they are checked here, all at once, before anything
-starts. Values are never printed: several are secrets.
+With a setting missing, the portal stops (a secret, one at a time) or falls back to its
+development default: SQLite, a filesystem broker, localhost URLs, the embedded object
+store. In production each of those is wrong, and some silently, so they are checked here,
+all at once, before anything starts. Values are never printed: several are secrets.
 
 Runs on the Python standard library alone, so it answers before `make install`.
 """

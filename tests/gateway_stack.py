@@ -23,6 +23,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from excloud_portal import devenv
 from gateway import objects
 
 REPO = Path(__file__).resolve().parent.parent
@@ -155,6 +156,8 @@ def stack_env(
         EXCLOUD_S3_UPSTREAM_SECRET_ACCESS_KEY=store.secret_access_key,
         **extra,
     )
+    # The rest as `make run`'s start-up step gives it, in the process's own var folder.
+    devenv.load(env)
     return env
 
 

@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 import pytest
 
 from gateway.asgi_io import Receiver
-from gateway.models import DeniedAttempt, KeyUsage
+from gateway.models import DeniedAttempt
 from gateway.operations import classify
 from gateway.tasks import record_usage
 from gateway.usage import MAX_DENIED_ENTRIES, MAX_UNSENT_BATCHES, UsageRecorder
-from keys.models import AccessKey
+from keys.models import AccessKey, KeyUsage
 from tests.conftest import new_key
 
 HOUR = 1_800_000_000 // 3600 * 3600  # an hour boundary
