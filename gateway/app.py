@@ -31,8 +31,10 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from excloud_portal.logs import bind_request_id
+
 from . import authority as auth_module
-from . import cors, names, operations, post_object, sigv4
+from . import cors, health, metrics, names, operations, post_object, sigv4
 from .authority import Authority
 from .guard import FailureGuard
 from .operations import Operation
@@ -349,6 +351,8 @@ class Exchange:
     failures: list[BaseException] = field(default_factory=list)
     # This request claimed its CreateBucket's name, to give back if the store refuses.
     claimed_bucket: bool = False
+    # The S3 error code the request was answered with, if any.
+    error_code: str | None = None
 
 
 def _signature_v2_refused() -> sigv4.S3Error:
@@ -379,6 +383,7 @@ class Gateway:
         self.endpoint_url = auth_module.endpoint().rstrip("/")
         self.endpoint_host = urlsplit(self.endpoint_url).hostname
         self.usage = UsageRecorder()
+        self.probes = health.Probes(self.signer)
         self.guard = FailureGuard(*auth_module.failure_limit())
         self.flush_seconds = auth_module.usage_flush_seconds()
         self.upstream_timeouts = auth_module.upstream_timeouts()
@@ -395,7 +400,9 @@ class Gateway:
             connect, between_bytes = self.upstream_timeouts
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(between_bytes, connect=connect),
-                limits=httpx.Limits(max_connections=512, max_keepalive_connections=64),
+                transport=metrics.CountingTransport(
+                    limits=httpx.Limits(max_connections=512, max_keepalive_connections=64)
+                ),
             )
             # Only what the client sent (and our signature) goes upstream: no Accept,
             # User-Agent or Connection of httpx's own (assigning headers keeps those).
@@ -410,6 +417,7 @@ class Gateway:
         await self.flush_usage()
         if self._client is not None:
             await self._client.aclose()
+        await self.probes.aclose()
         await self.authority.aclose()
 
     async def flush_usage(self) -> None:
@@ -444,6 +452,10 @@ class Gateway:
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_periodically())
         request = sigv4.Request.from_asgi(scope)
+        if self.probes.wants(request, scope):
+            await self.probes.answer(request, send)
+            return
+        started = time.perf_counter()
         # A body without a declared length (chunked) is counted as it arrives.
         undeclared = "content-length" not in (request.header_map or {})
         exchange = Exchange(
@@ -455,10 +467,12 @@ class Gateway:
             _Sender(send, self.body_timeout),
             (scope.get("client") or (None,))[0],
         )
+        bind_request_id(exchange.request_id)
         try:
             await self._serve(exchange)
         finally:
             self._count(exchange)
+            metrics.request_done(exchange, time.perf_counter() - started)
 
     def _count(self, exchange: Exchange) -> None:
         now = time.time()
@@ -506,6 +520,7 @@ class Gateway:
                 error = sigv4.S3Error(
                     "InternalError", 500, "We encountered an internal error. Please try again."
                 )
+            exchange.error_code = error.code
             status, headers, body = _error_response(error, exchange.request_id, request.path)
             if error.status == 431 or not await exchange.receive.drain(request):
                 # Whatever is left of the body would be read as the next request (and a
@@ -574,6 +589,7 @@ class Gateway:
             self.guard.failed(exchange.ip, now)
             raise sigv4.invalid_access_key_id(access_key_id)
         found = await self.authority.lookup(access_key_id, operation.buckets)
+        metrics.key_looked_up(self.authority)
         key = found.key
         try:
             verified = auth_module.authenticate(access_key_id, key, self.signing_keys, verify)
