@@ -9,15 +9,20 @@ generate them once into ``var/dev.env`` and load it (excloud_portal/devenv.py).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeAlias
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from excloud_portal.logs import LOG_FORMATS, logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
+IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 VAR_DIR = Path(os.environ.get("EXCLOUD_VAR_DIR", BASE_DIR / "var"))
 
 
@@ -82,6 +87,19 @@ def envsecret(name: str) -> str:
             "(python -m excloud_portal.devenv COMMAND runs a command with it)."
         )
     return value
+
+
+def parse_networks(name: str, entries: list[str]) -> tuple[IPNetwork, ...]:
+    """``127.0.0.0/8,10.1.2.3`` -> the networks; a malformed entry stops the start-up."""
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name} must be comma-separated addresses or networks (CIDR), got {entry!r}"
+            ) from None
+    return tuple(networks)
 
 
 DEBUG = envbool("DJANGO_DEBUG", False)
@@ -262,6 +280,26 @@ EXCLOUD_VERIFY_SERVICE_TOKENS = parse_service_tokens(envlist("EXCLOUD_VERIFY_SER
 # The demo owner's password, which `manage.py demo_setup` keeps the account in step with.
 EXCLOUD_DEMO_PASSWORD = os.environ.get("EXCLOUD_DEMO_PASSWORD", "")
 
+# Who may read /metrics (the web's and the gateway's): clients in these networks, and
+# anyone sending ``Authorization: Bearer`` this token (at least 32 characters; empty: no
+# token opens it). Never public by default: loopback only.
+EXCLOUD_METRICS_ALLOWED_NETWORKS = parse_networks(
+    "EXCLOUD_METRICS_ALLOWED_NETWORKS",
+    envlist("EXCLOUD_METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128"),
+)
+EXCLOUD_METRICS_TOKEN = os.environ.get("EXCLOUD_METRICS_TOKEN", "")
+if EXCLOUD_METRICS_TOKEN and (
+    len(EXCLOUD_METRICS_TOKEN) < 32 or any(char.isspace() for char in EXCLOUD_METRICS_TOKEN)
+):
+    raise ImproperlyConfigured(
+        "EXCLOUD_METRICS_TOKEN must be at least 32 characters long, without spaces"
+    )
+# A Celery worker serves its task counts on this port (0: not at all), on this address.
+EXCLOUD_WORKER_METRICS_PORT = envint("EXCLOUD_WORKER_METRICS_PORT", 0)
+EXCLOUD_WORKER_METRICS_HOST = os.environ.get("EXCLOUD_WORKER_METRICS_HOST", "127.0.0.1")
+if not 0 <= EXCLOUD_WORKER_METRICS_PORT <= 65535:
+    raise ImproperlyConfigured("EXCLOUD_WORKER_METRICS_PORT must be a port number, or 0 (off)")
+
 INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -282,9 +320,18 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost, so every answer is counted and timed.
+    "excloud_portal.metrics.RequestMetricsMiddleware",
+    "audit.middleware.RequestIdMiddleware",
+    "excloud_portal.logs.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # /healthz, /readyz and /metrics are answered here, with the headers above and before
+    # anything below can refuse or redirect them (ALLOWED_HOSTS, sessions, CSRF, sign-in,
+    # two-factor); SECURE_REDIRECT_EXEMPT keeps them on plain HTTP.
+    "excloud_portal.health.OperationsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -293,9 +340,7 @@ MIDDLEWARE = [
     "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "mfa.middleware.TwoFactorRequiredMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "audit.middleware.RequestIdMiddleware",
     # Last, as django-axes asks: turns a sign-in refused for a lockout into its page.
     "axes.middleware.AxesMiddleware",
 ]
@@ -409,6 +454,8 @@ AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "csrfmiddlewaretoken", "o
 # on plain http, where a redirect to https or Secure cookies would lock the developer out.
 SERVED_OVER_HTTPS = not DEBUG and SITE_URL.startswith("https://")
 SECURE_SSL_REDIRECT = envbool("DJANGO_SSL_REDIRECT", SERVED_OVER_HTTPS)
+# Load balancers and Prometheus probe over plain HTTP inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^(healthz|readyz|metrics)$"]
 SECURE_PROXY_SSL_HEADER = parse_proxy_ssl_header(
     os.environ.get("DJANGO_SECURE_PROXY_SSL_HEADER", "")
 )
@@ -549,12 +596,11 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    # Axes tells of every sign-in at INFO; its failures and lockouts are WARNING.
-    "loggers": {"axes": {"level": "WARNING"}},
-}
+# Logs: plain text lines, or one JSON object a line (excloud_portal/logs.py), each with
+# the request ID where one is known.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "text") or "text"
+if LOG_FORMAT not in LOG_FORMATS:
+    raise ImproperlyConfigured(
+        f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {LOG_FORMAT!r}"
+    )
+LOGGING = logging_config(LOG_FORMAT, os.environ.get("LOG_LEVEL", "INFO"))

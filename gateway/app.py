@@ -28,8 +28,22 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from excloud_portal.logs import bind_request_id
+
 from . import authority as auth_module
-from . import cors, limits, listing, names, operations, post_object, proxy, s3errors, sigv4
+from . import (
+    cors,
+    health,
+    limits,
+    listing,
+    metrics,
+    names,
+    operations,
+    post_object,
+    proxy,
+    s3errors,
+    sigv4,
+)
 from .asgi_io import ClientStalled
 from .authority import Authority
 from .exchange import Exchange
@@ -64,6 +78,7 @@ class Gateway:
         self.endpoint_url = auth_module.endpoint().rstrip("/")
         self.endpoint_host = urlsplit(self.endpoint_url).hostname
         self.usage = UsageRecorder()
+        self.probes = health.Probes(self.store.signer)
         self.guard = FailureGuard(*auth_module.failure_limit())
         self.flush_seconds = auth_module.usage_flush_seconds()
         self.body_timeout = auth_module.body_timeout_seconds()
@@ -75,6 +90,7 @@ class Gateway:
             self._flusher = None
         await self.flush_usage()
         await self.store.aclose()
+        await self.probes.aclose()
         await self.authority.aclose()
 
     async def flush_usage(self) -> None:
@@ -109,10 +125,16 @@ class Gateway:
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_periodically())
         exchange = Exchange.begin(scope, receive, send, self.body_timeout)
+        if self.probes.wants(exchange.request, scope):
+            await self.probes.answer(exchange.request, send)
+            return
+        started = time.perf_counter()
+        bind_request_id(exchange.request_id)
         try:
             await self._serve(exchange)
         finally:
             self._count(exchange)
+            metrics.request_done(exchange, time.perf_counter() - started)
 
     def _count(self, exchange: Exchange) -> None:
         now = time.time()
@@ -160,6 +182,7 @@ class Gateway:
                 error = s3errors.internal_error()
             # Whatever is left of the body would be read as the next request (and a
             # client that sent an oversized head is not worth keeping).
+            exchange.error_code = error.code
             close = error.status == 431 or not await exchange.receive.drain(request)
             await s3errors.send_error(
                 exchange.send,
@@ -225,6 +248,7 @@ class Gateway:
             self.guard.failed(exchange.ip, now)
             raise s3errors.invalid_access_key_id(access_key_id)
         found = await self.authority.lookup(access_key_id, exchange.operation.buckets)
+        metrics.key_looked_up(self.authority)
         key = found.key
         try:
             verified = auth_module.authenticate(access_key_id, key, self.signing_keys, verify)

@@ -50,6 +50,8 @@ class Exchange:
     failures: list[BaseException] = field(default_factory=list)
     # This request claimed its CreateBucket's name, to give back if the store refuses.
     claimed_bucket: bool = False
+    # The S3 error code the request was answered with, if any.
+    error_code: str | None = None
 
     @classmethod
     def begin(cls, scope: dict[str, Any], receive, send, body_timeout: float) -> Exchange:

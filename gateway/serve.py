@@ -234,8 +234,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--access-log", action="store_true")
     args = parser.parse_args(argv)
     # Imported here: it sets Django up, which the protocols above do not need.
+    from django.conf import settings
+
     from .authority import connection_limits
 
+    # With LOG_FORMAT=json, uvicorn's own lines go through the portal's logging too.
+    logging_options = {"log_config": None} if settings.LOG_FORMAT == "json" else {}
     uvicorn.Server(
         config(
             "gateway.app:app",
@@ -245,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
             args.forwarded_allow_ips,
             access_log=args.access_log,
             **connection_limits(),
+            **logging_options,
         )
     ).run()
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from . import s3errors, sigv4
+from . import metrics, s3errors, sigv4
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,9 @@ class Store:
             connect, between_bytes = self.timeouts
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(between_bytes, connect=connect),
-                limits=httpx.Limits(max_connections=512, max_keepalive_connections=64),
+                transport=metrics.CountingTransport(
+                    limits=httpx.Limits(max_connections=512, max_keepalive_connections=64)
+                ),
             )
             # Only what the client sent (and our signature) goes upstream: no Accept,
             # User-Agent or Connection of httpx's own (assigning headers keeps those).

@@ -508,6 +508,10 @@ READ_ONLY_URLS = {
     "password_change_done",
     "password_reset_done",
     "password_reset_complete",
+    # For load balancers and Prometheus.
+    "healthz",
+    "readyz",
+    "metrics",
     # The REST API's OpenAPI document, its docs page and its root.
     "openapi-json",
     "openapi-view",
