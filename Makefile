@@ -1,14 +1,24 @@
-# The two entry points: `make run` (the whole stack on embedded defaults) and `make test`.
+# The two entry points: `make run` (the whole stack on embedded defaults) and `make test`;
+# `make run-prod` starts the production profile (Procfile.prod) on the settings it requires.
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# The start-up step: development secrets generated once into var/dev.env, then the command
+# runs with them in its environment (excloud_portal/devenv.py). Settings only read it.
+DEV := $(PY) -m excloud_portal.devenv
 
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/excloud
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install run test services chromium lint bench
+# The production profile: gateway processes on consecutive ports from GATEWAY_PORT, and
+# beat on one machine of a deployment only (BEAT_PROCESSES=0 on the others).
+GATEWAY_PROCESSES ?= 2
+GATEWAY_PORT ?= 9000
+BEAT_PROCESSES ?= 1
+
+.PHONY: install run run-prod check-production-env test services chromium lint bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,9 +29,19 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: install
+	$(DEV) $(PY) manage.py migrate --noinput
+	$(DEV) $(PY) manage.py demo_setup
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(DEV) $(VENV)/bin/honcho -f Procfile.dev start
+
+# The settings are checked before anything is installed or started. No .env file: the
+# processes get exactly the environment that was checked.
+run-prod: check-production-env install
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py demo_setup
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(VENV)/bin/honcho -f Procfile.dev start
+	$(VENV)/bin/honcho -f Procfile.prod --env /dev/null start --port $(GATEWAY_PORT) \
+		--concurrency gateway=$(GATEWAY_PROCESSES),beat=$(BEAT_PROCESSES)
+
+check-production-env:
+	@$(PYTHON) scripts/check_production_env.py
 
 services:
 	bash scripts/ensure-services.sh
@@ -29,16 +49,20 @@ services:
 chromium:
 	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
-test: install services chromium
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest $(PYTEST_ARGS)
+# The lint first: a broken import rule fails the build before the tests start.
+test: install lint services chromium
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(DEV) $(PY) -m pytest $(PYTEST_ARGS)
 
+# ruff, and the import rules in pyproject.toml (README, Architecture).
 lint: install
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 bench: install services
-	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) bench/keys_list.py
-	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) bench/audit_page.py
-	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) bench/audit_export.py
-	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) bench/expiry_sweep.py
+	DATABASE_URL=$(TEST_DATABASE_URL) $(DEV) $(PY) bench/keys_list.py
+	DATABASE_URL=$(TEST_DATABASE_URL) $(DEV) $(PY) bench/audit_page.py
+	DATABASE_URL=$(TEST_DATABASE_URL) $(DEV) $(PY) bench/audit_export.py
+	DATABASE_URL=$(TEST_DATABASE_URL) $(DEV) $(PY) bench/expiry_sweep.py
 	$(PY) bench/sigv4.py
 	$(PY) bench/gateway.py

@@ -18,11 +18,12 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from audit.models import AuditAction, TargetType
 from audit.trail import Actor, record
 
 from . import throttle
 from .models import DeviceLogin, DeviceLoginStatus, Membership, hash_token
-from .services import ApiTokenError, CreatedApiToken, clean_token_name, create_api_token
+from .tokens import ApiTokenError, CreatedApiToken, clean_token_name, create_api_token
 
 DEVICE_CODE_LIFETIME = timedelta(minutes=10)
 # Consonants only, without look-alikes: no vowels, so no words, and nothing like 0/O or 1/I.
@@ -127,9 +128,11 @@ def _decide(login: DeviceLogin, membership: Membership, actor: Actor, status: st
         if changed:
             record(
                 actor,
-                f"device_login.{status}",
+                AuditAction.DEVICE_LOGIN_APPROVED
+                if status == DeviceLoginStatus.APPROVED
+                else AuditAction.DEVICE_LOGIN_DENIED,
                 org=membership.org,
-                target_type="device_login",
+                target_type=TargetType.DEVICE_LOGIN,
                 target_id=str(login.pk),
                 details={
                     "device": login.device_name,

@@ -105,6 +105,10 @@ class Membership(models.Model):
     def can_change_key(self, key) -> bool:
         return self.is_manager or (self.role == Role.MEMBER and key.created_by_id == self.user_id)
 
+    def can_rotate_key(self, key) -> bool:
+        # A rotation creates the replacement key, so it takes both rights.
+        return self.can_create_keys and self.can_change_key(key)
+
     def can_reactivate_key(self, key) -> bool:
         # A member may undo their own deactivation, not one made by an owner or admin.
         return self.is_manager or (

@@ -6,6 +6,7 @@ from django.contrib.auth.signals import user_logged_in, user_logged_out, user_lo
 from django.db import transaction
 from django.dispatch import receiver
 
+from audit.models import AuditAction, TargetType
 from audit.trail import Actor, record
 
 from .services import record_account_event
@@ -15,13 +16,13 @@ EMAIL_MAX = 254
 
 @receiver(user_logged_in, dispatch_uid="audit_user_logged_in")
 def audit_login(sender, request, user, **kwargs) -> None:
-    record_account_event(request, user, "user.login")
+    record_account_event(request, user, AuditAction.USER_LOGIN)
 
 
 @receiver(user_logged_out, dispatch_uid="audit_user_logged_out")
 def audit_logout(sender, request, user, **kwargs) -> None:
     if user is not None:
-        record_account_event(request, user, "user.logout")
+        record_account_event(request, user, AuditAction.USER_LOGOUT)
 
 
 @receiver(user_login_failed, dispatch_uid="audit_user_login_failed")
@@ -32,8 +33,8 @@ def audit_login_failed(sender, credentials, request=None, **kwargs) -> None:
     with transaction.atomic():
         record(
             actor,
-            "user.login_failed",
-            target_type="user",
+            AuditAction.USER_LOGIN_FAILED,
+            target_type=TargetType.USER,
             target_id=tried[:64],
             details={"email": tried},
         )

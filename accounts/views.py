@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from urllib.parse import urlencode, urlsplit
 
@@ -18,10 +19,11 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from audit.models import AuditAction
 from audit.trail import Actor, client_source
 from mfa.reauth import reauth_required
 
-from . import services, throttle
+from . import services, throttle, tokens
 from .access import membership_for
 from .forms import (
     ApiTokenForm,
@@ -32,7 +34,7 @@ from .forms import (
     SignUpForm,
     TwoFactorRequirementForm,
 )
-from .models import ApiToken, Invitation, Membership, Role
+from .models import ApiToken, Invitation, Membership, Organization, Role, User
 
 
 @require_GET
@@ -48,6 +50,29 @@ def home(request: HttpRequest) -> HttpResponse:
     if first is None:
         return redirect("org_list")
     return redirect("key_list", slug=first.org.slug)
+
+
+def _sign_up_and_in(
+    request: HttpRequest,
+    form: SignUpForm,
+    sign_up: Callable[[], tuple[User, Organization]],
+    welcome: str,
+) -> HttpResponse | None:
+    """Create the account with sign_up(), sign its user in and send them to the keys of
+    their organisation (named by {org} in the welcome); or put the reason it failed on the
+    form and answer None."""
+    try:
+        user, org = sign_up()
+    except IntegrityError:
+        # Another sign-up with the same address won a race past the form's check.
+        form.add_error("email", "An account with this email exists. Sign in instead.")
+    except services.MembershipError as e:
+        form.add_error(None, str(e))
+    else:
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, welcome.format(org=org.name))
+        return redirect("key_list", slug=org.slug)
+    return None
 
 
 @require_http_methods(["GET", "POST"])
@@ -66,17 +91,14 @@ def signup(request: HttpRequest) -> HttpResponse:
                 f"Try again in {minutes} minute{pluralize(minutes)}.",
             )
             return render(request, "accounts/signup.html", {"form": form}, status=429)
-        try:
-            user, org = services.sign_up(data["email"], data["password"], data["org_name"], request)
-        except IntegrityError:
-            # Another sign-up with the same address won a race past the form's check.
-            form.add_error("email", "An account with this email exists. Sign in instead.")
-        else:
-            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-            messages.success(
-                request, f"Welcome to Excloud. You own {org.name}; create its first key."
-            )
-            return redirect("key_list", slug=org.slug)
+        signed_up = _sign_up_and_in(
+            request,
+            form,
+            lambda: services.sign_up(data["email"], data["password"], data["org_name"], request),
+            "Welcome to Excloud. You own {org}; create its first key.",
+        )
+        if signed_up:
+            return signed_up
     return render(
         request, "accounts/signup.html", {"form": form}, status=400 if form.errors else 200
     )
@@ -258,16 +280,17 @@ def accept_invitation(request: HttpRequest, token: str) -> HttpResponse:
             request.POST if request.method == "POST" else None, invited_email=invitation.email
         )
         if request.method == "POST" and form.is_valid():
-            try:
-                user, org = services.sign_up_by_invitation(
-                    form.cleaned_data["email"], form.cleaned_data["password"], token, request
-                )
-            except services.MembershipError as e:
-                form.add_error(None, str(e))
-            else:
-                login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-                messages.success(request, f"Welcome to {org.name}.")
-                return redirect("key_list", slug=org.slug)
+            data = form.cleaned_data
+            signed_up = _sign_up_and_in(
+                request,
+                form,
+                lambda: services.sign_up_by_invitation(
+                    data["email"], data["password"], token, request
+                ),
+                "Welcome to {org}.",
+            )
+            if signed_up:
+                return signed_up
         context["form"] = form
         context["login_url"] = reverse("login") + "?" + urlencode({"next": request.path}, safe="/")
         return render(
@@ -319,7 +342,7 @@ class _AuditedPasswordMixin:
     user ends; a change keeps the session it was made in, a reset keeps none.
     """
 
-    audit_action: str
+    audit_action: AuditAction
     # What the revoked tokens' audit events give as the reason.
     token_revoke_reason: str
 
@@ -328,7 +351,7 @@ class _AuditedPasswordMixin:
             response = super().form_valid(form)
             services.record_account_event(self.request, form.user, self.audit_action)
             if form.cleaned_data.get("revoke_api_tokens"):
-                services.revoke_user_api_tokens(
+                tokens.revoke_user_api_tokens(
                     form.user,
                     Actor.from_request(self.request, user=form.user),
                     reason=self.token_revoke_reason,
@@ -340,7 +363,7 @@ class PasswordResetConfirmView(_AuditedPasswordMixin, auth_views.PasswordResetCo
     """Setting a new password from an emailed link."""
 
     form_class = NewPasswordForm
-    audit_action = "user.password_reset"
+    audit_action = AuditAction.USER_PASSWORD_RESET
     token_revoke_reason = "password_reset"
 
 
@@ -348,7 +371,7 @@ class PasswordChangeView(_AuditedPasswordMixin, auth_views.PasswordChangeView):
     """A signed-in user changing their password."""
 
     form_class = ChangePasswordForm
-    audit_action = "user.password_changed"
+    audit_action = AuditAction.USER_PASSWORD_CHANGED
     token_revoke_reason = "password_changed"
 
     def get_form_kwargs(self) -> dict:
@@ -356,13 +379,13 @@ class PasswordChangeView(_AuditedPasswordMixin, auth_views.PasswordChangeView):
 
 
 def _tokens_context(membership: Membership, form: ApiTokenForm, created=None) -> dict:
-    tokens = ApiToken.objects.for_org(membership.org).select_related("user")
+    visible = ApiToken.objects.for_org(membership.org).select_related("user")
     if not membership.is_manager:
-        tokens = tokens.filter(user=membership.user)
+        visible = visible.filter(user=membership.user)
     return {
         "membership": membership,
         "org": membership.org,
-        "tokens": tokens.order_by("-created_at", "-pk")[:200],
+        "tokens": visible.order_by("-created_at", "-pk")[:200],
         "form": form,
         "created": created,
     }
@@ -380,10 +403,10 @@ def token_list(request: HttpRequest, slug: str) -> HttpResponse:
         days = form.cleaned_data["expires_in"]
         expires_at = timezone.now() + timedelta(days=int(days)) if days else None
         try:
-            created = services.create_api_token(
+            created = tokens.create_api_token(
                 membership, Actor.from_request(request), form.cleaned_data["name"], expires_at
             )
-        except services.ApiTokenError as e:
+        except tokens.ApiTokenError as e:
             form.add_error("name", str(e))
         else:
             return render(
@@ -402,12 +425,12 @@ def token_revoke(request: HttpRequest, slug: str, token_id: int) -> HttpResponse
     token = get_object_or_404(
         ApiToken.objects.select_related("user"), org=membership.org, pk=token_id
     )
-    if not services.can_revoke_api_token(membership, token):
+    if not tokens.can_revoke_api_token(membership, token):
         # Members do not see each other's tokens; one that isn't theirs does not exist.
         raise Http404
     try:
-        services.revoke_api_token(membership, Actor.from_request(request), token)
-    except services.ApiTokenError as e:
+        tokens.revoke_api_token(membership, Actor.from_request(request), token)
+    except tokens.ApiTokenError as e:
         messages.error(request, str(e))
     else:
         messages.success(request, f"Token “{token.name}” is revoked; requests using it now fail.")

@@ -14,14 +14,15 @@ from excloud_portal.api_schema import ERRORS, Error, membership
 from excloud_portal.text import PlainText
 
 from .forms import AuditFilterForm
-from .queries import ORG_ACTIONS
+from .models import ORG_ACTIONS
 from .views import MAX_SEQ
 
 PAGE_SIZE_MAX = 200
 
 router = Router(tags=["audit"])
 
-Action = Literal[ORG_ACTIONS]  # type: ignore[valid-type]
+# The actions the audit page offers, as plain strings so the schema lists their values.
+Action = Literal[tuple(action.value for action in ORG_ACTIONS)]  # type: ignore[valid-type]
 
 
 class EventFilter(Schema):

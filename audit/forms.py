@@ -4,7 +4,8 @@ from django import forms
 
 from excloud_portal.text import validate_text
 
-from .queries import ORG_ACTIONS, AuditFilter
+from .models import ORG_ACTIONS
+from .queries import AuditFilter
 
 TEXT_MAX_LENGTH = 100
 
@@ -21,7 +22,7 @@ class AuditFilterForm(forms.Form):
         widget=forms.TextInput(attrs={"placeholder": "e.g. alice@", "autocomplete": "off"}),
     )
     action = forms.ChoiceField(
-        choices=[("", "Any action"), *((a, a) for a in ORG_ACTIONS)],
+        choices=[("", "Any action"), *((a.value, a.value) for a in ORG_ACTIONS)],
         required=False,
         label="Action",
     )

@@ -13,34 +13,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from django.db.models import Q, TextField, Value
 from django.db.models.functions import Cast, Upper
 
-from keys.credentials import ACCESS_KEY_ID_RE
-from keys.models import AccessKey
-
+from . import targets
 from .models import AuditEvent, AuditEventQuerySet
-
-# Every action that lands in an organisation's trail, for the filter's select. Sign-ins and
-# sign-ups belong to no organisation, so they are not on an organisation's page.
-ORG_ACTIONS = (
-    "access_key.created",
-    "access_key.deactivated",
-    "access_key.reactivated",
-    "access_key.revoked",
-    "access_key.renamed",
-    "access_key.expired",
-    "member.invited",
-    "member.joined",
-    "member.role_changed",
-    "member.removed",
-    "member.invitation_revoked",
-    "invitation.revoked",
-    "org.created",
-    "api_token.created",
-    "api_token.revoked",
-    "api_token.rejected",
-    "device_login.approved",
-    "device_login.denied",
-    "audit.exported",
-)
 
 # How far out of seq order two events of one org may be stamped. record() reads the clock
 # before append() takes the chain's lock, so an event that waited for the lock can carry
@@ -110,16 +84,14 @@ class AuditFilter:
         return events.filter(actor_label__istartswith=self.actor)
 
     def _target_condition(self, org) -> Q:
-        """A key ID, or the name of one or more of the org's keys (live or retired)."""
-        if ACCESS_KEY_ID_RE.match(self.target.upper()):
-            return Q(target_type="access_key", target_id=self.target.upper())
-        key_ids = list(
-            AccessKey.objects.for_org(org)
-            .filter(name__iexact=self.target)
-            .values_list("id", flat=True)
-        )
-        # An empty list matches nothing, without a query.
-        return Q(target_type="access_key", target_id__in=key_ids)
+        """Events about the org's targets the text names, as their apps find them (for
+        access keys: a key ID, or the name of one or more of the org's keys, live or
+        retired)."""
+        condition = Q(pk__in=[])
+        for target_type, kind in targets.registered().items():
+            # An empty list matches nothing, without a query.
+            condition |= Q(target_type=target_type, target_id__in=kind.find(org, self.target))
+        return condition
 
     def _in_dates(self, org, events: AuditEventQuerySet) -> AuditEventQuerySet:
         """Events stamped within the dates (whole UTC days, both inclusive).

@@ -1,7 +1,7 @@
 """Ed25519 signatures over audit checkpoints.
 
 The private key comes from ``EXCLOUD_AUDIT_SIGNING_KEY`` (base64 of the 32-byte seed; in
-development it is generated once into ``var/``). Checkpoints signed under earlier keys
+development it is generated once into ``var/dev.env``). Checkpoints signed under earlier keys
 stay verifiable while their public keys are listed in ``EXCLOUD_AUDIT_PUBLIC_KEYS``.
 """
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import HttpRequest
 
 from .chain import append
-from .models import ActorType, AuditEvent
+from .models import ActorType, AuditAction, AuditEvent, TargetType
 
 USER_AGENT_MAX = 512
 
@@ -101,10 +101,10 @@ def client_source(request: HttpRequest) -> str | None:
 
 def record(
     actor: Actor,
-    action: str,
+    action: AuditAction,
     *,
     org=None,
-    target_type: str = "",
+    target_type: TargetType | Literal[""] = "",
     target_id: str = "",
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:

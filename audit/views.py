@@ -16,11 +16,10 @@ from django.views.decorators.http import require_GET
 
 from accounts.access import membership_for
 from accounts.models import Membership
-from keys.models import AccessKey
 
-from . import export, export_slots
+from . import export, export_slots, targets
 from .forms import AuditFilterForm
-from .models import AuditEvent
+from .models import AuditAction, AuditEvent, TargetType
 from .trail import Actor, record
 
 PAGE_SIZE = 50
@@ -62,15 +61,13 @@ def summary(details: dict[str, Any]) -> str:
 
 def _for_table(events: list[AuditEvent], org) -> list[AuditEvent]:
     """Give each event its details line and, for the org's keys, the key's name to link."""
-    key_ids = {e.target_id for e in events if e.target_type == "access_key"}
-    names = dict(
-        AccessKey.objects.for_org(org).filter(pk__in=key_ids).values_list("id", "name")
-        if key_ids
-        else ()
-    )
+    key_ids = {e.target_id for e in events if e.target_type == TargetType.ACCESS_KEY}
+    names = targets.names(org, TargetType.ACCESS_KEY, key_ids)
     for event in events:
         event.summary = summary(event.details) if isinstance(event.details, dict) else ""
-        event.key_name = names.get(event.target_id) if event.target_type == "access_key" else None
+        event.key_name = (
+            names.get(event.target_id) if event.target_type == TargetType.ACCESS_KEY else None
+        )
     return events
 
 
@@ -139,9 +136,9 @@ def audit_export(request: HttpRequest, slug: str, fmt: str) -> HttpResponse:
         with transaction.atomic():
             exported = record(
                 Actor.from_request(request),
-                "audit.exported",
+                AuditAction.AUDIT_EXPORTED,
                 org=org,
-                target_type="org",
+                target_type=TargetType.ORG,
                 target_id=org.slug,
                 details={"format": fmt, "filters": audit_filter.as_params()},
             )

@@ -46,6 +46,8 @@ from urllib.parse import urlsplit, urlunsplit
 import boto3
 from botocore.config import Config
 
+from excloud_portal import devenv
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -221,6 +223,7 @@ def run_mode(mode: str, huge_upload: bool) -> int:
         tmp = Path(tmp_name)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_"))}
         env.update(EXCLOUD_VAR_DIR=str(tmp / "var"), PYTHONPATH=str(REPO))
+        devenv.load(env)
         if mode == "postgres":
             flush_redis()
             env.update(DATABASE_URL=scratch_database(), REDIS_URL=BENCH_REDIS_URL)
@@ -231,9 +234,8 @@ def run_mode(mode: str, huge_upload: bool) -> int:
         subprocess.run([python, "manage.py", "migrate", "--noinput"], **run)
         made = subprocess.run([python, "manage.py", "shell", "-c", MAKE_KEY], **run).stdout
         key_id, secret = re.search(r"KEY (\S+) (\S+)", made).groups()
-        var = tmp / "var"
-        upstream_id = (var / "s3-upstream-access-key-id").read_text().strip()
-        upstream_secret = (var / "s3-upstream-secret-access-key").read_text().strip()
+        upstream_id = env["EXCLOUD_EMBEDDED_S3_ACCESS_KEY_ID"]
+        upstream_secret = env["EXCLOUD_EMBEDDED_S3_SECRET_ACCESS_KEY"]
         procs = []
         try:
             objects = start([python, "-m", "gateway.objects"], env, tmp / "objects.log")

@@ -1,4 +1,4 @@
-"""Benchmark: SigV4 verification (gateway/sigv4.py) against botocore signing the same request.
+"""Benchmark: SigV4 verification (gateway/sigv4/) against botocore signing the same request.
 
 Run from the repository root::
 

@@ -20,7 +20,7 @@ from ninja.security import HttpBearer
 from accounts import throttle
 from accounts.device_api import router as device_router
 from accounts.models import Membership
-from accounts.services import authenticate_api_token, unknown_token_block
+from accounts.tokens import authenticate_api_token, unknown_token_block
 from audit.api import router as audit_router
 from keys.api import router as keys_router
 from keys.services import AccessKeyError, InvalidKeyState, KeyNameTaken

@@ -14,6 +14,9 @@ app = Celery("excloud_portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
+# Connects the task outcome counters and the worker's metrics server to Celery's signals.
+from excloud_portal import metrics  # noqa: E402, F401
+
 
 class CatchUpScheduler(PersistentScheduler):
     """Celery beat's scheduler, saying plainly when a scheduled run could not be sent.

@@ -1,23 +1,28 @@
 """Settings for the Excloud portal.
 
-Every value that differs between deployments comes from the environment. With no
-environment at all the portal runs on embedded defaults: SQLite and a filesystem
-Celery broker under ``var/``, with development secrets generated there once.
+Every value that differs between deployments comes from the environment, and this module
+reads nothing else: it writes no file and reads none. Without a database or Redis in the
+environment the portal runs on embedded defaults: SQLite and a filesystem Celery broker
+under ``var/``. Secrets have no default; for development, `make run` and `make test`
+generate them once into ``var/dev.env`` and load it (excloud_portal/devenv.py).
 """
 
 from __future__ import annotations
 
-import base64
+import ipaddress
 import os
 import re
-import secrets
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeAlias
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from excloud_portal.logs import LOG_FORMATS, logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
+IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 VAR_DIR = Path(os.environ.get("EXCLOUD_VAR_DIR", BASE_DIR / "var"))
 
 
@@ -72,25 +77,33 @@ def parse_proxy_ssl_header(value: str) -> tuple[str, str] | None:
     return header, expected
 
 
-def dev_secret(filename: str, make: callable) -> str:
-    """Return a development secret kept in ``var/``, creating it (mode 0600) on first use."""
-    path = VAR_DIR / filename
-    if not path.exists():
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(make())
-    return path.read_text().strip()
+def envsecret(name: str) -> str:
+    """A secret the environment must give; development ones come from var/dev.env."""
+    value = os.environ.get(name, "")
+    if not value:
+        raise ImproperlyConfigured(
+            f"{name} is not set. Set it in the environment; for development, `make run` and "
+            "`make test` generate it into var/dev.env and load it "
+            "(python -m excloud_portal.devenv COMMAND runs a command with it)."
+        )
+    return value
 
 
-def new_key_encryption_key() -> str:
-    return "k1:" + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+def parse_networks(name: str, entries: list[str]) -> tuple[IPNetwork, ...]:
+    """``127.0.0.0/8,10.1.2.3`` -> the networks; a malformed entry stops the start-up."""
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name} must be comma-separated addresses or networks (CIDR), got {entry!r}"
+            ) from None
+    return tuple(networks)
 
 
 DEBUG = envbool("DJANGO_DEBUG", False)
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or dev_secret(
-    "django-secret-key", lambda: secrets.token_urlsafe(50)
-)
+SECRET_KEY = envsecret("DJANGO_SECRET_KEY")
 ALLOWED_HOSTS = envlist("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = envlist("DJANGO_CSRF_TRUSTED_ORIGINS")
 SITE_URL = os.environ.get("SITE_URL", "http://localhost:8000").rstrip("/")
@@ -98,14 +111,10 @@ SITE_URL = os.environ.get("SITE_URL", "http://localhost:8000").rstrip("/")
 # Key-encryption keys that seal access key secrets: comma-separated ``id:base64url``
 # entries, newest first. New secrets are sealed under the first; the others only open
 # secrets sealed before a rotation.
-EXCLOUD_SECRET_KEYS = os.environ.get("EXCLOUD_SECRET_KEYS") or dev_secret(
-    "secret-keys", new_key_encryption_key
-)
+EXCLOUD_SECRET_KEYS = envsecret("EXCLOUD_SECRET_KEYS")
 # Ed25519 key that signs audit checkpoints (base64 of the 32-byte private key), and the
 # public keys of earlier signing keys, so their checkpoints still verify.
-EXCLOUD_AUDIT_SIGNING_KEY = os.environ.get("EXCLOUD_AUDIT_SIGNING_KEY") or dev_secret(
-    "audit-signing-key", lambda: base64.b64encode(secrets.token_bytes(32)).decode()
-)
+EXCLOUD_AUDIT_SIGNING_KEY = envsecret("EXCLOUD_AUDIT_SIGNING_KEY")
 EXCLOUD_AUDIT_PUBLIC_KEYS = os.environ.get("EXCLOUD_AUDIT_PUBLIC_KEYS", "")
 AUDIT_CHECKPOINT_INTERVAL = envint("EXCLOUD_AUDIT_CHECKPOINT_SECONDS", 3600)
 # How often Celery beat runs the key expiry sweep and the warnings before expiry.
@@ -174,7 +183,7 @@ for _name in (
 # The object store behind the gateway, which the gateway re-signs every request for with
 # these credentials. Without credentials in the environment it is the embedded `rclone
 # serve s3` that `make run` starts (gateway/objects.py) at EXCLOUD_S3_UPSTREAM_URL, with
-# credentials generated once into var/.
+# the credentials EXCLOUD_EMBEDDED_S3_* (generated once into var/dev.env).
 EXCLOUD_S3_UPSTREAM_URL = os.environ.get("EXCLOUD_S3_UPSTREAM_URL", "http://127.0.0.1:9100").rstrip(
     "/"
 )
@@ -184,12 +193,8 @@ EXCLOUD_S3_UPSTREAM_EMBEDDED = not (
     EXCLOUD_S3_UPSTREAM_ACCESS_KEY_ID or EXCLOUD_S3_UPSTREAM_SECRET_ACCESS_KEY
 )
 if EXCLOUD_S3_UPSTREAM_EMBEDDED:
-    EXCLOUD_S3_UPSTREAM_ACCESS_KEY_ID = dev_secret(
-        "s3-upstream-access-key-id", lambda: "UP" + secrets.token_hex(9).upper()
-    )
-    EXCLOUD_S3_UPSTREAM_SECRET_ACCESS_KEY = dev_secret(
-        "s3-upstream-secret-access-key", lambda: secrets.token_urlsafe(30)
-    )
+    EXCLOUD_S3_UPSTREAM_ACCESS_KEY_ID = envsecret("EXCLOUD_EMBEDDED_S3_ACCESS_KEY_ID")
+    EXCLOUD_S3_UPSTREAM_SECRET_ACCESS_KEY = envsecret("EXCLOUD_EMBEDDED_S3_SECRET_ACCESS_KEY")
 elif not (EXCLOUD_S3_UPSTREAM_ACCESS_KEY_ID and EXCLOUD_S3_UPSTREAM_SECRET_ACCESS_KEY):
     raise ImproperlyConfigured(
         "Set both EXCLOUD_S3_UPSTREAM_ACCESS_KEY_ID and EXCLOUD_S3_UPSTREAM_SECRET_ACCESS_KEY "
@@ -270,10 +275,30 @@ def parse_service_tokens(entries: list[str]) -> list[tuple[str, frozenset[str] |
 # verify API, comma-separated; several let a token be replaced without downtime. They are
 # not API tokens: a user's token is refused there, and these are refused everywhere else.
 # ``TOKEN@acme|globex`` may verify keys of those orgs only; a plain ``TOKEN``, of any org.
-EXCLOUD_VERIFY_SERVICE_TOKENS = parse_service_tokens(
-    envlist("EXCLOUD_VERIFY_SERVICE_TOKENS")
-    or [dev_secret("verify-service-token", lambda: secrets.token_urlsafe(32))]
+# None: the verify API refuses every call.
+EXCLOUD_VERIFY_SERVICE_TOKENS = parse_service_tokens(envlist("EXCLOUD_VERIFY_SERVICE_TOKENS"))
+# The demo owner's password, which `manage.py demo_setup` keeps the account in step with.
+EXCLOUD_DEMO_PASSWORD = os.environ.get("EXCLOUD_DEMO_PASSWORD", "")
+
+# Who may read /metrics (the web's and the gateway's): clients in these networks, and
+# anyone sending ``Authorization: Bearer`` this token (at least 32 characters; empty: no
+# token opens it). Never public by default: loopback only.
+EXCLOUD_METRICS_ALLOWED_NETWORKS = parse_networks(
+    "EXCLOUD_METRICS_ALLOWED_NETWORKS",
+    envlist("EXCLOUD_METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128"),
 )
+EXCLOUD_METRICS_TOKEN = os.environ.get("EXCLOUD_METRICS_TOKEN", "")
+if EXCLOUD_METRICS_TOKEN and (
+    len(EXCLOUD_METRICS_TOKEN) < 32 or any(char.isspace() for char in EXCLOUD_METRICS_TOKEN)
+):
+    raise ImproperlyConfigured(
+        "EXCLOUD_METRICS_TOKEN must be at least 32 characters long, without spaces"
+    )
+# A Celery worker serves its task counts on this port (0: not at all), on this address.
+EXCLOUD_WORKER_METRICS_PORT = envint("EXCLOUD_WORKER_METRICS_PORT", 0)
+EXCLOUD_WORKER_METRICS_HOST = os.environ.get("EXCLOUD_WORKER_METRICS_HOST", "127.0.0.1")
+if not 0 <= EXCLOUD_WORKER_METRICS_PORT <= 65535:
+    raise ImproperlyConfigured("EXCLOUD_WORKER_METRICS_PORT must be a port number, or 0 (off)")
 
 INSTALLED_APPS = [
     "django.contrib.auth",
@@ -295,9 +320,18 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost, so every answer is counted and timed.
+    "excloud_portal.metrics.RequestMetricsMiddleware",
+    "audit.middleware.RequestIdMiddleware",
+    "excloud_portal.logs.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # /healthz, /readyz and /metrics are answered here, with the headers above and before
+    # anything below can refuse or redirect them (ALLOWED_HOSTS, sessions, CSRF, sign-in,
+    # two-factor); SECURE_REDIRECT_EXEMPT keeps them on plain HTTP.
+    "excloud_portal.health.OperationsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -306,9 +340,7 @@ MIDDLEWARE = [
     "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "mfa.middleware.TwoFactorRequiredMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "audit.middleware.RequestIdMiddleware",
     # Last, as django-axes asks: turns a sign-in refused for a lockout into its page.
     "axes.middleware.AxesMiddleware",
 ]
@@ -333,8 +365,6 @@ TEMPLATES = [
 ]
 
 DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
-if DATABASE_URL.startswith("sqlite"):
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
 # Persistent connections are checked before each reuse (after close_old_connections(),
 # which the gateway calls before every read), so a database restarted under a long-lived
 # process costs no failed request.
@@ -424,6 +454,8 @@ AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "csrfmiddlewaretoken", "o
 # on plain http, where a redirect to https or Secure cookies would lock the developer out.
 SERVED_OVER_HTTPS = not DEBUG and SITE_URL.startswith("https://")
 SECURE_SSL_REDIRECT = envbool("DJANGO_SSL_REDIRECT", SERVED_OVER_HTTPS)
+# Load balancers and Prometheus probe over plain HTTP inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^(healthz|readyz|metrics)$"]
 SECURE_PROXY_SSL_HEADER = parse_proxy_ssl_header(
     os.environ.get("DJANGO_SECURE_PROXY_SSL_HEADER", "")
 )
@@ -487,7 +519,6 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "static"
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
@@ -518,13 +549,12 @@ if REDIS_URL:
         "socket_connect_timeout": EXCLOUD_BROKER_TIMEOUT_SECONDS,
     }
 else:
+    # The folders are made by the start-up step (excloud_portal/devenv.py).
     _queue_dir = VAR_DIR / "celery" / "queue"
     _processed_dir = VAR_DIR / "celery" / "processed"
     # Exchange bindings for broadcasts (remote control): kombu's default is ./control,
     # relative to whatever directory each process was started in.
     _control_dir = VAR_DIR / "celery" / "control"
-    for _d in (_queue_dir, _processed_dir, _control_dir):
-        _d.mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue_dir),
@@ -566,12 +596,11 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    # Axes tells of every sign-in at INFO; its failures and lockouts are WARNING.
-    "loggers": {"axes": {"level": "WARNING"}},
-}
+# Logs: plain text lines, or one JSON object a line (excloud_portal/logs.py), each with
+# the request ID where one is known.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "text") or "text"
+if LOG_FORMAT not in LOG_FORMATS:
+    raise ImproperlyConfigured(
+        f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {LOG_FORMAT!r}"
+    )
+LOGGING = logging_config(LOG_FORMAT, os.environ.get("LOG_LEVEL", "INFO"))

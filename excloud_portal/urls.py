@@ -7,6 +7,8 @@ from accounts import views as accounts
 from audit import views as audit
 from excloud_portal.api import api
 from excloud_portal.api import not_found as api_not_found
+from excloud_portal.health import healthz, readyz
+from excloud_portal.metrics import metrics
 from gateway import verify_api
 from keys import policy_views as key_policy_views
 from keys import views as keys
@@ -41,6 +43,11 @@ handler500 = "excloud_portal.errors.server_error"
 
 urlpatterns = [
     path("", accounts.home, name="home"),
+    # For load balancers and Prometheus; answered ahead of the other middleware
+    # (excloud_portal.health.OperationsMiddleware).
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("metrics", metrics, name="metrics"),
     path("api/v1/", api.urls),
     re_path(r"^api/v1/", api_not_found),
     # For other S3 front ends, with a service token; see gateway/verify_api.py.

@@ -71,9 +71,10 @@ from excloud_portal import celery_app  # noqa: E402, F401 - binds shared tasks t
 from keys import credentials, revocation  # noqa: E402
 from keys.models import AccessKey, CacheChange, CachedKind, KeyStatus  # noqa: E402
 
-from . import operations, services, sigv4  # noqa: E402
+from . import operations, s3errors, services, sigv4  # noqa: E402
 from .models import Bucket  # noqa: E402
 from .operations import Operation  # noqa: E402
+from .tasks import record_usage  # noqa: E402
 from .usage import ANY_KEY  # noqa: E402
 
 CREATE_BUCKET = "CreateBucket"
@@ -132,18 +133,18 @@ def refusal(
     org holds. ListBuckets touches no bucket (its answer is filtered to the org's).
     """
     if operation.level != operations.SERVICE and not operation.touches:
-        return sigv4.access_denied()
+        return s3errors.access_denied()
     for touch in operation.touches:
         owner = owners.get(touch.bucket)
         if operation.name == CREATE_BUCKET and touch.access == operations.ADMIN:
             if owner == key.org_id:
-                return bucket_already_owned_by_you(touch.bucket)
+                return s3errors.bucket_already_owned_by_you(touch.bucket)
             if owner is not None:
-                return bucket_already_exists(touch.bucket)
+                return s3errors.bucket_already_exists(touch.bucket)
         elif owner is None:
-            return no_such_bucket(touch.bucket)
+            return s3errors.no_such_bucket(touch.bucket)
         elif owner != key.org_id:
-            return sigv4.access_denied()
+            return s3errors.access_denied()
     return None
 
 
@@ -157,31 +158,6 @@ def check_access(key: KeyInfo, operation: Operation, owners: Mapping[str, int | 
     error = refusal(key, operation, owners)
     if error is not None:
         raise error
-
-
-def no_such_bucket(name: str) -> sigv4.S3Error:
-    return sigv4.S3Error(
-        "NoSuchBucket", 404, "The specified bucket does not exist", {"BucketName": name}
-    )
-
-
-def bucket_already_exists(name: str) -> sigv4.S3Error:
-    return sigv4.S3Error(
-        "BucketAlreadyExists",
-        409,
-        "The requested bucket name is not available. The bucket namespace is shared by all "
-        "users of the system. Please select a different name and try again.",
-        {"BucketName": name},
-    )
-
-
-def bucket_already_owned_by_you(name: str) -> sigv4.S3Error:
-    return sigv4.S3Error(
-        "BucketAlreadyOwnedByYou",
-        409,
-        "Your previous request to create the named bucket succeeded and you already own it.",
-        {"BucketName": name},
-    )
 
 
 def authenticate(
@@ -201,12 +177,12 @@ def authenticate(
     come through here.
     """
     if key is None:
-        raise sigv4.invalid_access_key_id(access_key_id)
+        raise s3errors.invalid_access_key_id(access_key_id)
     try:
         return verify(cache.provider(lambda _id: key.secret()))
     except sigv4.S3Error:
         if not key.usable():
-            raise sigv4.invalid_access_key_id(access_key_id) from None
+            raise s3errors.invalid_access_key_id(access_key_id) from None
         raise
 
 
@@ -223,7 +199,7 @@ def counted_key_id(access_key_id: str) -> str:
 
 def require_usable(key: KeyInfo) -> None:
     if not key.usable():
-        raise sigv4.invalid_access_key_id(key.id)
+        raise s3errors.invalid_access_key_id(key.id)
 
 
 # ---------------------------------------------------------------------------------------
@@ -306,8 +282,6 @@ def _sqlite_watch() -> sqlite3.Connection | None:
 
 
 def _send_usage(batch: dict) -> None:
-    from .tasks import record_usage
-
     record_usage.delay(batch)
 
 
@@ -322,12 +296,6 @@ DATABASE_UNAVAILABLE = (
 )
 
 
-def database_unavailable() -> sigv4.S3Error:
-    return sigv4.S3Error(
-        "ServiceUnavailable", 503, "The service is unavailable. Please retry your request."
-    )
-
-
 def _guarded(func):
     @functools.wraps(func)
     def run(*args, **kwargs):
@@ -337,7 +305,7 @@ def _guarded(func):
             log.warning("database unavailable in %s: %r", func.__name__, error)
             with contextlib.suppress(Exception):
                 db.connection.close()
-            raise database_unavailable() from None
+            raise s3errors.service_unavailable() from None
 
     return run
 
@@ -356,7 +324,7 @@ async def _within_limit(awaitable):
         return await asyncio.wait_for(awaitable, limit)
     except TimeoutError:
         log.warning("a database call took over %ss", limit)
-        raise database_unavailable() from None
+        raise s3errors.service_unavailable() from None
 
 
 def _in_thread(func):

@@ -14,8 +14,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from . import s3errors
 from .operations import parse_xml
-from .sigv4 import S3Error
 
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 MAX_RULES = 100
@@ -51,15 +51,6 @@ def _wildcard(pattern: str, value: str) -> bool:
     return fnmatch.fnmatchcase(value, pattern.replace("[", "[[]").replace("?", "[?]"))
 
 
-def _malformed(detail: str) -> S3Error:
-    return S3Error(
-        "MalformedXML",
-        400,
-        "The XML you provided was not well-formed or did not validate against our published "
-        f"schema. {detail}".strip(),
-    )
-
-
 def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
@@ -67,13 +58,13 @@ def _local(tag: str) -> str:
 def parse_configuration(body: bytes) -> list[Rule]:
     """The rules of a PutBucketCors body, checked as S3 checks them."""
     if len(body) > MAX_CONFIGURATION_BYTES:
-        raise _malformed("")
+        raise s3errors.malformed_xml()
     root = parse_xml(body)
     if _local(root.tag) != "CORSConfiguration":
-        raise _malformed("")
+        raise s3errors.malformed_xml()
     rules = [_rule(element) for element in root if _local(element.tag) == "CORSRule"]
     if not rules or len(rules) > MAX_RULES:
-        raise _malformed(f"A configuration holds 1 to {MAX_RULES} rules.")
+        raise s3errors.malformed_xml(f"A configuration holds 1 to {MAX_RULES} rules.")
     return rules
 
 
@@ -81,30 +72,26 @@ def _rule(element: ET.Element) -> Rule:
     values: dict[str, list[str]] = {}
     for child in element:
         if len(child):
-            raise _malformed("")
+            raise s3errors.malformed_xml()
         values.setdefault(_local(child.tag), []).append((child.text or "").strip())
     origins = values.get("AllowedOrigin", [])
     methods = values.get("AllowedMethod", [])
     if not origins or not methods:
-        raise _malformed("Each CORSRule needs an AllowedOrigin and an AllowedMethod.")
+        raise s3errors.malformed_xml("Each CORSRule needs an AllowedOrigin and an AllowedMethod.")
     for method in methods:
         if method not in METHODS:
-            raise S3Error(
-                "InvalidRequest",
-                400,
-                f"Found unsupported HTTP method in CORS config. Unsupported method is {method}",
+            raise s3errors.invalid_request(
+                f"Found unsupported HTTP method in CORS config. Unsupported method is {method}"
             )
     for value in (*origins, *values.get("AllowedHeader", [])):
         if value.count("*") > 1 or not value:
-            raise S3Error(
-                "InvalidRequest",
-                400,
-                f'AllowedOrigin and AllowedHeader "{value}" can have at most one * wildcard.',
+            raise s3errors.invalid_request(
+                f'AllowedOrigin and AllowedHeader "{value}" can have at most one * wildcard.'
             )
     max_age = values.get("MaxAgeSeconds")
     if max_age is not None:
         if len(max_age) != 1 or not max_age[0].isdigit():
-            raise _malformed("MaxAgeSeconds is a whole number of seconds.")
+            raise s3errors.malformed_xml("MaxAgeSeconds is a whole number of seconds.")
     ids = values.get("ID")
     return Rule(
         tuple(origins),
@@ -150,24 +137,16 @@ def from_json(data: list[dict[str, Any]] | None) -> list[Rule]:
     ]
 
 
-def no_configuration() -> S3Error:
-    return S3Error("NoSuchCORSConfiguration", 404, "The CORS configuration does not exist")
-
-
-def _forbidden(message: str) -> S3Error:
-    return S3Error("AccessForbidden", 403, message, {"Method": "OPTIONS"})
-
-
 def preflight(
     rules: list[Rule], origin: str | None, method: str | None, request_headers: str | None
 ) -> list[tuple[bytes, bytes]]:
     """The headers of a preflight's 200 answer, or the S3 error that refuses it."""
     if not origin:
-        raise S3Error("BadRequest", 400, "Insufficient information. Origin request header needed.")
+        raise s3errors.bad_request("Insufficient information. Origin request header needed.")
     if method not in METHODS:
-        raise S3Error("BadRequest", 400, "Invalid Access-Control-Request-Method.")
+        raise s3errors.bad_request("Invalid Access-Control-Request-Method.")
     if not rules:
-        raise _forbidden("CORSResponse: CORS is not enabled for this bucket.")
+        raise s3errors.cors_forbidden("CORSResponse: CORS is not enabled for this bucket.")
     asked = [h.strip().lower() for h in (request_headers or "").split(",") if h.strip()]
     for rule in rules:
         if rule.allows(origin, method, asked):
@@ -179,7 +158,7 @@ def preflight(
             if rule.max_age_seconds is not None:
                 headers.append((b"access-control-max-age", str(rule.max_age_seconds).encode()))
             return headers
-    raise _forbidden("CORSResponse: This CORS request is not allowed.")
+    raise s3errors.cors_forbidden("CORSResponse: This CORS request is not allowed.")
 
 
 def actual(rules: list[Rule], origin: str, method: str) -> list[tuple[bytes, bytes]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import threading
 
-from .sigv4 import S3Error
+from . import s3errors
 
 # Past this many tracked sources, start the table over rather than grow without bound.
 MAX_SOURCES = 100_000
@@ -43,12 +43,7 @@ class FailureGuard:
             return
         entry = self._failures.get(source(ip))
         if entry is not None and now - entry[0] < self.window and entry[1] >= self.limit:
-            raise S3Error(
-                "SlowDown",
-                503,
-                "Please reduce your request rate.",
-                {"RetryAfterSeconds": int(self.window - (now - entry[0])) + 1},
-            )
+            raise s3errors.slow_down(int(self.window - (now - entry[0])) + 1)
 
     def failed(self, ip: str | None, now: float) -> None:
         if ip is None or self.limit <= 0:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote_to_bytes
 
-from .sigv4 import S3Error
+from . import s3errors
 
 BUCKET_NAME_MIN_LENGTH = 3
 BUCKET_NAME_MAX_LENGTH = 63
@@ -48,12 +48,7 @@ def check_bucket_name(name: str) -> str:
     """``name`` itself when it is a valid bucket name, or InvalidBucketName."""
     problem = bucket_name_problem(name)
     if problem is not None:
-        raise S3Error(
-            "InvalidBucketName",
-            400,
-            f"The specified bucket is not valid. {problem}",
-            {"BucketName": name[: BUCKET_NAME_MAX_LENGTH * 2]},
-        )
+        raise s3errors.invalid_bucket_name(problem, name[: BUCKET_NAME_MAX_LENGTH * 2])
     return name
 
 
@@ -79,21 +74,21 @@ def check_object_name(name: str) -> str:
     try:
         size = len(name.encode("utf-8"))
     except UnicodeEncodeError:
-        raise S3Error("InvalidArgument", 400, "Object names must be valid UTF-8.") from None
+        raise s3errors.invalid_argument("Object names must be valid UTF-8.") from None
     if size > OBJECT_NAME_MAX_BYTES:
-        raise S3Error("KeyTooLongError", 400, "Your key is too long.")
+        raise s3errors.key_too_long()
     problem = object_name_problem(name)
     if problem is not None:
-        raise S3Error("InvalidArgument", 400, problem)
+        raise s3errors.invalid_argument(problem)
     return name
 
 
 def decode_object_name(raw: str) -> str:
     """The object name a raw, percent-encoded path piece stands for, checked."""
     if _BAD_ESCAPE(raw):
-        raise S3Error("InvalidURI", 400, "Couldn't parse the specified URI.")
+        raise s3errors.invalid_uri()
     try:
         name = unquote_to_bytes(raw).decode("utf-8")
     except UnicodeDecodeError:
-        raise S3Error("InvalidArgument", 400, "Object names must be valid UTF-8.") from None
+        raise s3errors.invalid_argument("Object names must be valid UTF-8.") from None
     return check_object_name(name)

@@ -1,9 +1,9 @@
 """Run the embedded object store: `rclone serve s3` over var/objects (`make run`'s objects).
 
 It listens where EXCLOUD_S3_UPSTREAM_URL points (127.0.0.1:9100 by default) with the
-upstream credentials generated into var/ on first use. When the environment gives
-upstream credentials, another store is in use: there is nothing to serve, and this waits
-quietly so that a Procfile that starts it still runs.
+credentials EXCLOUD_EMBEDDED_S3_* (generated into var/dev.env for development). When the
+environment gives upstream credentials, another store is in use: there is nothing to
+serve, and this waits quietly so that a Procfile that starts it still runs.
 """
 
 from __future__ import annotations

@@ -21,8 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from urllib.parse import quote_from_bytes, unquote
 
+from . import s3errors
 from .names import check_bucket_name, check_object_name, decode_object_name
-from .sigv4 import PRESIGN_PARAMS, S3Error, access_denied
+from .sigv4 import PRESIGN_PARAMS
 
 # What a touch needs, from least to most. "admin" covers creating and deleting buckets
 # and changing their settings.
@@ -296,12 +297,7 @@ def _refuse_repeated_headers(headers: Mapping[str, list[str]]) -> None:
     for name in SINGLE_VALUE_HEADERS:
         values = headers.get(name)
         if values is not None and len(values) > 1:
-            raise S3Error(
-                "InvalidArgument",
-                400,
-                f"The {name} header may appear only once.",
-                {"ArgumentName": name},
-            )
+            raise s3errors.invalid_argument(f"The {name} header may appear only once.", name)
 
 
 def _refuse_header_tricks(headers: Mapping[str, list[str]]) -> None:
@@ -310,17 +306,12 @@ def _refuse_header_tricks(headers: Mapping[str, list[str]]) -> None:
     for name in headers:
         if "_" in name:
             # Some servers read "x_amz_copy_source" as x-amz-copy-source.
-            raise S3Error(
-                "InvalidArgument",
-                400,
-                "Header names with '_' are not accepted.",
-                {"ArgumentName": name},
-            )
+            raise s3errors.invalid_argument("Header names with '_' are not accepted.", name)
         if name.startswith("x-amz-grant-") or (
             name == "x-amz-acl" and headers[name] != ["private"]
         ):
             # An ACL in the store would let its grantees past the gateway, and outlive keys.
-            raise not_implemented(f"the {name} header (ACLs)")
+            raise s3errors.not_implemented(f"the {name} header (ACLs)")
 
 
 def split_target(path: str, host: str, endpoint_host: str | None) -> tuple[str | None, str | None]:
@@ -331,7 +322,7 @@ def split_target(path: str, host: str, endpoint_host: str | None) -> tuple[str |
     bucket (or the service) only.
     """
     if not path.startswith("/"):
-        raise S3Error("InvalidURI", 400, "Couldn't parse the specified URI.")
+        raise s3errors.invalid_uri()
     hostname = host.lower()
     if not hostname.endswith("]"):
         hostname = hostname.rsplit(":", 1)[0]
@@ -343,7 +334,7 @@ def split_target(path: str, host: str, endpoint_host: str | None) -> tuple[str |
     if not first:
         if rest:
             # "//x": an empty bucket segment.
-            raise S3Error("InvalidBucketName", 400, "The specified bucket is not valid.")
+            raise s3errors.invalid_bucket_name()
         return None, None
     return first, rest or None
 
@@ -377,22 +368,11 @@ def query_params(query: str) -> dict[str, str]:
         if name in PRESIGN_PARAMS or name in IGNORED_PARAMS:
             continue
         if name in params:
-            raise S3Error(
-                "InvalidArgument",
-                400,
-                f"The query parameter {name} may appear only once.",
-                {"ArgumentName": name},
+            raise s3errors.invalid_argument(
+                f"The query parameter {name} may appear only once.", name
             )
         params[name] = unquote(value.replace("+", " "))
     return params
-
-
-def not_implemented(what: str) -> S3Error:
-    return S3Error(
-        "NotImplemented",
-        501,
-        f"A header or query you provided implies functionality that is not implemented: {what}.",
-    )
 
 
 def _select(method: str, level: str, params: Mapping[str, str], copy: bool) -> Rule:
@@ -405,14 +385,10 @@ def _select(method: str, level: str, params: Mapping[str, str], copy: bool) -> R
         return rule
     if not _BY_SHAPE.get((method, level)):
         if level == SERVICE:
-            raise S3Error(
-                "MethodNotAllowed",
-                405,
-                "The specified method is not allowed against this resource.",
-            )
-        raise not_implemented(f"{method} on a {level}")
+            raise s3errors.method_not_allowed()
+        raise s3errors.not_implemented(f"{method} on a {level}")
     shown = ", ".join(sorted(names)) or "no query"
-    raise not_implemented(f"{method} on a {level} with {shown}")
+    raise s3errors.not_implemented(f"{method} on a {level} with {shown}")
 
 
 def preflight_target(
@@ -423,7 +399,7 @@ def preflight_target(
     _refuse_repeated_headers(headers)
     bucket, key = _target_names(path, headers, endpoint_host)
     if bucket is None:
-        raise S3Error("BadRequest", 400, "A CORS preflight names a bucket.")
+        raise s3errors.bad_request("A CORS preflight names a bucket.")
     return bucket, key
 
 
@@ -434,7 +410,7 @@ def post_object_bucket(
     _refuse_repeated_headers(headers)
     bucket, raw_key = _split_request_target(path, headers, endpoint_host)
     if bucket is None or raw_key is not None or query_params(query):
-        raise not_implemented("a form posted anywhere but to a bucket")
+        raise s3errors.not_implemented("a form posted anywhere but to a bucket")
     return check_bucket_name(bucket)
 
 
@@ -453,13 +429,13 @@ def parse_copy_source(value: str) -> CopySource:
     raw = raw.removeprefix("/")
     bucket, slash, key = raw.partition("/")
     if not slash or not key:
-        raise S3Error("InvalidArgument", 400, "Copy Source must mention the source bucket and key")
+        raise s3errors.invalid_argument("Copy Source must mention the source bucket and key")
     check_bucket_name(bucket)
     version_id = None
     if question:
         name, _, version = query.partition("=")
         if name != "versionId" or not version or "&" in version:
-            raise S3Error("InvalidArgument", 400, "Invalid copy source version.")
+            raise s3errors.invalid_argument("Invalid copy source version.")
         version_id = unquote(version)
     return CopySource(bucket, decode_object_name(key), version_id)
 
@@ -485,7 +461,7 @@ def classify(
     params = query_params(query)
     rule = _select(method, level, params, copy_source is not None)
     if rule.name == "ListObjectsV2" and params.get("list-type") != "2":
-        raise S3Error("InvalidArgument", 400, "Invalid list type.", {"ArgumentName": "list-type"})
+        raise s3errors.invalid_argument("Invalid list type.", "list-type")
     touches: list[Touch] = []
     if bucket is not None:
         touches.append(Touch(bucket, key, rule.access))
@@ -505,31 +481,22 @@ def with_deleted_objects(operation: Operation, body: bytes) -> Operation:
 _XML_ENCODING = re.compile(rb"""\s*<\?xml[^>]*?encoding\s*=\s*["']([^"']*)["']""").match
 
 
-def _malformed_xml() -> S3Error:
-    return S3Error(
-        "MalformedXML",
-        400,
-        "The XML you provided was not well-formed or did not validate against our "
-        "published schema.",
-    )
-
-
 def parse_xml(body: bytes) -> ET.Element:
     """A request body's XML, or MalformedXML: UTF-8 only and no DTD (so no entities),
     which every XML parser, the store's included, reads alike."""
     if len(body) > MAX_SMALL_BODY or b"<!" in body or b"\x00" in body:
-        raise _malformed_xml()
+        raise s3errors.malformed_xml()
     try:
         body.decode("utf-8")
     except UnicodeDecodeError:
-        raise _malformed_xml() from None
+        raise s3errors.malformed_xml() from None
     declared = _XML_ENCODING(body)
     if declared is not None and declared.group(1).lower() not in (b"utf-8", b"utf8"):
-        raise _malformed_xml()
+        raise s3errors.malformed_xml()
     try:
         return ET.fromstring(body)
     except ET.ParseError:
-        raise _malformed_xml() from None
+        raise s3errors.malformed_xml() from None
 
 
 def delete_objects_keys(body: bytes) -> list[str]:
@@ -541,18 +508,18 @@ def delete_objects_keys(body: bytes) -> list[str]:
     """
     root = parse_xml(body)
     if _local(root.tag) != "Delete":
-        raise _malformed_xml()
+        raise s3errors.malformed_xml()
     keys = []
     for item in root:
         if _local(item.tag) != "Object":
             continue
         found = [child for child in item if _local(child.tag) == "Key"]
         if len(found) != 1 or len(found[0]):
-            raise _malformed_xml()
+            raise s3errors.malformed_xml()
         names = [found[0].text or ""]
         keys.append(check_object_name(names[0]))
     if not keys or len(keys) > DELETE_OBJECTS_MAX_KEYS:
-        raise _malformed_xml()
+        raise s3errors.malformed_xml()
     return keys
 
 
@@ -576,7 +543,7 @@ def for_verify_action(action: str, bucket: str | None, copy_source_bucket: str |
     name, level, access = VERIFY_ACTIONS[action]
     if (level == SERVICE) != (bucket is None):
         # ListBuckets with a bucket, or a bucket action without one: nothing to allow.
-        raise access_denied()
+        raise s3errors.access_denied()
     touches: list[Touch] = []
     if bucket is not None:
         touches.append(Touch(check_bucket_name(bucket), None, access))

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+from . import s3errors, sigv4
 from .sigv4 import S3Error
 
 # S3 refuses a form whose fields before the file exceed 20 KB.
@@ -30,6 +31,8 @@ MAX_PART_HEADER_BYTES = 8 * 1024
 MAX_OBJECT_BYTES = 5 * 1024**3
 # The most a form adds to its file: the fields before it, part heads and boundaries.
 MAX_FORM_BYTES = MAX_OBJECT_BYTES + 64 * 1024
+# Fields every SigV4 POST carries.
+REQUIRED_FIELDS = ("key", "policy", "x-amz-algorithm", "x-amz-credential", "x-amz-date")
 # Fields the policy need not name.
 UNCONDITIONED_FIELDS = frozenset({"policy", "x-amz-signature", "file"})
 _DISPOSITION_PARAM = re.compile(r';\s*([a-zA-Z*]+)="((?:[^"\\]|\\.)*)"')
@@ -38,18 +41,6 @@ _BOUNDARY = re.compile(r'boundary="?([^";]{1,70})"?')
 
 class ClientGone(Exception):
     """The client disconnected before its body was read."""
-
-
-def _fields_too_large() -> S3Error:
-    return S3Error(
-        "MaxPostPreDataLengthExceeded",
-        400,
-        "Your POST request fields preceding the upload file were too large.",
-    )
-
-
-def _bad_form(message: str) -> S3Error:
-    return S3Error("MalformedPOSTRequest", 400, message)
 
 
 def boundary_of(content_type: str) -> bytes | None:
@@ -94,9 +85,11 @@ class FormReader:
                 del self._buffer[: index + len(marker)]
                 return found
             if len(self._buffer) > limit + len(marker):
-                raise _fields_too_large()
+                raise s3errors.post_fields_too_large()
             if not await self._fill():
-                raise _bad_form("The body of your POST request is not well-formed multipart.")
+                raise s3errors.malformed_post(
+                    "The body of your POST request is not well-formed multipart."
+                )
 
     async def fields(self) -> tuple[dict[str, str], FilePart]:
         """The form's fields up to the file, by lowercase name, and the file part."""
@@ -106,11 +99,7 @@ class FormReader:
         while True:
             ending = await self._read_until(b"\r\n", MAX_PART_HEADER_BYTES)
             if ending.startswith(b"--"):
-                raise S3Error(
-                    "IncorrectNumberOfFilesInPostRequest",
-                    400,
-                    "POST requires exactly one file upload per request.",
-                )
+                raise s3errors.not_one_file()
             head = await self._read_until(b"\r\n\r\n", MAX_PART_HEADER_BYTES)
             name, filename, content_type = _part_head(head)
             if name == "file":
@@ -118,13 +107,13 @@ class FormReader:
             value = await self._read_until(self._delimiter, MAX_FIELDS_BYTES - used)
             used += len(value)
             if used > MAX_FIELDS_BYTES:
-                raise _fields_too_large()
+                raise s3errors.post_fields_too_large()
             try:
                 text = value.decode("utf-8")
             except UnicodeDecodeError:
-                raise _bad_form(f"The field {name} is not UTF-8.") from None
+                raise s3errors.malformed_post(f"The field {name} is not UTF-8.") from None
             if name in fields:
-                raise S3Error("InvalidArgument", 400, f"The field {name} appears twice.")
+                raise s3errors.invalid_argument(f"The field {name} appears twice.")
             fields[name] = text
 
     async def file(self) -> AsyncIterator[bytes]:
@@ -142,7 +131,38 @@ class FormReader:
                 del self._buffer[:-keep]
                 yield piece
             if not await self._fill():
-                raise _bad_form("The body of your POST request ended inside the file.")
+                raise s3errors.malformed_post(
+                    "The body of your POST request ended inside the file."
+                )
+
+
+def check_fields(fields: dict[str, str]) -> None:
+    """Refuse a form that is not a SigV4 POST S3 would take: signed the old way, missing
+    a field, or asking for an ACL."""
+    if "awsaccesskeyid" in fields or "signature" in fields:
+        raise s3errors.signature_v2_refused()
+    for name in REQUIRED_FIELDS:
+        if name not in fields:
+            raise s3errors.invalid_argument(f"Bucket POST must contain a field named '{name}'.")
+    if fields["x-amz-algorithm"] != sigv4.ALGORITHM or "x-amz-signature" not in fields:
+        raise s3errors.invalid_argument(
+            "POST requires x-amz-algorithm AWS4-HMAC-SHA256 and x-amz-signature."
+        )
+    if fields.get("acl", "private") != "private":
+        raise s3errors.not_implemented("the acl field (ACLs)")
+
+
+def signature_check(
+    fields: dict[str, str], access_key_id: str, date: str, region: str
+) -> Callable[[sigv4.SigningKeyProvider], None]:
+    """The check that the form's policy was signed with the key's signing key, to run
+    with the signing keys of the key it names."""
+
+    def verify(signing_keys: sigv4.SigningKeyProvider) -> None:
+        expected = sigv4.signature(signing_keys(access_key_id, date, region), fields["policy"])
+        sigv4.check_signature(expected, fields["x-amz-signature"], access_key_id, fields["policy"])
+
+    return verify
 
 
 def _part_head(head: bytes) -> tuple[str, str | None, str | None]:
@@ -159,7 +179,7 @@ def _part_head(head: bytes) -> tuple[str, str | None, str | None]:
         elif header == "content-type":
             content_type = value.strip()
     if not name:
-        raise _bad_form("Each part of the form needs a name.")
+        raise s3errors.malformed_post("Each part of the form needs a name.")
     return name.lower(), filename, content_type
 
 
@@ -178,9 +198,7 @@ class Policy:
             if expiration.tzinfo is None or not isinstance(conditions, list):
                 raise ValueError
         except (binascii.Error, ValueError, KeyError, TypeError, AttributeError):
-            raise S3Error(
-                "InvalidPolicyDocument", 400, "Invalid Policy: Invalid JSON or expiration."
-            ) from None
+            raise s3errors.invalid_policy_document("Invalid JSON or expiration.") from None
         return cls(expiration.timestamp(), conditions, encoded)
 
     def check(
@@ -189,7 +207,7 @@ class Policy:
         """Check the expiration and every condition against the form (with ``bucket``);
         return the (min, max) content length allowed."""
         if (time.time() if now is None else now) > self.expiration:
-            raise _policy_failed("Policy expired.")
+            raise s3errors.policy_failed("Policy expired.")
         values = {**fields, "bucket": bucket}
         covered: set[str] = set()
         length = (0, MAX_OBJECT_BYTES)
@@ -222,14 +240,14 @@ class Policy:
             else:
                 raise _invalid_policy(condition)
         if "bucket" not in covered:
-            raise _policy_failed("Policy Condition failed: the policy names no bucket.")
+            raise s3errors.policy_failed("Policy Condition failed: the policy names no bucket.")
         for name in fields:
             if (
                 name not in covered
                 and name not in UNCONDITIONED_FIELDS
                 and not name.startswith("x-ignore-")
             ):
-                raise _policy_failed(f"Extra input fields: {name}")
+                raise s3errors.policy_failed(f"Extra input fields: {name}")
         return length
 
 
@@ -240,19 +258,11 @@ def _require(values: dict[str, str], name: str, expected: str, *, exact: bool) -
     if value is None or ((value != expected) if exact else not value.startswith(expected)):
         operator = "eq" if exact else "starts-with"
         condition = json.dumps([operator, "$" + name, expected])
-        raise _policy_failed(f"Policy Condition failed: {condition}")
-
-
-def _policy_failed(detail: str) -> S3Error:
-    return S3Error("AccessDenied", 403, f"Invalid according to Policy: {detail}")
+        raise s3errors.policy_failed(f"Policy Condition failed: {condition}")
 
 
 def _invalid_policy(condition: Any) -> S3Error:
-    return S3Error(
-        "InvalidPolicyDocument",
-        400,
-        f"Invalid Policy: Invalid Condition: {json.dumps(condition)[:200]}",
-    )
+    return s3errors.invalid_policy_document(f"Invalid Condition: {json.dumps(condition)[:200]}")
 
 
 def object_key(template: str, filename: str) -> str:
@@ -289,12 +299,7 @@ async def store(
         async for piece in pieces:
             total += len(piece)
             if total > high:
-                raise S3Error(
-                    "EntityTooLarge",
-                    400,
-                    "Your proposed upload exceeds the maximum allowed size",
-                    {"MaxSizeAllowed": high},
-                )
+                raise s3errors.entity_too_large(None, high)
             buffer += piece
             while len(buffer) >= PART_BYTES:
                 if upload_id is None:
@@ -302,14 +307,9 @@ async def store(
                 parts.append(await _part(ask, path, upload_id, len(parts) + 1, buffer[:PART_BYTES]))
                 del buffer[:PART_BYTES]
         if total < low:
-            raise S3Error(
-                "EntityTooSmall",
-                400,
-                "Your proposed upload is smaller than the minimum allowed size",
-                {"MinSizeAllowed": low},
-            )
+            raise s3errors.entity_too_small(low)
         if not await still_allowed():
-            raise S3Error("AccessDenied", 403, "Access Denied")
+            raise s3errors.access_denied()
         if upload_id is None:
             response = await ask("PUT", path, "", headers, bytes(buffer))
             _expect_ok(response)
@@ -332,7 +332,7 @@ def _query(**params: str) -> str:
 
 def _expect_ok(response: Any) -> None:
     if response.status_code >= 300:
-        raise S3Error("ServiceUnavailable", 503, "The object store refused the upload.")
+        raise s3errors.store_refused_upload()
 
 
 async def _start_multipart(ask: Ask, path: str, headers: list[tuple[str, str]]) -> str:
@@ -340,7 +340,7 @@ async def _start_multipart(ask: Ask, path: str, headers: list[tuple[str, str]]) 
     _expect_ok(response)
     found = re.search(rb"<UploadId>([^<]+)</UploadId>", response.content)
     if found is None:
-        raise S3Error("ServiceUnavailable", 503, "The object store refused the upload.")
+        raise s3errors.store_refused_upload()
     return found.group(1).decode()
 
 
@@ -376,7 +376,7 @@ async def _complete(ask: Ask, path: str, upload_id: str, parts: list[str]) -> st
         root = None
     etag = None if root is None else root.find("{*}ETag")
     if root is None or root.tag.rsplit("}", 1)[-1] == "Error" or etag is None:
-        raise S3Error("ServiceUnavailable", 503, "The object store refused the upload.")
+        raise s3errors.store_refused_upload()
     return etag.text or ""
 
 

@@ -28,7 +28,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .sigv4 import S3Error
+from . import s3errors
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +53,14 @@ class HeadTooLarge(Exception):
 
 async def slow_down(scope: dict[str, Any], receive, send) -> None:
     """The answer to a request past the process's concurrency limit."""
-    request_id = secrets.token_hex(8).upper()
-    body = S3Error("SlowDown", 503, "Please reduce your request rate.").to_xml(
-        request_id, scope.get("path", "/")
+    await s3errors.send_error(
+        send,
+        s3errors.slow_down(),
+        request_id=secrets.token_hex(8).upper(),
+        resource=scope.get("path", "/"),
+        head=scope["method"] == "HEAD",
+        close=True,
     )
-    headers = [
-        (b"content-type", b"application/xml"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-amz-request-id", request_id.encode()),
-        (b"retry-after", b"1"),
-        (b"connection", b"close"),
-    ]
-    await send({"type": "http.response.start", "status": 503, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
 
 class GatewayConfig(uvicorn.Config):
@@ -239,8 +234,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--access-log", action="store_true")
     args = parser.parse_args(argv)
     # Imported here: it sets Django up, which the protocols above do not need.
+    from django.conf import settings
+
     from .authority import connection_limits
 
+    # With LOG_FORMAT=json, uvicorn's own lines go through the portal's logging too.
+    logging_options = {"log_config": None} if settings.LOG_FORMAT == "json" else {}
     uvicorn.Server(
         config(
             "gateway.app:app",
@@ -250,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
             args.forwarded_allow_ips,
             access_log=args.access_log,
             **connection_limits(),
+            **logging_options,
         )
     ).run()
 

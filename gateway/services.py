@@ -14,6 +14,7 @@ from enum import StrEnum
 from django.db import IntegrityError, transaction
 
 from accounts.models import Organization
+from audit.models import AuditAction, TargetType
 from audit.trail import Actor, record
 from keys import revocation
 from keys.models import AccessKey
@@ -50,9 +51,9 @@ def claim_bucket(key: AccessKey, name: str, actor: Actor) -> Claim:
             Bucket.objects.create(name=name, org_id=key.org_id, created_by_key=key)
             record(
                 actor,
-                "bucket.created",
+                AuditAction.BUCKET_CREATED,
                 org=key.org,
-                target_type="bucket",
+                target_type=TargetType.BUCKET,
                 target_id=name,
                 details={"name": name, "access_key": key.id},
             )
@@ -90,9 +91,9 @@ def _forget(key: AccessKey, name: str, actor: Actor, rows, **details: object) ->
         revocation.announce_change(buckets=[name])
         record(
             actor,
-            "bucket.deleted",
+            AuditAction.BUCKET_DELETED,
             org=key.org,
-            target_type="bucket",
+            target_type=TargetType.BUCKET,
             target_id=name,
             details={"name": name, "access_key": key.id, **details},
         )
@@ -108,9 +109,9 @@ def set_bucket_cors(key: AccessKey, name: str, rules: list | None, actor: Actor)
             return False
         record(
             actor,
-            "bucket.cors_changed",
+            AuditAction.BUCKET_CORS_CHANGED,
             org=key.org,
-            target_type="bucket",
+            target_type=TargetType.BUCKET,
             target_id=name,
             details={"name": name, "access_key": key.id, "rules": len(rules or [])},
         )
@@ -128,9 +129,9 @@ def adopt_bucket(org, name: str, actor: Actor) -> Bucket:
             bucket = Bucket.objects.create(name=name, org=org)
             record(
                 actor,
-                "bucket.adopted",
+                AuditAction.BUCKET_ADOPTED,
                 org=org,
-                target_type="bucket",
+                target_type=TargetType.BUCKET,
                 target_id=name,
                 details={"name": name},
             )
@@ -165,9 +166,9 @@ def remove_invalid_buckets(actor: Actor) -> int:
             revocation.announce_change(buckets=[name], recorded=False)
             record(
                 actor,
-                "bucket.deleted",
+                AuditAction.BUCKET_DELETED,
                 org=Organization(pk=org_id),
-                target_type="bucket",
+                target_type=TargetType.BUCKET,
                 target_id=name,
                 details={"name": name, "reason": "invalid_name", "problem": problem},
             )

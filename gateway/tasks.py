@@ -10,10 +10,10 @@ from django.db import IntegrityError, InterfaceError, OperationalError, transact
 from django.db.models import F
 from django.utils import timezone
 
-from keys.models import AccessKey
+from keys.models import AccessKey, KeyUsage
 from keys.services import note_last_use
 
-from .models import DeniedAttempt, KeyUsage, SigningKeyGrant, UsageBatch
+from .models import DeniedAttempt, SigningKeyGrant, UsageBatch
 from .usage import ANY_KEY, COUNTERS
 
 log = logging.getLogger(__name__)

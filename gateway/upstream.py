@@ -1,4 +1,5 @@
-"""Re-signing requests for the upstream object store with the gateway's own credentials.
+"""The gateway's link to the upstream object store: requests re-signed with the gateway's
+own credentials, sent through one HTTP client whose every wait is limited.
 
 Django-free. The body is always sent as ``UNSIGNED-PAYLOAD`` with its decoded length: the
 gateway has already verified what the client signed, and the upstream is reached over a
@@ -7,11 +8,18 @@ link the operator trusts (loopback for the embedded store).
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
-from . import sigv4
+import httpx
+
+from . import metrics, s3errors, sigv4
+
+log = logging.getLogger(__name__)
 
 
 class Signer:
@@ -70,7 +78,7 @@ class Signer:
         )
         scope = f"{date}/{self.region}/s3/aws4_request"
         to_sign = "\n".join(
-            [sigv4.ALGORITHM, amz_date, scope, sigv4.hashlib.sha256(canonical.encode()).hexdigest()]
+            [sigv4.ALGORITHM, amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()]
         )
         signature = sigv4.signature(self._signing_key(date), to_sign)
         out = [(name, ",".join(values)) for name, values in merged.items() if name != "host"]
@@ -83,3 +91,108 @@ class Signer:
         )
         url = self.base + path + ("?" + query if query else "")
         return url, out
+
+
+class Store:
+    """Requests to the object store: the client's, forwarded (``open``), and the
+    gateway's own (``ask``)."""
+
+    def __init__(self, signer: Signer, timeouts: tuple[float, float]) -> None:
+        self.signer = signer
+        self.timeouts = timeouts
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            # Every wait on the store is limited: connecting, and each read or write (not
+            # a whole transfer, so a long healthy one is never cut), and the wait for a
+            # free connection.
+            connect, between_bytes = self.timeouts
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(between_bytes, connect=connect),
+                transport=metrics.CountingTransport(
+                    limits=httpx.Limits(max_connections=512, max_keepalive_connections=64)
+                ),
+            )
+            # Only what the client sent (and our signature) goes upstream: no Accept,
+            # User-Agent or Connection of httpx's own (assigning headers keeps those).
+            for name in list(self._client.headers):
+                del self._client.headers[name]
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    def _target(self, path: str, query: str) -> bytes:
+        """The request target to send upstream, byte for byte: the HTTP client must not
+        resolve dot segments or re-encode anything in it."""
+        return (self.signer.prefix + path + ("?" + query if query else "")).encode("ascii")
+
+    def prepare(
+        self, method: str, path: str, query: str, headers: list[tuple[str, str]], content: Any
+    ) -> httpx.Request:
+        """A client's authorized request, signed for the store, to send with ``open``."""
+        url, signed = self.signer.sign(method, path, query, headers)
+        request = self.client.build_request(
+            method,
+            url,
+            headers=[(n.encode("latin-1"), v.encode("latin-1")) for n, v in signed],
+            content=content,
+        )
+        request.extensions["target"] = self._target(path, query)
+        return request
+
+    async def open(self, request: httpx.Request) -> httpx.Response:
+        """Send a prepared request; the answer's body is left to stream (close the
+        response when done). Raises what the HTTP client raises."""
+        return await self.client.send(request, stream=True)
+
+    async def ask(
+        self,
+        method: str,
+        path: str,
+        query: str = "",
+        headers: list[tuple[str, str]] | None = None,
+        content: bytes | None = None,
+    ) -> httpx.Response:
+        """One whole request of the gateway's own to the store (raises httpx.HTTPError)."""
+        headers = list(headers or [])
+        body = None
+        if content is not None:
+            headers.append(("content-length", str(len(content))))
+            # Sent from an iterator, not as bytes: httpx's response keeps its request in a
+            # reference cycle, and a request holding bytes would keep each 8 MiB part of a
+            # POST upload alive until the cycle collector happened to run.
+            body = _once(content)
+        url, signed = self.signer.sign(method, path, query, headers)
+        request = self.client.build_request(method, url, headers=signed, content=body)
+        request.extensions["target"] = self._target(path, query)
+        return await self.client.send(request)
+
+    async def exists(self, path: str) -> bool:
+        """Does the store hold the bucket at ``path`` (for anyone)? 503 if it cannot say."""
+        try:
+            response = await self.ask("HEAD", path)
+        except httpx.HTTPError as error:
+            log.warning("upstream HeadBucket failed: %r", error)
+            raise s3errors.store_unavailable() from None
+        if response.status_code >= 500:
+            raise s3errors.store_unavailable()
+        # 404: free. 200: ours already. 403 and 301 (another account's, elsewhere): taken.
+        return response.status_code != 404
+
+    async def holds_objects(self, path: str) -> bool:
+        """Does the bucket at ``path`` hold any object? Asked of a bucket just created;
+        when the store cannot say, the answer is yes, so nothing is handed over on a guess."""
+        try:
+            response = await self.ask("GET", path, "list-type=2&max-keys=1")
+        except httpx.HTTPError as error:
+            log.warning("upstream ListObjectsV2 after CreateBucket failed: %r", error)
+            return True
+        return response.status_code != 200 or b"<Key>" in response.content
+
+
+async def _once(data: bytes):
+    yield data

@@ -60,8 +60,9 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import authority, operations, sigv4
+from . import authority, operations, s3errors, sigv4
 from .models import BUCKET_NAME_MAX_LENGTH
+from .tasks import record_usage
 from .usage import UsageRecorder
 
 log = logging.getLogger(__name__)
@@ -246,7 +247,7 @@ def decide(call: Call, caller: Caller, now: float | None = None) -> JsonResponse
         # A key of an org this front end does not serve is an unknown key to it: refused
         # before its signature or its status is looked at.
         if found is None or not caller.serves(found.org_slug):
-            raise sigv4.invalid_access_key_id(call.access_key_id)
+            raise s3errors.invalid_access_key_id(call.access_key_id)
         key = found
         signing_key = authority.authenticate(
             call.access_key_id,
@@ -320,8 +321,6 @@ def _flush_when_due() -> None:
 def flush_usage() -> None:
     """Send the counted usage to the worker (gateway.tasks.record_usage); on failure keep
     what was not sent for the next flush."""
-    from .tasks import record_usage
-
     batches = USAGE.outgoing()
     for index, batch in enumerate(batches):
         try:

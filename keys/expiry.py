@@ -15,6 +15,7 @@ the next run picks up the rest, and the status condition makes a repeat a no-op.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -32,6 +33,8 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from accounts.models import Organization
+from audit.models import AuditAction, TargetType
 from audit.trail import Actor, record
 
 from . import revocation
@@ -195,9 +198,9 @@ def expire_batch(now: datetime, batch_size: int = SWEEP_BATCH) -> int | None:
         for key, reason in expired:
             record(
                 actor,
-                "access_key.expired",
+                AuditAction.ACCESS_KEY_EXPIRED,
                 org=_org_ref(key),
-                target_type="access_key",
+                target_type=TargetType.ACCESS_KEY,
                 target_id=key.pk,
                 details={
                     "name": key.name,
@@ -212,8 +215,6 @@ def expire_batch(now: datetime, batch_size: int = SWEEP_BATCH) -> int | None:
 def _org_ref(key: AccessKey):
     # record() takes the org; an unsaved instance with the primary key is enough and
     # costs no query.
-    from accounts.models import Organization
-
     return Organization(pk=key.org_id)
 
 
@@ -245,8 +246,12 @@ def keys_due_within_warning(now: datetime) -> QuerySet[AccessKey]:
     return qs.filter(_due_by(F("warn_until"))).exclude(_due_by(now))
 
 
-def record_warnings(now: datetime | None = None) -> list[int]:
+def record_warnings(send: Callable[[int], None], now: datetime | None = None) -> list[int]:
     """Insert one KeyWarning per key about to expire in this window; return the new IDs.
+
+    ``send`` is called with each new warning's ID inside the transaction that records it
+    (keys.tasks passes its mail task's ``delay_on_commit``), so the sweep needs no import
+    of the tasks that call it.
 
     A warning already recorded for the same key, reason and due moment is skipped, so the
     task can run twice (or twice at once) and each window is warned about once.
@@ -260,8 +265,6 @@ def record_warnings(now: datetime | None = None) -> list[int]:
     )
     policies = _policies(k.org_id for k in keys)
     created: list[int] = []
-    from .tasks import send_expiry_warning
-
     for key in keys:
         due = next_due(key, policies.get(key.org_id))
         if due is None or due.at <= now:
@@ -271,13 +274,13 @@ def record_warnings(now: datetime | None = None) -> list[int]:
                 warning = KeyWarning.objects.create(key=key, reason=due.reason, due_at=due.at)
                 record(
                     actor,
-                    "access_key.expiry_warned",
+                    AuditAction.ACCESS_KEY_EXPIRY_WARNED,
                     org=_org_ref(key),
-                    target_type="access_key",
+                    target_type=TargetType.ACCESS_KEY,
                     target_id=key.pk,
                     details={"name": key.name, "reason": due.reason, "due_at": due.at.isoformat()},
                 )
-                send_expiry_warning.delay_on_commit(warning.pk)
+                send(warning.pk)
         except IntegrityError:
             continue  # warned already for this window
         created.append(warning.pk)

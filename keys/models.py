@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from django.conf import settings
 from django.db import models
 from django.db.models.functions import Lower
@@ -44,6 +46,12 @@ class AccessKeyQuerySet(models.QuerySet["AccessKey"]):
 
     def newest_first(self) -> AccessKeyQuerySet:
         return self.order_by("-created_at", "-id")
+
+    def older_than(self, created_at: datetime, key_id: str) -> AccessKeyQuerySet:
+        """Keys that come after this one newest first: the keyset the list pages by."""
+        return self.filter(
+            models.Q(created_at__lt=created_at) | models.Q(created_at=created_at, id__lt=key_id)
+        )
 
     def for_table(self) -> AccessKeyQuerySet:
         return self.select_related("created_by").defer("secret_sealed")
@@ -173,6 +181,43 @@ class KeyWarning(models.Model):
 
     def __str__(self) -> str:
         return f"warning for {self.key_id}: {self.reason} at {self.due_at}"
+
+
+class KeyUsageQuerySet(models.QuerySet["KeyUsage"]):
+    def recent(self, key, hours: int) -> KeyUsageQuerySet:
+        since = timezone.now() - timedelta(hours=hours)
+        return self.filter(access_key=key, hour__gte=since).order_by("-hour")
+
+
+class KeyUsage(models.Model):
+    """What one access key did in one hour, as the gateways counted it.
+
+    Gateways count in memory and send their totals through Celery about once a minute
+    (gateway.tasks.record_usage adds them up here), so no S3 request writes to the
+    database. ``denied`` counts requests made with the key while it was revoked, inactive
+    or expired; ``errors`` counts answers of 400 and above. The rows live in the keys app,
+    whose pages show them: the gateway writes them, and keys imports nothing of the gateway.
+    """
+
+    access_key = models.ForeignKey("keys.AccessKey", models.CASCADE, related_name="usage")
+    hour = models.DateTimeField()
+    requests = models.BigIntegerField(default=0)
+    bytes_in = models.BigIntegerField(default=0)
+    bytes_out = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    denied = models.BigIntegerField(default=0)
+
+    objects = KeyUsageQuerySet.as_manager()
+
+    class Meta:
+        # The table keeps the name it had when the model lived in the gateway app.
+        db_table = "gateway_keyusage"
+        constraints = [
+            models.UniqueConstraint(fields=["access_key", "hour"], name="keyusage_key_hour_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.access_key_id} {self.hour:%Y-%m-%d %H}:00"
 
 
 class CachedKind(models.TextChoices):

@@ -6,6 +6,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 
 from accounts.models import Membership
+from audit.models import AuditAction, TargetType
 from audit.trail import Actor, record
 
 from .models import KeyPolicy
@@ -44,9 +45,9 @@ def update_policy(membership: Membership, actor: Actor, **values) -> KeyPolicy:
         policy.save()
         record(
             actor,
-            "org.key_policy_changed",
+            AuditAction.ORG_KEY_POLICY_CHANGED,
             org=org,
-            target_type="organization",
+            target_type=TargetType.ORG,
             target_id=org.slug,
             details={"changes": changes},
         )

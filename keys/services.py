@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from accounts.models import Membership
+from audit.models import AuditAction, TargetType
 from audit.trail import Actor, record
 from excloud_portal.text import UnsafeText, check_text
 
@@ -33,6 +34,8 @@ RESEAL_BATCH = 500
 ROTATION_OVERLAP_MIN = timedelta(hours=1)
 ROTATION_OVERLAP_MAX = timedelta(days=30)
 ROTATION_OVERLAP_DEFAULT = timedelta(hours=24)
+# Why a rotation is refused: the same words from the rotate page and from the API.
+MAY_NOT_ROTATE = "Only owners, admins and the key's creator can rotate it."
 EXPIRY_MIN_AHEAD = timedelta(minutes=5)
 # Far enough for any real plan, and far enough from the last year a datetime can hold that
 # no date arithmetic on an expiry overflows.
@@ -167,9 +170,9 @@ def create_key(
             raise _name_taken_error(name) from None
         record(
             actor,
-            "access_key.created",
+            AuditAction.ACCESS_KEY_CREATED,
             org=org,
-            target_type="access_key",
+            target_type=TargetType.ACCESS_KEY,
             target_id=key.id,
             details={"name": key.name, "via": via}
             | ({"expires_at": expires_at.isoformat()} if expires_at else {}),
@@ -226,8 +229,8 @@ def rotate_key(
     both keys work while the new secret is deployed and the old one then stops by itself.
     One event, ``access_key.rotated`` on the old key, names the replacement.
     """
-    if not membership.can_change_key(key) or not membership.can_create_keys:
-        raise PermissionDenied("Only owners, admins and the key's creator can rotate it.")
+    if not membership.can_rotate_key(key):
+        raise PermissionDenied(MAY_NOT_ROTATE)
     if not ROTATION_OVERLAP_MIN <= overlap <= ROTATION_OVERLAP_MAX:
         raise AccessKeyError("Choose an overlap between 1 hour and 30 days.")
     if name is not None:
@@ -258,9 +261,9 @@ def rotate_key(
         revocation.announce_change(keys=[key.id])
         record(
             actor,
-            "access_key.rotated",
+            AuditAction.ACCESS_KEY_ROTATED,
             org=key.org,
-            target_type="access_key",
+            target_type=TargetType.ACCESS_KEY,
             target_id=key.id,
             details={
                 "name": key.name,
@@ -278,7 +281,7 @@ def _change_status(
     *,
     allowed_from: tuple[str, ...],
     to: str,
-    action: str,
+    action: AuditAction,
     reason: str = "",
 ) -> AccessKey:
     with transaction.atomic():
@@ -302,7 +305,7 @@ def _change_status(
             actor,
             action,
             org=key.org,
-            target_type="access_key",
+            target_type=TargetType.ACCESS_KEY,
             target_id=key.id,
             details=details,
         )
@@ -317,7 +320,7 @@ def deactivate_key(membership: Membership, actor: Actor, key: AccessKey) -> Acce
         actor,
         allowed_from=(KeyStatus.ACTIVE,),
         to=KeyStatus.INACTIVE,
-        action="access_key.deactivated",
+        action=AuditAction.ACCESS_KEY_DEACTIVATED,
     )
 
 
@@ -329,7 +332,7 @@ def reactivate_key(membership: Membership, actor: Actor, key: AccessKey) -> Acce
         actor,
         allowed_from=(KeyStatus.INACTIVE,),
         to=KeyStatus.ACTIVE,
-        action="access_key.reactivated",
+        action=AuditAction.ACCESS_KEY_REACTIVATED,
     )
 
 
@@ -342,7 +345,7 @@ def revoke_key(membership: Membership, actor: Actor, key: AccessKey, reason: str
         actor,
         allowed_from=(KeyStatus.ACTIVE, KeyStatus.INACTIVE),
         to=KeyStatus.REVOKED,
-        action="access_key.revoked",
+        action=AuditAction.ACCESS_KEY_REVOKED,
         reason=reason.strip()[:200],
     )
 
@@ -375,9 +378,9 @@ def rename_key(membership: Membership, actor: Actor, key: AccessKey, name: str) 
         key.name = name
         record(
             actor,
-            "access_key.renamed",
+            AuditAction.ACCESS_KEY_RENAMED,
             org=key.org,
-            target_type="access_key",
+            target_type=TargetType.ACCESS_KEY,
             target_id=key.id,
             details={"name": name, "from": old},
         )
@@ -409,8 +412,8 @@ def reseal_secrets(actor: Actor) -> int:
             AccessKey.objects.bulk_update(batch, ["secret_kek_id", "secret_sealed"])
             record(
                 actor,
-                "secret_keys.resealed",
-                target_type="key_encryption_key",
+                AuditAction.SECRET_KEYS_RESEALED,
+                target_type=TargetType.KEY_ENCRYPTION_KEY,
                 target_id=current,
                 details={"count": len(batch)},
             )

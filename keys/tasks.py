@@ -42,7 +42,7 @@ def warn_expiring_keys() -> int:
     reached a worker (the broker was down at the time): older than UNSENT_WARNING_GRACE,
     longer than send_expiry_warning's own retries take, and not yet due.
     """
-    created = expiry.record_warnings()
+    created = expiry.record_warnings(send_expiry_warning.delay_on_commit)
     now = timezone.now()
     stranded = (
         KeyWarning.objects.filter(

@@ -16,17 +16,16 @@ from django_htmx.http import trigger_client_event
 
 from accounts.access import membership_for
 from accounts.models import Membership
-from audit.models import AuditEvent
+from audit.models import AuditAction, AuditEvent, TargetType
 from audit.trail import Actor
 from excloud_portal.redirects import safe_next
-from gateway.models import KeyUsage
 from mfa.reauth import reauth_required
 
 from . import expiry, services, snippets
 from .credentials import ACCESS_KEY_ID_RE
-from .cursors import decode_cursor, encode_cursor
+from .cursors import InvalidCursor, page_of
 from .forms import CreateKeyForm, RevokeKeyForm, RotateKeyForm
-from .models import AccessKey
+from .models import AccessKey, KeyUsage
 from .policy import policy_for
 
 PAGE_SIZE = 50
@@ -45,6 +44,7 @@ def _get_key(membership: Membership, key_id: str) -> AccessKey:
 def _with_permissions(keys, membership: Membership):
     for key in keys:
         key.can_change = key.is_live and membership.can_change_key(key)
+        key.can_rotate = key.is_live and membership.can_rotate_key(key)
         key.can_reactivate = membership.can_reactivate_key(key)
     return keys
 
@@ -57,27 +57,28 @@ def key_list(request: HttpRequest, slug: str) -> HttpResponse:
     query = request.GET.get("q", "").strip()[:100]
     keys = AccessKey.objects.for_org(membership.org).for_table()
     keys = keys.retired() if tab == "retired" else keys.live()
-    keys = keys.matching(query).newest_first()
-    cursor = decode_cursor(request.GET.get("after", ""))
-    if cursor:
-        created, key_id = cursor
-        keys = keys.filter(Q(created_at__lt=created) | Q(created_at=created, id__lt=key_id))
-    page = list(keys[: PAGE_SIZE + 1])
-    next_cursor = encode_cursor(page[PAGE_SIZE - 1]) if len(page) > PAGE_SIZE else None
+    keys = keys.matching(query)
+    after = request.GET.get("after", "")
+    try:
+        page = page_of(keys, PAGE_SIZE, after)
+    except InvalidCursor:
+        # A page link that was edited or cut short: show the newest keys instead.
+        after = ""
+        page = page_of(keys, PAGE_SIZE)
     now = timezone.now()
     policy = policy_for(membership.org)
     context = {
         "membership": membership,
         "org": membership.org,
-        "keys": expiry.add_hints(_with_permissions(page[:PAGE_SIZE], membership), policy, now),
+        "keys": expiry.add_hints(_with_permissions(page.keys, membership), policy, now),
         "due_soon_count": expiry.count_due_within_warning(membership.org, now)
         if tab == "live"
         else None,
         "policy": policy,
         "tab": tab,
         "query": query,
-        "next_cursor": next_cursor,
-        "paged": cursor is not None,
+        "next_cursor": page.next_cursor,
+        "paged": bool(after),
         "form": CreateKeyForm(max_age_days=policy.max_age_days)
         if membership.can_create_keys
         else None,
@@ -145,8 +146,8 @@ def key_detail(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
     history = (
         AuditEvent.objects.filter(org=membership.org)
         .filter(
-            Q(target_type="access_key", target_id=key.pk)
-            | Q(action="access_key.rotated", details__replacement=key.pk)
+            Q(target_type=TargetType.ACCESS_KEY, target_id=key.pk)
+            | Q(action=AuditAction.ACCESS_KEY_ROTATED, details__replacement=key.pk)
         )
         .order_by("-seq")[:HISTORY_SIZE]
     )
@@ -231,7 +232,7 @@ def key_revoke(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
             key,
             f"Key “{key.name}” is revoked. Requests signed with it now fail.",
         )
-    template = "keys/key_revoke_modal.html" if request.htmx else "keys/key_revoke.html"
+    template = "keys/key_revoke.html#modal" if request.htmx else "keys/key_revoke.html"
     return render(
         request,
         template,
@@ -255,8 +256,8 @@ def key_rotate(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
     key = _with_permissions([_get_key(membership, key_id)], membership)[0]
     if not key.is_live:
         raise Http404
-    if not membership.can_change_key(key) or not membership.can_create_keys:
-        raise PermissionDenied("Only owners, admins and the key's creator can rotate it.")
+    if not membership.can_rotate_key(key):
+        raise PermissionDenied(services.MAY_NOT_ROTATE)
     context = {"membership": membership, "org": membership.org, "old": key}
     form = RotateKeyForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():

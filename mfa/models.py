@@ -35,17 +35,6 @@ RECOVERY_CODE_GROUPS = 4
 RECOVERY_CODE_GROUP_LENGTH = 4
 
 
-class MfaEvent(models.TextChoices):
-    """Audit actions written by this app."""
-
-    ENROLLED = "user.mfa_enrolled", "Second factor added"
-    REMOVED = "user.mfa_removed", "Second factor removed"
-    FAILED = "user.mfa_failed", "Second factor refused"
-    RECOVERY_CODE_USED = "user.recovery_code_used", "Recovery code used"
-    RECOVERY_CODES_REGENERATED = "user.recovery_codes_regenerated", "Recovery codes replaced"
-    REAUTHENTICATED = "user.reauthenticated", "Identity confirmed again"
-
-
 class FactorKind(models.TextChoices):
     TOTP = "totp", "Authenticator app"
     PASSKEY = "passkey", "Passkey"

@@ -17,6 +17,8 @@ from django.shortcuts import redirect
 from django.urls import reverse
 from django_htmx.http import HttpResponseClientRedirect
 
+from .services import has_factor
+
 REAUTH_SESSION_KEY = "mfa_reauth_at"
 REAUTH_WINDOW_SECONDS = 10 * 60
 
@@ -82,8 +84,6 @@ def existing_factor_required(view: Callable) -> Callable:
 
     @functools.wraps(view)
     def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        from .services import has_factor
-
         if has_factor(request.user) and not request.user.is_verified():
             next_url = come_back_to(request, reverse("mfa_security"))
             return send_to(request, confirm_url(next_url, second_factor=True))

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from accounts.models import Membership, User
 from accounts.services import record_account_event
+from audit.models import AuditAction, TargetType
 from audit.trail import Actor, record
 from keys.credentials import keyring
 
@@ -21,7 +22,6 @@ from .models import (
     RECOVERY_CODE_COUNT,
     TOTP_CODE_RE,
     FactorKind,
-    MfaEvent,
     Passkey,
     RecoveryCode,
     RecoveryDevice,
@@ -88,7 +88,7 @@ def orgs_requiring_two_factor(user: User) -> list[str]:
     )
 
 
-def _record(request: HttpRequest, user: User, action: str, **details: Any) -> None:
+def _record(request: HttpRequest, user: User, action: AuditAction, **details: Any) -> None:
     record_account_event(request, user, action, details=details)
 
 
@@ -129,24 +129,30 @@ def confirm_totp(request: HttpRequest, user: User, code: str, name: str) -> list
         device.confirmed = True
         device.name = name or "Authenticator app"
         device.save(update_fields=["confirmed", "name"])
-        _record(request, user, MfaEvent.ENROLLED, kind=FactorKind.TOTP.value, name=device.name)
+        _record(
+            request,
+            user,
+            AuditAction.USER_MFA_ENROLLED,
+            kind=FactorKind.TOTP.value,
+            name=device.name,
+        )
         return _first_recovery_codes(request, user)
 
 
 def _first_recovery_codes(request: HttpRequest, user: User) -> list[str] | None:
     if recovery_device(user) is not None:
         return None
-    return _replace_recovery_codes(request, user, MfaEvent.ENROLLED)
+    return _replace_recovery_codes(request, user, AuditAction.USER_MFA_ENROLLED)
 
 
-def _replace_recovery_codes(request: HttpRequest, user: User, action: str) -> list[str]:
+def _replace_recovery_codes(request: HttpRequest, user: User, action: AuditAction) -> list[str]:
     codes = [new_recovery_code() for _ in range(RECOVERY_CODE_COUNT)]
     RecoveryDevice.objects.filter(user=user).delete()
     device = RecoveryDevice.objects.create(user=user, name="Recovery codes", confirmed=True)
     RecoveryCode.objects.bulk_create(
         RecoveryCode(device=device, code_hash=hash_recovery_code(code)) for code in codes
     )
-    if action == MfaEvent.ENROLLED:
+    if action == AuditAction.USER_MFA_ENROLLED:
         _record(request, user, action, kind=FactorKind.RECOVERY.value, name=device.name)
     else:
         _record(request, user, action, codes=len(codes))
@@ -158,7 +164,7 @@ def regenerate_recovery_codes(request: HttpRequest, user: User) -> list[str]:
     if not has_factor(user):
         raise FactorError("Add an authenticator app or a passkey first.")
     with transaction.atomic():
-        return _replace_recovery_codes(request, user, MfaEvent.RECOVERY_CODES_REGENERATED)
+        return _replace_recovery_codes(request, user, AuditAction.USER_RECOVERY_CODES_REGENERATED)
 
 
 def add_passkey(
@@ -184,7 +190,13 @@ def add_passkey(
             sign_count=sign_count,
             transports=transports,
         )
-        _record(request, user, MfaEvent.ENROLLED, kind=FactorKind.PASSKEY.value, name=passkey.name)
+        _record(
+            request,
+            user,
+            AuditAction.USER_MFA_ENROLLED,
+            kind=FactorKind.PASSKEY.value,
+            name=passkey.name,
+        )
         return passkey, _first_recovery_codes(request, user)
 
 
@@ -208,14 +220,16 @@ def remove_factor(request: HttpRequest, user: User, device: TotpDevice | Passkey
                     "authenticator app or passkey before removing this one."
                 )
         type(device).objects.filter(pk=device.pk, user=user).delete()
-        _record(request, user, MfaEvent.REMOVED, kind=device.kind.value, name=device.name)
+        _record(
+            request, user, AuditAction.USER_MFA_REMOVED, kind=device.kind.value, name=device.name
+        )
         if not others:
             removed, _ = RecoveryDevice.objects.filter(user=user).delete()
             if removed:
                 _record(
                     request,
                     user,
-                    MfaEvent.REMOVED,
+                    AuditAction.USER_MFA_REMOVED,
                     kind=FactorKind.RECOVERY.value,
                     name="Recovery codes",
                 )
@@ -248,10 +262,10 @@ def verify_code(request: HttpRequest, user: User, code: str) -> Verification:
                 if is_totp:
                     return Verification(device)
                 left = device.codes_left()
-                _record(request, user, MfaEvent.RECOVERY_CODE_USED, codes_left=left)
+                _record(request, user, AuditAction.USER_RECOVERY_CODE_USED, codes_left=left)
                 return Verification(device, codes_left=left)
         reason = "throttled" if throttled else "wrong code"
-        _record(request, user, MfaEvent.FAILED, kind=kind.value, reason=reason)
+        _record(request, user, AuditAction.USER_MFA_FAILED, kind=kind.value, reason=reason)
     if reason == "throttled":
         return Verification(None, "Too many wrong codes. Wait a few seconds and try again.")
     if not devices:
@@ -261,12 +275,12 @@ def verify_code(request: HttpRequest, user: User, code: str) -> Verification:
 
 def record_failure(request: HttpRequest, user: User, kind: str, reason: str) -> None:
     with transaction.atomic():
-        _record(request, user, MfaEvent.FAILED, kind=kind, reason=reason)
+        _record(request, user, AuditAction.USER_MFA_FAILED, kind=kind, reason=reason)
 
 
 def record_reauthentication(request: HttpRequest, user: User, method: str) -> None:
     with transaction.atomic():
-        _record(request, user, MfaEvent.REAUTHENTICATED, method=method)
+        _record(request, user, AuditAction.USER_REAUTHENTICATED, method=method)
 
 
 def passkey_used(passkey: Passkey, sign_count: int) -> None:
@@ -300,8 +314,8 @@ def reseal_totp_seeds(actor: Actor) -> int:
             TotpDevice.objects.bulk_update(batch, ["seed_kek_id", "seed_sealed"])
             record(
                 actor,
-                "totp_seeds.resealed",
-                target_type="key_encryption_key",
+                AuditAction.TOTP_SEEDS_RESEALED,
+                target_type=TargetType.KEY_ENCRYPTION_KEY,
                 target_id=current,
                 details={"count": len(batch)},
             )

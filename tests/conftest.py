@@ -11,11 +11,15 @@ from audit.models import AuditEvent
 from audit.trail import Actor
 from keys.services import create_key
 from tests.gateway_stack import upstream
+from tests.seaweed import seaweedfs
 
 PASSWORD = "correct horse battery staple 42"
-# The browser fixture (Chromium under Playwright) for every browser test, and the
-# arguments that walk every page of the URLconf.
-pytest_plugins = ["tests.browser_support", "tests.urlconf"]
+# The object stores a gateway test module can run against: parametrize ``store`` over them
+# (indirect, module scope) to run each of its tests on each.
+STORES = ["rclone", "seaweedfs"]
+# The browser fixture (Chromium under Playwright) for every browser test, the arguments
+# that walk every page of the URLconf, and the stand-in portals of the `exc` tests.
+pytest_plugins = ["tests.browser_support", "tests.urlconf", "tests.cli_support"]
 
 
 @pytest.fixture(autouse=True)
@@ -43,9 +47,13 @@ def fresh_rate_limits(settings) -> None:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, django_db_setup):
-    """rclone serve s3 on a folder of the module's own: the object store behind a gateway."""
-    with upstream(tmp_path_factory.mktemp("store")) as running:
+def store(request, tmp_path_factory, django_db_setup):
+    """The object store behind a gateway, the module's own: rclone serve s3 on a folder
+    (the embedded default), or a SeaweedFS cluster where the module parametrizes ``store``
+    to "seaweedfs"."""
+    kind = getattr(request, "param", "rclone")
+    start = {"rclone": upstream, "seaweedfs": seaweedfs}[kind]
+    with start(tmp_path_factory.mktemp(kind)) as running:
         yield running
 
 

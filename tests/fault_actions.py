@@ -27,11 +27,10 @@ def main(argv: list[str]) -> object:
     from django.db.models import Sum
 
     from accounts.models import Membership, Organization, Role, User
-    from accounts.services import create_api_token
+    from accounts.tokens import create_api_token
     from audit.models import AuditEvent
     from audit.trail import Actor
-    from gateway.models import KeyUsage
-    from keys.models import AccessKey
+    from keys.models import AccessKey, KeyUsage
     from keys.services import create_key, revoke_key
 
     def owner_of(org: Organization) -> Membership:

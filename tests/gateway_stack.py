@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,11 +23,13 @@ from pathlib import Path
 
 from django.conf import settings
 
+from excloud_portal import devenv
 from gateway import objects
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = REPO / ".venv" / "bin"
 RCLONE = str(BIN / "rclone")
+PROCFILE_PROD = REPO / "Procfile.prod"
 START_TIMEOUT = 30
 
 
@@ -51,13 +54,15 @@ def _wait_for_http(url: str, proc: subprocess.Popen, log: Path) -> None:
     raise RuntimeError(f"{url} did not start:\n{log.read_text(errors='replace')}")
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: subprocess.Popen, grace: float = 10) -> None:
+    """SIGTERM the process group, and SIGKILL it if it has not exited ``grace`` seconds
+    later."""
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=10)
+        proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -151,6 +156,8 @@ def stack_env(
         EXCLOUD_S3_UPSTREAM_SECRET_ACCESS_KEY=store.secret_access_key,
         **extra,
     )
+    # The rest as `make run`'s start-up step gives it, in the process's own var folder.
+    devenv.load(env)
     return env
 
 
@@ -289,5 +296,48 @@ def worker(
                 raise RuntimeError(f"worker did not start:\n{log.read_text(errors='replace')}")
             time.sleep(0.1)
         yield log
+    finally:
+        _stop(proc)
+
+
+@dataclass
+class Served:
+    """A process of a Procfile, serving HTTP at ``url``."""
+
+    url: str
+    log: Path
+    pid: int
+
+
+def procfile_command(name: str, procfile: Path = PROCFILE_PROD) -> str:
+    """The command line of process type ``name`` in ``procfile``."""
+    for line in procfile.read_text().splitlines():
+        kind, _, command = line.partition(":")
+        if kind.strip() == name:
+            return command.strip()
+    raise LookupError(f"{procfile.name} has no {name!r} process")
+
+
+@contextlib.contextmanager
+def procfile_process(
+    tmp: Path, name: str, env: dict[str, str], ready_url: str, procfile: Path = PROCFILE_PROD
+) -> Iterator[Served]:
+    """Process type ``name`` of ``procfile`` run as honcho runs it (its command line by
+    /bin/sh in the repository, with ``env``), once ``ready_url`` answers: its URL (the
+    scheme and address of ``ready_url``), log and process ID."""
+    address = urllib.parse.urlsplit(ready_url)
+    log = tmp / f"{name}-{address.port}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", procfile_command(name, procfile)],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_for_http(ready_url, proc, log)
+        yield Served(f"{address.scheme}://{address.netloc}", log, proc.pid)
     finally:
         _stop(proc)

@@ -23,6 +23,7 @@ from pathlib import Path
 import psycopg
 import redis
 
+from excloud_portal import devenv
 from tests.gateway_stack import REPO, free_port
 
 START_TIMEOUT = 30
@@ -220,6 +221,7 @@ class OwnPostgres:
             }
             # Development secrets go to the server's folder, not the work tree's var/.
             env["EXCLOUD_VAR_DIR"] = str(self.root / "var")
+            devenv.load(env)
         done = subprocess.run(
             [str(REPO / ".venv" / "bin" / "python"), "manage.py", *args],
             cwd=REPO,

@@ -11,7 +11,7 @@ from django.test import Client
 
 from accounts import throttle
 from accounts.models import ApiToken, Membership
-from accounts.services import create_api_token, revoke_api_token
+from accounts.tokens import create_api_token, revoke_api_token
 from audit.trail import Actor
 from keys.models import AccessKey, KeyStatus
 from keys.services import deactivate_key

@@ -13,7 +13,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance
 
-from accounts.services import create_api_token
+from accounts.tokens import create_api_token
 from audit.trail import Actor
 
 from .conftest import new_key

@@ -16,7 +16,7 @@ from django.test import RequestFactory
 from django.utils import timezone
 
 from accounts.models import ApiToken
-from accounts.services import authenticate_api_token, create_api_token, revoke_api_token
+from accounts.tokens import authenticate_api_token, create_api_token, revoke_api_token
 from audit.models import AuditEvent
 from audit.trail import Actor
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from django.test import Client
 
-from accounts.services import create_api_token
+from accounts.tokens import create_api_token
 from audit.models import AuditEvent
 from audit.trail import Actor
 

@@ -277,3 +277,27 @@ def test_it_fits_a_phone_screen(open_page, live_server):
     page.get_by_role("link", name="Members").click()
     expect(page.get_by_role("heading", name=re.compile("^Members of"))).to_be_visible()
     assert_fits_phone(page)
+
+
+def test_it_filters_the_audit_log_for_a_rotated_key(open_page, live_server):
+    # The action filter once left out access_key.rotated, which the keys page records.
+    page = open_page()
+    sign_up(page, live_server.url, "ada@example.test", "Analytical Engines")
+    create_key(page, "laptop")
+    key_id, _ = read_new_credentials(page)
+    page.goto(f"{live_server.url}/orgs/analytical-engines/keys/{key_id}/rotate/")
+    page.get_by_role("button", name="Rotate key").click()
+    expect(page.locator("#new-access-key-id")).to_be_visible()
+
+    audit_url = f"{live_server.url}/orgs/analytical-engines/audit/"
+    page.goto(audit_url)
+    rows = page.locator("#audit-table tbody tr")
+    expect(rows.filter(has_text="access_key.created")).to_have_count(1)
+    expect(rows.filter(has_text="access_key.rotated")).to_have_count(1)
+    mark_document(page)
+    page.get_by_label("Action").select_option("access_key.rotated")
+    expect(page).to_have_url(re.compile(r"[?&]action=access_key\.rotated(&|$)"))
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("access_key.rotated")
+    expect(rows.first).to_contain_text(key_id)
+    assert_same_document(page)

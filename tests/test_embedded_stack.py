@@ -28,13 +28,16 @@ from pathlib import Path
 
 import pytest
 
+from excloud_portal import devenv
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = REPO / ".venv" / "bin"
 PYTHON = str(BIN / "python")
 CELERY = str(BIN / "celery")
 MANAGE = str(REPO / "manage.py")
-# What picks a backend or a secret; the embedded default is what runs without them.
-UNSET = ("DATABASE_URL", "REDIS_URL", "DJANGO_SECRET_KEY", "EXCLOUD_SECRET_KEYS")
+# What picks a backend or a secret; the embedded default is what runs without them, and
+# the secrets are the ones the start-up step generates into EXCLOUD_VAR_DIR.
+UNSET = ("DATABASE_URL", "REDIS_URL", *devenv.SECRETS)
 START_TIMEOUT = 60
 STOP_TIMEOUT = 15
 PROCFILE_PROCESSES = {"web", "worker", "beat", "gateway", "objects"}
@@ -147,6 +150,8 @@ def stack(tmp_path):
         PYTHONPATH=str(REPO),
         PYTHONUNBUFFERED="1",
     )
+    # `make run`'s start-up step: var/dev.env, loaded into the environment.
+    devenv.load(env)
     stack = Stack(tmp_path, env)
     try:
         yield stack
@@ -221,8 +226,10 @@ def test_it_runs_the_embedded_stack(stack, tmp_path):
     # development secrets readable only by their owner, and the broker's folders.
     with sqlite3.connect(var / "db.sqlite3") as db:
         assert db.execute("SELECT slug FROM accounts_organization").fetchall() == [("demo",)]
-    for secret in ("django-secret-key", "secret-keys", "demo-password"):
-        assert stat.S_IMODE((var / secret).stat().st_mode) == 0o600
+    assert stat.S_IMODE((var / "dev.env").stat().st_mode) == 0o600
+    dev_env = devenv.read(var / "dev.env")
+    for secret in ("DJANGO_SECRET_KEY", "EXCLOUD_SECRET_KEYS", "EXCLOUD_DEMO_PASSWORD"):
+        assert dev_env[secret] == stack.env[secret]
     assert list(stack.cwd.iterdir()) == []
 
 

@@ -22,6 +22,7 @@ from django.utils import timezone
 from accounts.models import Membership, Organization, Role
 from audit.models import AuditEvent
 from audit.trail import Actor
+from excloud_portal import devenv
 from keys import credentials, expiry
 from keys.models import AccessKey, CreatedVia, ExpiryReason, KeyPolicy, KeyStatus, KeyWarning
 from keys.services import rotate_key
@@ -342,6 +343,8 @@ def test_it_mails_a_warning_whose_mail_task_never_reached_a_worker(
 
 @pytest.mark.django_db(transaction=True)
 def test_two_warning_runs_at_once_send_one_email_per_key(owner, eager_celery):
+    from keys.tasks import send_expiry_warning
+
     now = timezone.now()
     keys = [new_key(owner, f"soon-{n}")[0] for n in range(20)]
     AccessKey.objects.update(expires_at=now + timedelta(days=2))
@@ -351,7 +354,7 @@ def test_two_warning_runs_at_once_send_one_email_per_key(owner, eager_celery):
     def run() -> None:
         try:
             barrier.wait()
-            expiry.record_warnings(now)
+            expiry.record_warnings(send_expiry_warning.delay_on_commit, now)
         except BaseException as error:  # noqa: BLE001 - reported by the main thread
             errors.append(error)
         finally:
@@ -426,6 +429,7 @@ def test_a_key_revoked_between_selection_and_update_on_sqlite_stays_revoked(tmp_
         DJANGO_SETTINGS_MODULE="excloud_portal.settings",
         PYTHONPATH=str(REPO),
     )
+    devenv.load(env)
     result = subprocess.run(
         [sys.executable, "-m", "tests.sqlite_sweep"],
         cwd=REPO,

@@ -1,6 +1,6 @@
 """The gateway and the embedded object store as `make run` starts them (Procfile.dev's
 gateway and objects lines), on the embedded default: SQLite, no Redis, upstream
-credentials generated into EXCLOUD_VAR_DIR. A key made in the portal works with boto3
+credentials generated into EXCLOUD_VAR_DIR/dev.env. A key made in the portal works with boto3
 and stops working on the request after its revoke."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import stat
 import pytest
 from botocore.exceptions import ClientError
 
+from excloud_portal import devenv
 from tests.test_embedded_stack import MANAGE, PYTHON, REPO, _answers, _free_port, _wait_for, stack
 from tests.test_gateway_e2e import s3_client
 
@@ -74,8 +75,10 @@ def test_it_serves_s3_on_the_embedded_default(stack, tmp_path):
     s3.put_object(Bucket="smoke-bucket", Key="hello.txt", Body=b"embedded")
     assert s3.get_object(Bucket="smoke-bucket", Key="hello.txt")["Body"].read() == b"embedded"
     assert (var / "objects" / "smoke-bucket" / "hello.txt").read_bytes() == b"embedded"
-    for secret_file in ("s3-upstream-access-key-id", "s3-upstream-secret-access-key"):
-        assert stat.S_IMODE((var / secret_file).stat().st_mode) == 0o600
+    assert stat.S_IMODE((var / "dev.env").stat().st_mode) == 0o600
+    dev_env = devenv.read(var / "dev.env")
+    for secret in ("EXCLOUD_EMBEDDED_S3_ACCESS_KEY_ID", "EXCLOUD_EMBEDDED_S3_SECRET_ACCESS_KEY"):
+        assert dev_env[secret] == stack.env[secret]
 
     stack.run(PYTHON, MANAGE, "shell", "-c", REVOKE_KEY.format(key_id=key_id, email=email))
     with pytest.raises(ClientError) as excinfo:

@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from excloud_portal import devenv
 from tests.gateway_stack import BIN, REPO
 
 LIMITS = [
@@ -25,6 +26,7 @@ READ = "from django.conf import settings; print(settings.{name})"
 def _settings(tmp_path, name: str, value: str) -> subprocess.CompletedProcess:
     env = {key: v for key, v in os.environ.items() if not key.startswith("EXCLOUD_")}
     env.update({name: value, "EXCLOUD_VAR_DIR": str(tmp_path)})
+    devenv.load(env)
     return subprocess.run(
         [str(BIN / "python"), "manage.py", "shell", "-c", READ.format(name=name)],
         cwd=REPO,

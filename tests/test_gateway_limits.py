@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from django.db.models import Sum
 
-from gateway.models import Bucket, KeyUsage
+from gateway.models import Bucket
+from keys.models import KeyUsage
 from tests.conftest import new_key
 from tests.gateway_stack import gateway, worker
 from tests.s3_raw import Connection, Signer, error_code

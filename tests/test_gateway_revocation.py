@@ -18,11 +18,14 @@ from django.conf import settings
 
 from audit.trail import Actor
 from keys.services import deactivate_key, revoke_key
-from tests.conftest import new_key
+from tests.conftest import STORES, new_key
 from tests.gateway_stack import gateway
 from tests.test_gateway_e2e import bucket_name, s3_client
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.parametrize("store", STORES, indirect=True, scope="module"),
+]
 
 WAIT_TIMEOUT = 60
 

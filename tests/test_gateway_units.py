@@ -8,9 +8,10 @@ import time
 import pytest
 
 from gateway import sigv4
-from gateway.app import _filter_list_buckets, _forwarded_query
 from gateway.authority import KeyInfo, authorize, refusal
+from gateway.listing import filter_list_buckets
 from gateway.operations import classify
+from gateway.proxy import forwarded_query
 from gateway.upstream import Signer
 
 KEY = KeyInfo("EXC" + "A" * 17, org_id=1, status="active", expires_at=None, kek_id="", sealed=b"")
@@ -116,7 +117,7 @@ def test_it_refuses_a_copy_source_whose_bucket_is_not_a_bucket_name(source):
 
 def test_it_drops_presign_parameters_from_the_forwarded_query():
     query = "X-Amz-Algorithm=AWS4-HMAC-SHA256&uploads&prefix=a+b&X-Amz-Signature=00"
-    assert _forwarded_query(query) == "prefix=a%20b&uploads="
+    assert forwarded_query(query) == "prefix=a%20b&uploads="
 
 
 def test_it_signs_upstream_requests_as_sigv4_verifies_them():
@@ -153,7 +154,7 @@ def test_it_filters_list_buckets_to_the_orgs_buckets():
         b"<Bucket><Name>theirs</Name><CreationDate>2026-01-01T00:00:00Z</CreationDate></Bucket>"
         b"</Buckets></ListAllMyBucketsResult>"
     )
-    filtered = _filter_list_buckets(body, {"mine"})
+    filtered = filter_list_buckets(body, {"mine"})
     assert b"<Name>mine</Name>" in filtered
     assert b"theirs" not in filtered
     assert b"ContinuationToken" not in filtered

@@ -16,11 +16,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.trail import Actor
-from gateway.models import DeniedAttempt, KeyUsage, UsageBatch
+from gateway.models import DeniedAttempt, UsageBatch
 from gateway.services import adopt_bucket
 from gateway.tasks import USAGE_BATCH_RETENTION, record_usage
 from gateway.usage import UsageRecorder
-from keys.models import AccessKey
+from keys.models import AccessKey, KeyUsage
 from keys.services import revoke_key
 from tests.conftest import client_for, new_key
 from tests.gateway_stack import gateway, worker

@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.app import _Receiver
-from gateway.models import DeniedAttempt, KeyUsage
+from gateway.asgi_io import Receiver
+from gateway.models import DeniedAttempt
 from gateway.operations import classify
 from gateway.tasks import record_usage
 from gateway.usage import MAX_DENIED_ENTRIES, MAX_UNSENT_BATCHES, UsageRecorder
-from keys.models import AccessKey
+from keys.models import AccessKey, KeyUsage
 from tests.conftest import new_key
 
 HOUR = 1_800_000_000 // 3600 * 3600  # an hour boundary
@@ -223,6 +223,6 @@ def test_it_counts_every_piece_of_a_body_the_gateway_receives():
             pieces.append((await receiver())["body"])
         return b"".join(pieces)
 
-    receiver = _Receiver(receive, timeout=5)
+    receiver = Receiver(receive, timeout=5)
     assert asyncio.run(read_all(receiver)) == b"abcdefghijk"
     assert receiver.bytes == 11

@@ -18,14 +18,14 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from accounts.services import create_api_token
+from accounts.tokens import create_api_token
 from audit.trail import Actor
 from excloud_portal.settings import parse_service_tokens
 from gateway import usage, verify_api
-from gateway.models import Bucket, KeyUsage, SigningKeyGrant
+from gateway.models import Bucket, SigningKeyGrant
 from gateway.sigv4 import derive_signing_key, signature
 from gateway.tasks import record_usage
-from keys.models import AccessKey
+from keys.models import AccessKey, KeyUsage
 from keys.services import deactivate_key, revoke_key
 from tests.conftest import new_key
 

@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from accounts.services import create_api_token
+from accounts.tokens import create_api_token
 from audit.models import AuditEvent
 from audit.trail import Actor
 from keys.models import AccessKey, KeyPolicy

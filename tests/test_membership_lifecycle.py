@@ -7,7 +7,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from accounts import services
+from accounts import services, tokens
 from accounts.models import INVITATION_LIFETIME, ApiToken, Invitation, Membership, Role, hash_token
 from audit.trail import Actor
 
@@ -141,9 +141,9 @@ def test_an_invitation_from_someone_who_still_may_invite_is_accepted(owner, admi
 
 def test_removing_a_member_revokes_their_tokens_in_that_org_only(owner, member, other_org):
     elsewhere = Membership.objects.create(org=other_org, user=member.user, role=Role.MEMBER)
-    here = services.create_api_token(member, actor(member), "laptop")
-    there = services.create_api_token(elsewhere, actor(member), "laptop")
-    owners = services.create_api_token(owner, actor(owner), "ci")
+    here = tokens.create_api_token(member, actor(member), "laptop")
+    there = tokens.create_api_token(elsewhere, actor(member), "laptop")
+    owners = tokens.create_api_token(owner, actor(owner), "ci")
     mark = audit_mark()
     services.remove_member(owner, actor(owner), member)
     here.token.refresh_from_db()
@@ -165,7 +165,7 @@ def test_removing_a_member_revokes_their_tokens_in_that_org_only(owner, member, 
 def test_a_removed_and_re_added_member_s_old_token_stays_dead(
     owner, member, mailoutbox, django_capture_on_commit_callbacks
 ):
-    old = services.create_api_token(member, actor(member), "laptop").plaintext
+    old = tokens.create_api_token(member, actor(member), "laptop").plaintext
     assert api_status(old) == 200
     r = client_for(owner).post(f"/orgs/acme/members/{member.user_id}/remove/")
     assert r.status_code == 302
@@ -182,14 +182,14 @@ def test_a_removed_and_re_added_member_s_old_token_stays_dead(
     assert rejoin.post(path).status_code == 302
     assert Membership.objects.filter(org=owner.org, user=member.user).exists()
     assert api_status(old) == 401
-    fresh = services.create_api_token(
+    fresh = tokens.create_api_token(
         Membership.objects.get(org=owner.org, user=member.user), actor(member), "new"
     ).plaintext
     assert api_status(fresh) == 200
 
 
 def test_a_refused_removal_revokes_nothing(owner):
-    token = services.create_api_token(owner, actor(owner), "laptop")
+    token = tokens.create_api_token(owner, actor(owner), "laptop")
     invitation, _ = invitation_from(owner, "a@example.test", Role.MEMBER)
     mark = audit_mark()
     with pytest.raises(services.MembershipError, match="last owner"):

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 import pytest
 from django.test import Client
 
-from accounts.services import create_api_token
+from accounts.tokens import create_api_token
 from audit.trail import Actor
 from keys.models import AccessKey, KeyPolicy
 

@@ -19,7 +19,7 @@ import pytest
 from django.db import connections
 from django.test import Client
 
-from accounts.services import create_api_token
+from accounts.tokens import create_api_token
 from audit.trail import Actor
 from excloud_portal.api import api
 

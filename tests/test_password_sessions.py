@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 
 from accounts.models import ApiToken, Membership, Role
-from accounts.services import create_api_token
+from accounts.tokens import create_api_token
 from audit.trail import Actor
 
 from .conftest import PASSWORD, audit_mark, client_for, events_since

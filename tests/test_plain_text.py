@@ -13,6 +13,7 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from accounts import services as account_services
+from accounts import tokens as account_tokens
 from accounts.models import ApiToken, Invitation, Organization, Role, User
 from audit.trail import Actor
 from excloud_portal.text import UnsafeText, check_text, printable
@@ -129,15 +130,15 @@ def test_it_refuses_an_unsafe_token_name(owner, text):
     r = client.post("/orgs/acme/tokens/", {"name": text, "expires_in": "30"})
     assert r.status_code == 400
     assert "control characters" in page_text(r)
-    with pytest.raises(account_services.ApiTokenError, match="control characters"):
-        account_services.create_api_token(owner, Actor.for_user(owner.user), text)
+    with pytest.raises(account_tokens.ApiTokenError, match="control characters"):
+        account_tokens.create_api_token(owner, Actor.for_user(owner.user), text)
     assert not ApiToken.objects.exists()
     assert events_since(mark) == []
 
 
 @pytest.fixture
 def token(owner) -> str:
-    return account_services.create_api_token(owner, Actor.for_user(owner.user), "t").plaintext
+    return account_tokens.create_api_token(owner, Actor.for_user(owner.user), "t").plaintext
 
 
 def api(token: str, method: str, path: str, body=None):

@@ -4,6 +4,7 @@ working (no redirect to https, no Secure cookies)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
+from excloud_portal import devenv
 from excloud_portal.settings import parse_proxy_ssl_header
 
 REPO = Path(__file__).resolve().parent.parent
@@ -21,6 +23,11 @@ PRODUCTION = {
     "DJANGO_DEBUG": "0",
     "SITE_URL": "https://portal.example.com",
     "DJANGO_ALLOWED_HOSTS": "portal.example.com",
+    # The secrets a deployment must set (with DJANGO_SECRET_KEY): none has a default.
+    "EXCLOUD_SECRET_KEYS": "k1:" + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+    "EXCLOUD_AUDIT_SIGNING_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+    "EXCLOUD_S3_UPSTREAM_ACCESS_KEY_ID": "PRODUCTIONUPSTREAM",
+    "EXCLOUD_S3_UPSTREAM_SECRET_ACCESS_KEY": secrets.token_urlsafe(30),
 }
 SHOWN = [
     "DEBUG",
@@ -46,6 +53,13 @@ def _run(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.Complete
         text=True,
         timeout=120,
     )
+
+
+def _development(tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
+    """env and what `make run`'s start-up step adds: the secrets of var/dev.env."""
+    env = {"EXCLOUD_VAR_DIR": str(tmp_path / "var"), **env}
+    devenv.load(env)
+    return env
 
 
 def _settings(tmp_path: Path, env: dict[str, str]) -> dict:
@@ -82,8 +96,27 @@ def test_it_defaults_to_https_everything_in_production(tmp_path):
     }
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "DJANGO_SECRET_KEY",
+        "EXCLOUD_SECRET_KEYS",
+        "EXCLOUD_AUDIT_SIGNING_KEY",
+        "EXCLOUD_S3_UPSTREAM_ACCESS_KEY_ID",
+    ],
+)
+def test_it_names_a_missing_secret_and_generates_none(tmp_path, name):
+    env = {**PRODUCTION, "DJANGO_SECRET_KEY": secrets.token_urlsafe(50)}
+    del env[name]
+    result = _run(tmp_path, env, "check")
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert name in result.stderr
+    assert not (tmp_path / "var").exists()
+
+
 def test_it_keeps_development_on_plain_http(tmp_path):
-    shown = _settings(tmp_path, {"DJANGO_DEBUG": "1"})
+    shown = _settings(tmp_path, _development(tmp_path, {"DJANGO_DEBUG": "1"}))
     assert shown["SECURE_SSL_REDIRECT"] is False
     assert shown["SECURE_HSTS_SECONDS"] == 0
     assert shown["SESSION_COOKIE_SECURE"] is False
@@ -134,6 +167,7 @@ def test_it_reads_a_proxy_header():
 
 
 def test_it_refuses_a_negative_hsts_duration(tmp_path):
-    result = _run(tmp_path, {"DJANGO_DEBUG": "1", "DJANGO_HSTS_SECONDS": "-1"}, "check")
+    env = _development(tmp_path, {"DJANGO_DEBUG": "1", "DJANGO_HSTS_SECONDS": "-1"})
+    result = _run(tmp_path, env, "check")
     assert result.returncode != 0
     assert "DJANGO_HSTS_SECONDS" in result.stderr

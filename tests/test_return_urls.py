@@ -47,7 +47,7 @@ URL_HEADERS = {"location", "hx-redirect", "hx-location", "refresh"}
 RETURN_URL_FILES = {
     "excloud_portal/redirects.py": "safe_next, the check itself",
     "keys/views.py": "key_deactivate, key_reactivate, key_revoke",
-    "templates/keys/_revoke_form.html": "key_revoke: Cancel link and hidden next",
+    "templates/keys/key_revoke.html": "key_revoke: Cancel link and hidden next",
     "templates/keys/_key_actions.html": "key_deactivate, key_reactivate, key_revoke links",
     "templates/registration/login.html": "login (Django's LoginView checks its own next)",
     "accounts/views.py": "accept_invitation: the sign-in link back to the invitation",

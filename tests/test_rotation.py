@@ -10,7 +10,7 @@ from django.core.exceptions import PermissionDenied
 from django.test import Client
 from django.utils import timezone
 
-from accounts.services import create_api_token
+from accounts.tokens import create_api_token
 from audit.models import AuditEvent
 from audit.trail import Actor
 from keys import credentials

@@ -9,6 +9,7 @@ secret, is found where the secret must not be.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
 import re
@@ -29,6 +30,7 @@ from django.http import HttpResponse
 from django.test import Client
 
 from audit.models import AuditEvent
+from excloud_portal.logs import JsonFormatter, RequestIdFilter
 from keys.credentials import unseal
 from keys.models import AccessKey
 
@@ -252,9 +254,30 @@ def test_it_keeps_the_secret_out_of_every_later_page(owner):
     assert_no_secret(shown, "the client's cookies", shown.client.cookies.output())
 
 
-def test_it_keeps_the_secret_out_of_the_logs(owner, log_output):
+@pytest.fixture(params=["text", "json"])
+def json_lines(request, log_output) -> Iterator[Callable[[], str]]:
+    """With "json", every record also written as LOG_FORMAT=json writes it."""
+    written = io.StringIO()
+    handler = logging.StreamHandler(written)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RequestIdFilter())
+    if request.param == "json":
+        logging.getLogger().addHandler(handler)
+    try:
+        yield written.getvalue
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+
+def test_it_keeps_the_secret_out_of_the_logs(owner, log_output, json_lines):
     shown = create_keys_and_use_every_page(owner)
-    for where, logged in log_output().items():
+    outputs = log_output()
+    if json_lines():
+        lines = [json.loads(line) for line in json_lines().splitlines()]
+        assert any(line.get("request_id") for line in lines)
+        assert_no_secret(shown, "the JSON lines", json_lines())
+        outputs["the JSON lines' messages"] = "\n".join(line["message"] for line in lines)
+    for where, logged in outputs.items():
         # The SQL that stored each key is in the capture: proof that it sees what is logged.
         assert 'INSERT INTO "keys_accesskey"' in logged
         for key_id in shown.key_ids:

@@ -14,7 +14,7 @@ from django.http import HttpRequest, HttpResponse
 from django.test import Client
 from django.urls import path, reverse
 
-from accounts.services import create_api_token
+from accounts.tokens import create_api_token
 from audit.trail import Actor
 from excloud_portal.urls import urlpatterns as portal_urlpatterns
 from tests.conftest import client_for

@@ -13,7 +13,7 @@ import pytest
 
 from gateway import sigv4
 from gateway.sigv4 import Request
-from tests.test_sigv4 import (  # noqa: F401  (frozen_botocore_clock is an autouse fixture)
+from tests.sigv4_support import (  # noqa: F401  (frozen_botocore_clock is an autouse fixture)
     ACCESS_KEY,
     NOW,
     REGION,

@@ -25,7 +25,7 @@ from django.test import Client
 from django.urls import reverse
 
 from accounts.models import Membership
-from accounts.services import create_api_token
+from accounts.tokens import create_api_token
 from audit.trail import Actor
 from keys import snippets
 from keys.models import AccessKey, KeyStatus

@@ -12,7 +12,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
 from accounts.models import Invitation, Membership, Role, hash_token
-from accounts.services import create_api_token
+from accounts.tokens import create_api_token
 from audit.trail import Actor
 from keys.models import AccessKey
 from tests.conftest import new_key

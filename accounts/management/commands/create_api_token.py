@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import Membership
-from accounts.services import ApiTokenError, create_api_token
+from accounts.tokens import ApiTokenError, create_api_token
 from audit.trail import Actor
 
 

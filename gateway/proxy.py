@@ -1,0 +1,158 @@
+"""What of a request goes on to the store, and what of the store's answer comes back.
+
+Django-free. Upstream goes exactly the authorized bucket and object (the operation's
+path and copy source, never the client's spelling of them), the query less presigning's
+parameters, and only the headers S3 reads; back come the store's status and headers less
+those that concern one connection or that the gateway decides itself (CORS), and the body
+streamed piece by piece.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote
+
+import httpx
+
+from . import operations, s3errors, sigv4
+from .operations import Operation
+
+# Headers that concern one connection, or that the gateway sets itself for the upstream.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# What goes upstream of a client's headers: S3's own (x-amz-*, less those the gateway sets
+# or that describe the client's signature) and the plain HTTP ones S3 reads. Anything else
+# (X-Forwarded-Host, Cookie, method overrides) could make the store read a request other
+# than the one authorized.
+FORWARDED_HEADERS = frozenset(
+    {
+        "accept-encoding",
+        "cache-control",
+        "content-disposition",
+        "content-encoding",
+        "content-language",
+        "content-md5",
+        "content-type",
+        "expires",
+        "if-match",
+        "if-modified-since",
+        "if-none-match",
+        "if-unmodified-since",
+        "range",
+    }
+)
+NOT_FORWARDED = {
+    "x-amz-date",
+    "x-amz-content-sha256",
+    "x-amz-decoded-content-length",
+    "x-amz-trailer",
+    "x-amz-security-token",
+}
+# The ASGI server writes its own Date and Server, and gateway.cors alone decides what a
+# browser may do (a store may allow everything to everyone).
+NOT_RELAYED = HOP_BY_HOP | {
+    "date",
+    "server",
+    "access-control-allow-origin",
+    "access-control-allow-credentials",
+    "access-control-allow-methods",
+    "access-control-allow-headers",
+    "access-control-expose-headers",
+    "access-control-max-age",
+    "vary",
+}
+# A ranged answer carries no whole-object checksum on AWS; some stores send one anyway,
+# which clients then check against the range and fail.
+WHOLE_OBJECT_CHECKSUM_HEADERS = frozenset(
+    {*sigv4.CHECKSUM_HEADERS, "x-amz-checksum-type", "x-amz-sdk-checksum-algorithm"}
+)
+Headers = list[tuple[bytes, bytes]]
+
+
+def forwarded_query(query: str) -> str:
+    """The canonical query without the presigned-URL parameters, for the upstream."""
+    if not query:
+        return ""
+    kept = [
+        part
+        for part in query.split("&")
+        if part and unquote(part.partition("=")[0]) not in sigv4.PRESIGN_PARAMS
+    ]
+    return sigv4.canonical_query("&".join(kept))
+
+
+def forwarded_headers(verified: sigv4.Verified, operation: Operation) -> list[tuple[str, str]]:
+    """The client's headers that go upstream with the authorized operation."""
+    headers_in = verified.headers
+    forwarded: list[tuple[str, str]] = []
+    for name, values in headers_in.items():
+        if name in NOT_FORWARDED or not (name in FORWARDED_HEADERS or name.startswith("x-amz-")):
+            continue
+        if verified.streaming and name == "x-amz-sdk-checksum-algorithm" and verified.trailers:
+            # The checksum travels in the trailer, which is not forwarded.
+            continue
+        if name == "content-encoding":
+            value = sigv4.strip_aws_chunked(",".join(values))
+            if value:
+                forwarded.append((name, value))
+            continue
+        if name == operations.COPY_SOURCE_HEADER:
+            # Exactly the source that was authorized, however the client spelled it.
+            assert operation.copy_source is not None
+            forwarded.append((name, operation.copy_source.header()))
+            continue
+        forwarded.append((name, ",".join(values)))
+    if "accept-encoding" not in headers_in:
+        forwarded.append(("accept-encoding", "identity"))
+    return forwarded
+
+
+def relayed(response: httpx.Response, request: sigv4.Request) -> tuple[int, Headers]:
+    """The status and headers of the store's answer as the client gets them."""
+    status = response.status_code
+    headers = [
+        (name.lower(), value)
+        for name, value in response.headers.raw
+        if name.lower().decode("latin-1") not in NOT_RELAYED
+    ]
+    headers.extend(s3errors.SECURITY_HEADERS)
+    if (
+        status == 200
+        and "range" in (request.header_map or {})
+        and response.headers.get("content-range")
+    ):
+        # rclone serve s3 answers a range with 200 and the range's bytes.
+        status = 206
+    if status == 206:
+        headers = [
+            (n, v) for n, v in headers if n.decode("latin-1") not in WHOLE_OBJECT_CHECKSUM_HEADERS
+        ]
+    return status, headers
+
+
+async def send_whole(send: Any, status: int, headers: Headers, body: bytes) -> None:
+    """An answer whose body is all at hand, with its length."""
+    headers = [(n, v) for n, v in headers if n != b"content-length"]
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def stream(send: Any, status: int, headers: Headers, response: httpx.Response) -> None:
+    """The store's answer, its body passed on piece by piece as it arrives."""
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    async for piece in response.aiter_raw():
+        await send({"type": "http.response.body", "body": piece, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
