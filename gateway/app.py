@@ -32,6 +32,7 @@ from excloud_portal.logs import bind_request_id
 
 from . import authority as auth_module
 from . import (
+    config,
     cors,
     health,
     limits,
@@ -67,21 +68,21 @@ class Gateway:
         self.authority = Authority()
         self.signing_keys = sigv4.SigningKeyCache()
         self.authority.on_invalidate.append(self.signing_keys.clear)
-        upstream = auth_module.upstream()
+        upstream = config.upstream()
         self.store = Store(
             Signer(
                 upstream.url, upstream.access_key_id, upstream.secret_access_key, upstream.region
             ),
-            auth_module.upstream_timeouts(),
+            config.upstream_timeouts(),
         )
-        self.region = auth_module.region()
-        self.endpoint_url = auth_module.endpoint().rstrip("/")
+        self.region = config.region()
+        self.endpoint_url = config.endpoint().rstrip("/")
         self.endpoint_host = urlsplit(self.endpoint_url).hostname
         self.usage = UsageRecorder()
         self.probes = health.Probes(self.store.signer)
-        self.guard = FailureGuard(*auth_module.failure_limit())
-        self.flush_seconds = auth_module.usage_flush_seconds()
-        self.body_timeout = auth_module.body_timeout_seconds()
+        self.guard = FailureGuard(*config.failure_limit())
+        self.flush_seconds = config.usage_flush_seconds()
+        self.body_timeout = config.body_timeout_seconds()
         self._flusher: asyncio.Task | None = None
 
     async def aclose(self) -> None:

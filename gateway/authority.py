@@ -21,8 +21,8 @@ stale, and the cache is asked only then:
   read the cache is dropped and the request goes to the database; for
   EXCLOUD_REDIS_BACKOFF_SECONDS after that the gateway does not ask Redis at all and keeps
   nothing cached, so a frozen Redis costs one EXCLOUD_REDIS_TIMEOUT_SECONDS wait per
-  back-off, not one per request. A change whose bump was lost is seen within
-  CACHE_TTL_SECONDS.
+  back-off, not one per request. A change whose bump was lost is seen once the
+  gateway reads the change records, every few seconds (gateway/freshness.py).
 - On the embedded SQLite database (no Redis), each request asks the database file's data
   version (``PRAGMA data_version``, which moves whenever another connection commits, a
   few microseconds on the event loop); any commit by anyone drops the cache.
@@ -42,12 +42,10 @@ import contextlib
 import functools
 import logging
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TypeVar
 
 import django
@@ -60,7 +58,6 @@ if not apps.ready:
     django.setup()
 
 import psycopg  # noqa: E402
-import redis.asyncio as aioredis  # noqa: E402
 from asgiref.sync import sync_to_async  # noqa: E402
 from django import db  # noqa: E402
 from django.conf import settings  # noqa: E402
@@ -68,10 +65,11 @@ from django.db import close_old_connections  # noqa: E402
 
 from audit.trail import Actor  # noqa: E402
 from excloud_portal import celery_app  # noqa: E402, F401 - binds shared tasks to our broker
-from keys import credentials, revocation  # noqa: E402
+from keys import credentials  # noqa: E402
 from keys.models import AccessKey, CacheChange, CachedKind, KeyStatus  # noqa: E402
 
-from . import operations, s3errors, services, sigv4  # noqa: E402
+from . import freshness, operations, s3errors, services, sigv4  # noqa: E402
+from .freshness import Freshness  # noqa: E402
 from .models import Bucket  # noqa: E402
 from .operations import Operation  # noqa: E402
 from .tasks import record_usage  # noqa: E402
@@ -82,15 +80,7 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
-# A backstop for a version bump lost after a commit (see keys/revocation.py): no cached
-# entry outlives this, whatever Redis says.
-CACHE_TTL_SECONDS = revocation.CACHE_TTL_SECONDS
-# Change records are read every CHANGE_FEED_SECONDS, each time all of those written in the
-# last CHANGE_FEED_WINDOW_SECONDS: a record whose transaction committed after a later one's
-# (record IDs are handed out before commit) is still read once it commits. A gateway that
-# went longer than the window without a read drops its whole cache.
-CHANGE_FEED_SECONDS = revocation.CHANGE_FEED_SECONDS
-CHANGE_FEED_WINDOW_SECONDS = 60.0
+CACHE_TTL_SECONDS = freshness.CACHE_TTL_SECONDS
 # How long an unknown access key ID is answered from memory, and how many are kept.
 UNKNOWN_KEY_SECONDS = 10.0
 UNKNOWN_KEYS_MAX = 10_000
@@ -270,17 +260,6 @@ def _recent_changes(seconds: float) -> list[tuple[int, str, str]]:
     )
 
 
-def _sqlite_watch() -> sqlite3.Connection | None:
-    """A connection of our own to the embedded SQLite database, only to ask its data
-    version; None on any other database."""
-    database = settings.DATABASES["default"]
-    if database["ENGINE"] != "django.db.backends.sqlite3":
-        return None
-    path = Path(database["NAME"]).resolve()
-    # Read-only, and never waiting on a lock: a busy file is asked again next request.
-    return sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=0, check_same_thread=False)
-
-
 def _send_usage(batch: dict) -> None:
     record_usage.delay(batch)
 
@@ -355,23 +334,12 @@ class Authority:
     can tell us about changes."""
 
     def __init__(self, redis_url: str | None = None) -> None:
-        redis_url = settings.REDIS_URL if redis_url is None else redis_url
-        timeout = settings.EXCLOUD_REDIS_TIMEOUT_SECONDS
-        self._redis = (
-            aioredis.Redis.from_url(
-                redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
-            )
-            if redis_url
-            else None
+        self._freshness = Freshness(
+            settings.REDIS_URL if redis_url is None else redis_url,
+            read_changes=_in_thread(_recent_changes),
+            drop_all=self._clear,
+            drop=self._drop,
         )
-        self._sqlite = _sqlite_watch() if self._redis is None else None
-        self._sqlite_version: int | None = None
-        self._backoff = settings.EXCLOUD_REDIS_BACKOFF_SECONDS
-        # Until when (monotonic) Redis is left alone after a failure.
-        self._skip_redis_until = 0.0
-        # Failed reads of the versions since Redis last answered, and when the first was.
-        self.redis_failures = 0
-        self._failing_since = 0.0
         # Entries carry the version they were read under and count only while it is
         # current: a read that started before a change and ends after it is never used.
         self._keys: dict[str, tuple[KeyInfo, float, object]] = {}
@@ -380,12 +348,6 @@ class Authority:
         # asking again. IDs are random: only a client guessing ever names one before it
         # exists, so this never delays a new key.
         self._unknown: dict[str, float] = {}
-        # Change records already applied (ID: when read), when they were last read, the
-        # task that reads them, and the first read; nothing is cached before it succeeds.
-        self._feed_seen: dict[int, float] = {}
-        self._feed_read_at: float | None = None
-        self._follower: asyncio.Task | None = None
-        self._first_read: asyncio.Future | None = None
         # Lookups answered from the cache, and from the database (for metrics and benches).
         self.hits = 0
         self.misses = 0
@@ -397,99 +359,10 @@ class Authority:
         # Bucket claims being given back (see claim_bucket), kept until done.
         self._late: set[asyncio.Future] = set()
 
-    async def _versions(self, access_key_id: str, names: tuple[str, ...]) -> list | None:
-        """The current version of the key and of each named bucket, in that order, or None
-        when nothing may be answered from the cache."""
-        if self._sqlite is not None:
-            return self._sqlite_versions(1 + len(names))
-        if self._redis is None:
-            return None
-        now = time.monotonic()
-        if now < self._skip_redis_until:
-            return None
-        if self._follower is None:
-            self._first_read = asyncio.get_running_loop().create_future()
-            self._follower = asyncio.ensure_future(self._follow_changes())
-        if self._feed_read_at is None:
-            await asyncio.shield(self._first_read)
-            if self._feed_read_at is None:
-                return None
-        slots = [revocation.key_version(access_key_id)]
-        slots.extend(revocation.bucket_version(name) for name in names)
-        try:
-            versions = await self._redis.mget(slots)
-        except Exception:  # noqa: BLE001 - any Redis trouble means: ask the database
-            self._redis_failed(now)
-            return None
-        if self.redis_failures:
-            log.info(
-                "read gateway cache versions again after %d failed attempts in %.1f s",
-                self.redis_failures,
-                time.monotonic() - self._failing_since,
-            )
-            self.redis_failures = 0
-            # Whatever a read begun before the outage cached since is not trusted.
-            self._clear()
-        return versions
-
-    async def _follow_changes(self) -> None:
-        """Read the change records every CHANGE_FEED_SECONDS for as long as the cache lives."""
-        while True:
-            try:
-                await self._read_changes()
-            except Exception:  # noqa: BLE001 - tried again next time; entries still expire
-                log.debug("could not read the change records", exc_info=True)
-            if not self._first_read.done():
-                self._first_read.set_result(None)
-            await asyncio.sleep(CHANGE_FEED_SECONDS)
-
-    async def _read_changes(self) -> None:
-        """Drop what the change records written since the last read name."""
-        started = time.monotonic()
-        rows = await _in_thread(_recent_changes)(CHANGE_FEED_WINDOW_SECONDS)
-        gap = self._feed_read_at is not None and (
-            started - self._feed_read_at > CHANGE_FEED_WINDOW_SECONDS - CHANGE_FEED_SECONDS
-        )
-        if gap:
-            # Records may have come and gone unread: trust nothing cached before now.
-            self._clear()
-        for change_id, kind, name in rows:
-            if change_id in self._feed_seen:
-                continue
-            self._feed_seen[change_id] = started
-            if kind == CachedKind.KEY:
-                self._keys.pop(name, None)
-            else:
-                self._owners.pop(name, None)
-        horizon = started - 2 * CHANGE_FEED_WINDOW_SECONDS
-        self._feed_seen = {i: at for i, at in self._feed_seen.items() if at > horizon}
-        self._feed_read_at = started
-
-    def _sqlite_versions(self, count: int) -> list | None:
-        try:
-            version = self._sqlite.execute("PRAGMA data_version").fetchone()[0]
-        except sqlite3.Error:
-            # Busy or gone: ask the database itself, which waits or fails as it should.
-            self._clear()
-            return None
-        if version != self._sqlite_version:
-            self._clear()
-            self._sqlite_version = version
-        return [version] * count
-
-    def _redis_failed(self, now: float) -> None:
-        """Drop the cache and leave Redis alone for a while; say so once per outage."""
-        self._clear()
-        self._skip_redis_until = time.monotonic() + self._backoff
-        if not self.redis_failures:
-            self._failing_since = now
-            log.warning(
-                "cannot read gateway cache versions from Redis; reading the database "
-                "on every request, and trying Redis again every %.1f s",
-                self._backoff,
-                exc_info=True,
-            )
-        self.redis_failures += 1
+    @property
+    def redis_failures(self) -> int:
+        """Failed reads of the versions since Redis last answered."""
+        return self._freshness.redis_failures
 
     def _clear(self) -> None:
         self.clears += 1
@@ -498,12 +371,15 @@ class Authority:
         for callback in self.on_invalidate:
             callback()
 
+    def _drop(self, kind: str, name: str) -> None:
+        (self._keys if kind == CachedKind.KEY else self._owners).pop(name, None)
+
     @staticmethod
     def _fresh(entry, version, now: float) -> bool:
         return entry is not None and entry[2] == version and now - entry[1] < CACHE_TTL_SECONDS
 
     async def lookup(self, access_key_id: str, names: tuple[str, ...]) -> Lookup:
-        versions = await self._versions(access_key_id, names)
+        versions = await self._freshness.versions(access_key_id, names)
         now = time.monotonic()
         if versions is not None:
             cached = self._keys.get(access_key_id)
@@ -537,7 +413,7 @@ class Authority:
 
     async def still_usable(self, access_key_id: str) -> bool:
         """Is the key still usable now? Asked again before an upload is let complete."""
-        versions = await self._versions(access_key_id, ())
+        versions = await self._freshness.versions(access_key_id, ())
         if versions is not None:
             cached = self._keys.get(access_key_id)
             if self._fresh(cached, versions[0], time.monotonic()):
@@ -632,67 +508,4 @@ class Authority:
         return True
 
     async def aclose(self) -> None:
-        if self._follower is not None:
-            self._follower.cancel()
-        if self._redis is not None:
-            await self._redis.aclose()
-        if self._sqlite is not None:
-            self._sqlite.close()
-
-
-@dataclass(frozen=True, slots=True)
-class Upstream:
-    url: str
-    access_key_id: str
-    secret_access_key: str
-    region: str
-
-
-def upstream() -> Upstream:
-    return Upstream(
-        settings.EXCLOUD_S3_UPSTREAM_URL,
-        settings.EXCLOUD_S3_UPSTREAM_ACCESS_KEY_ID,
-        settings.EXCLOUD_S3_UPSTREAM_SECRET_ACCESS_KEY,
-        settings.EXCLOUD_S3_UPSTREAM_REGION,
-    )
-
-
-def failure_limit() -> tuple[int, int]:
-    """(failures, window seconds) one source IP may have before SlowDown."""
-    return settings.EXCLOUD_S3_FAILURE_LIMIT, settings.EXCLOUD_S3_FAILURE_WINDOW_SECONDS
-
-
-def usage_flush_seconds() -> int:
-    return settings.EXCLOUD_USAGE_FLUSH_SECONDS
-
-
-def region() -> str:
-    return settings.EXCLOUD_S3_REGION
-
-
-def endpoint() -> str:
-    return settings.EXCLOUD_S3_ENDPOINT
-
-
-def upstream_timeouts() -> tuple[int, int]:
-    """(connect, between bytes) seconds the gateway waits on the object store."""
-    return (
-        settings.EXCLOUD_S3_UPSTREAM_CONNECT_TIMEOUT_SECONDS,
-        settings.EXCLOUD_S3_UPSTREAM_TIMEOUT_SECONDS,
-    )
-
-
-def body_timeout_seconds() -> int:
-    """How long a request body may pause, or a client leave an answer unread, before the
-    connection is cut."""
-    return settings.EXCLOUD_S3_BODY_TIMEOUT_SECONDS
-
-
-def connection_limits() -> dict[str, int]:
-    """What the server bounds on each connection: the wait for a request head, an idle
-    keep-alive connection, and how many requests one process serves at once."""
-    return {
-        "head_timeout": settings.EXCLOUD_S3_HEAD_TIMEOUT_SECONDS,
-        "timeout_keep_alive": settings.EXCLOUD_S3_KEEPALIVE_SECONDS,
-        "limit_concurrency": settings.EXCLOUD_S3_MAX_CONCURRENCY,
-    }
+        await self._freshness.aclose()

@@ -236,7 +236,8 @@ def main(argv: list[str] | None = None) -> None:
     # Imported here: it sets Django up, which the protocols above do not need.
     from django.conf import settings
 
-    from .authority import connection_limits
+    from . import authority  # noqa: F401 - sets Django up
+    from .config import connection_limits
 
     # With LOG_FORMAT=json, uvicorn's own lines go through the portal's logging too.
     logging_options = {"log_config": None} if settings.LOG_FORMAT == "json" else {}

@@ -16,7 +16,8 @@ from django.conf import settings
 from django.db import connection
 
 from audit.trail import Actor
-from gateway import authority
+from excloud_portal import devenv
+from gateway import authority, freshness
 from keys.services import revoke_key
 from tests.conftest import new_key
 
@@ -124,6 +125,7 @@ def test_it_leaves_an_unreachable_redis_alone_for_the_back_off(owner, loads, set
 def test_it_caches_on_sqlite_until_another_connection_commits(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_"))}
     env.update(EXCLOUD_VAR_DIR=str(tmp_path / "var"), PYTHONPATH=str(REPO))
+    devenv.load(env)
     result = subprocess.run(
         [sys.executable, "-m", "tests.sqlite_authority"],
         cwd=REPO,
@@ -218,7 +220,7 @@ def test_a_revoke_whose_redis_bump_was_lost_reaches_the_cache_through_the_change
             monkeypatch.setattr(revocation, "_client", None)
             await asyncio.to_thread(_revoke, owner, key)
             assert versions.get(revocation.key_version(key.id)) is None
-            deadline = time.monotonic() + 10 * authority.CHANGE_FEED_SECONDS
+            deadline = time.monotonic() + 10 * freshness.CHANGE_FEED_SECONDS
             while (status := (await cache.lookup(key.id, ())).key.status) == "active":
                 assert time.monotonic() < deadline, "the change records were never read"
                 await asyncio.sleep(0.05)
