@@ -26,8 +26,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import httpx
-
 from excloud_portal.logs import bind_request_id
 
 from . import authority as auth_module
@@ -35,6 +33,7 @@ from . import (
     config,
     cors,
     health,
+    http1,
     limits,
     listing,
     metrics,
@@ -172,10 +171,10 @@ class Gateway:
                 log.warning(
                     "request %s failed after its answer began: %r", exchange.request_id, error
                 )
-                if isinstance(error, (httpx.TransportError, ClientStalled)):
+                if isinstance(error, (http1.StoreError, ClientStalled)):
                     return
                 raise
-            if isinstance(error, httpx.TransportError):
+            if isinstance(error, http1.StoreError):
                 log.warning("request %s: the store failed: %r", exchange.request_id, error)
                 error = s3errors.store_unavailable()
             elif not isinstance(error, sigv4.S3Error):
@@ -488,7 +487,7 @@ class Gateway:
                 status,
             )
 
-    async def _respond(self, exchange: Exchange, response: httpx.Response) -> None:
+    async def _respond(self, exchange: Exchange, response: http1.Response) -> None:
         request, operation, key = exchange.request, exchange.operation, exchange.key
         assert operation is not None and key is not None
         status, headers = proxy.relayed(response, request)

@@ -10,16 +10,14 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 
-import httpx
-
-from . import operations, s3errors
+from . import http1, operations, s3errors
 
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 LIST_BUCKETS_MAX_BYTES = 16 * 1024 * 1024
 
 
 async def org_buckets(
-    response: httpx.Response,
+    response: http1.Response,
     query: str,
     held: Callable[[list[str]], Awaitable[set[str]]],
 ) -> bytes:
@@ -31,7 +29,7 @@ async def org_buckets(
     return filter_list_buckets(body, await held(names))
 
 
-async def read_whole(response: httpx.Response) -> bytes:
+async def read_whole(response: http1.Response) -> bytes:
     parts = []
     size = 0
     async for piece in response.aiter_raw():

@@ -9,7 +9,6 @@ counts add up (PROMETHEUS_MULTIPROC_DIR).
 
 from __future__ import annotations
 
-import httpx
 from prometheus_client import Counter, Histogram
 
 # The answers that mean a request did not authenticate, or was refused for its key.
@@ -120,15 +119,6 @@ def key_looked_up(authority) -> None:
     _seen.hits, _seen.misses = hits, misses
 
 
-class CountingTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport to the object store, counting what failed."""
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        try:
-            response = await super().handle_async_request(request)
-        except httpx.TransportError:
-            UPSTREAM_ERRORS.labels("unreachable").inc()
-            raise
-        if response.status_code >= 500:
-            UPSTREAM_ERRORS.labels("5xx").inc()
-        return response
+def store_failed(kind: str) -> None:
+    """The object store could not be reached (``unreachable``) or answered 5xx."""
+    UPSTREAM_ERRORS.labels(kind).inc()

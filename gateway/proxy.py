@@ -12,9 +12,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote
 
-import httpx
-
-from . import operations, s3errors, sigv4
+from . import http1, operations, s3errors, sigv4
 from .operations import Operation
 
 # Headers that concern one connection, or that the gateway sets itself for the upstream.
@@ -119,7 +117,7 @@ def forwarded_headers(verified: sigv4.Verified, operation: Operation) -> list[tu
     return forwarded
 
 
-def relayed(response: httpx.Response, request: sigv4.Request) -> tuple[int, Headers]:
+def relayed(response: http1.Response, request: sigv4.Request) -> tuple[int, Headers]:
     """The status and headers of the store's answer as the client gets them."""
     status = response.status_code
     headers = [
@@ -150,7 +148,7 @@ async def send_whole(send: Any, status: int, headers: Headers, body: bytes) -> N
     await send({"type": "http.response.body", "body": body})
 
 
-async def stream(send: Any, status: int, headers: Headers, response: httpx.Response) -> None:
+async def stream(send: Any, status: int, headers: Headers, response: http1.Response) -> None:
     """The store's answer, its body passed on piece by piece as it arrives."""
     await send({"type": "http.response.start", "status": status, "headers": headers})
     async for piece in response.aiter_raw():

@@ -12,12 +12,11 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
-from . import metrics, s3errors, sigv4
+from . import http1, metrics, s3errors, sigv4
 
 log = logging.getLogger(__name__)
 
@@ -93,32 +92,34 @@ class Signer:
         return url, out
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A request signed for the store, ready to send."""
+
+    method: str
+    target: bytes
+    headers: list[tuple[str, str]]
+    content: Any
+
+
 class Store:
     """Requests to the object store: the client's, forwarded (``open``), and the
-    gateway's own (``ask``)."""
+    gateway's own (``ask``). Failures to talk to it raise http1.StoreError."""
 
     def __init__(self, signer: Signer, timeouts: tuple[float, float]) -> None:
         self.signer = signer
         self.timeouts = timeouts
-        self._client: httpx.AsyncClient | None = None
+        self._client: http1.Client | None = None
 
     @property
-    def client(self) -> httpx.AsyncClient:
+    def client(self) -> http1.Client:
         if self._client is None:
             # Every wait on the store is limited: connecting, and each read or write (not
-            # a whole transfer, so a long healthy one is never cut), and the wait for a
-            # free connection.
+            # a whole transfer, so a long healthy one is never cut).
             connect, between_bytes = self.timeouts
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(between_bytes, connect=connect),
-                transport=metrics.CountingTransport(
-                    limits=httpx.Limits(max_connections=512, max_keepalive_connections=64)
-                ),
+            self._client = http1.Client(
+                self.signer.base, connect_timeout=connect, timeout=between_bytes
             )
-            # Only what the client sent (and our signature) goes upstream: no Accept,
-            # User-Agent or Connection of httpx's own (assigning headers keeps those).
-            for name in list(self._client.headers):
-                del self._client.headers[name]
         return self._client
 
     async def aclose(self) -> None:
@@ -126,28 +127,33 @@ class Store:
             await self._client.aclose()
 
     def _target(self, path: str, query: str) -> bytes:
-        """The request target to send upstream, byte for byte: the HTTP client must not
-        resolve dot segments or re-encode anything in it."""
+        """The request target to send upstream, byte for byte: nothing resolves dot
+        segments or re-encodes anything in it."""
         return (self.signer.prefix + path + ("?" + query if query else "")).encode("ascii")
 
     def prepare(
         self, method: str, path: str, query: str, headers: list[tuple[str, str]], content: Any
-    ) -> httpx.Request:
-        """A client's authorized request, signed for the store, to send with ``open``."""
-        url, signed = self.signer.sign(method, path, query, headers)
-        request = self.client.build_request(
-            method,
-            url,
-            headers=[(n.encode("latin-1"), v.encode("latin-1")) for n, v in signed],
-            content=content,
+    ) -> Prepared:
+        """A client's authorized request, signed for the store, to send with ``open``.
+        Only what the client sent (and our signature) goes upstream."""
+        _, signed = self.signer.sign(method, path, query, headers)
+        return Prepared(
+            method, self._target(path, query), [("host", self.signer.host), *signed], content
         )
-        request.extensions["target"] = self._target(path, query)
-        return request
 
-    async def open(self, request: httpx.Request) -> httpx.Response:
+    async def open(self, request: Prepared) -> http1.Response:
         """Send a prepared request; the answer's body is left to stream (close the
-        response when done). Raises what the HTTP client raises."""
-        return await self.client.send(request, stream=True)
+        response when done)."""
+        try:
+            response = await self.client.send(
+                request.method, request.target, request.headers, request.content
+            )
+        except http1.StoreError:
+            metrics.store_failed("unreachable")
+            raise
+        if response.status_code >= 500:
+            metrics.store_failed("5xx")
+        return response
 
     async def ask(
         self,
@@ -156,26 +162,21 @@ class Store:
         query: str = "",
         headers: list[tuple[str, str]] | None = None,
         content: bytes | None = None,
-    ) -> httpx.Response:
-        """One whole request of the gateway's own to the store (raises httpx.HTTPError)."""
+    ) -> http1.Response:
+        """One whole request of the gateway's own to the store, its answer read whole into
+        ``content`` (raises http1.StoreError)."""
         headers = list(headers or [])
-        body = None
         if content is not None:
             headers.append(("content-length", str(len(content))))
-            # Sent from an iterator, not as bytes: httpx's response keeps its request in a
-            # reference cycle, and a request holding bytes would keep each 8 MiB part of a
-            # POST upload alive until the cycle collector happened to run.
-            body = _once(content)
-        url, signed = self.signer.sign(method, path, query, headers)
-        request = self.client.build_request(method, url, headers=signed, content=body)
-        request.extensions["target"] = self._target(path, query)
-        return await self.client.send(request)
+        response = await self.open(self.prepare(method, path, query, headers, content))
+        await response.read()
+        return response
 
     async def exists(self, path: str) -> bool:
         """Does the store hold the bucket at ``path`` (for anyone)? 503 if it cannot say."""
         try:
             response = await self.ask("HEAD", path)
-        except httpx.HTTPError as error:
+        except http1.StoreError as error:
             log.warning("upstream HeadBucket failed: %r", error)
             raise s3errors.store_unavailable() from None
         if response.status_code >= 500:
@@ -188,11 +189,7 @@ class Store:
         when the store cannot say, the answer is yes, so nothing is handed over on a guess."""
         try:
             response = await self.ask("GET", path, "list-type=2&max-keys=1")
-        except httpx.HTTPError as error:
+        except http1.StoreError as error:
             log.warning("upstream ListObjectsV2 after CreateBucket failed: %r", error)
             return True
         return response.status_code != 200 or b"<Key>" in response.content
-
-
-async def _once(data: bytes):
-    yield data

@@ -1,0 +1,370 @@
+"""The gateway's HTTP/1.1 client to the object store: one host, kept-alive connections,
+bodies streamed both ways, a time limit on every wait.
+
+Small on purpose. The gateway sends what it signed byte for byte (the request target is
+never normalised or re-encoded, so an object key with ``..`` in it reaches the store as
+the key it is), talks to one store, and spends its time per request on a few microseconds
+of parsing (httptools, the parser uvicorn uses) rather than a general client's layers.
+
+- Each connect waits at most ``connect_timeout``; each read, and each write the store is
+  slow to take, at most ``timeout`` (between bytes, so a long healthy transfer is never
+  cut). Any failure to talk to the store raises StoreError.
+- A connection goes back to the pool only after an answer was read whole and both sides
+  allow keep-alive; an answer left unread closes it. A request that finds a pooled
+  connection closed by the store before any answer came is sent again on a new one when
+  its body can be sent again (none, or bytes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httptools
+
+# Idle connections kept per store, and connections open at once.
+MAX_IDLE = 64
+MAX_CONNECTIONS = 512
+# Above this many unread bytes of an answer, the connection stops reading from the store.
+READ_AHEAD = 1024 * 1024
+
+
+class StoreError(Exception):
+    """The store could not be reached, or broke off, or went silent for too long."""
+
+
+class _Stale(StoreError):
+    """A pooled connection turned out to be closed before any answer came."""
+
+
+class Headers:
+    """An answer's headers as sent (``raw``: name and value bytes, in order)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self.raw = raw
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        wanted = name.lower().encode("latin-1")
+        for key, value in self.raw:
+            if key.lower() == wanted:
+                return value.decode("latin-1")
+        return default
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.error: BaseException | None = None
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._wakeup: asyncio.Future | None = None
+        self._parser: httptools.HttpResponseParser | None = None
+        self._pieces: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._reading_paused = False
+        self.received_any = False
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers_done = False
+        self.message_done = False
+        self.status = 0
+        self.keep_alive = False
+        self._head_only = False
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.received_any = True
+        if self._parser is None:
+            self._fail(StoreError("the store sent bytes nobody asked for"))
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as error:
+            self._fail(StoreError(f"the store's answer could not be read: {error}"))
+            return
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._ended(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ended(exc)
+        self._writable.set()
+
+    def _ended(self, exc: Exception | None) -> None:
+        if self.message_done or self._parser is None:
+            self._fail(None)
+        elif not self.received_any:
+            self._fail(_Stale("the store closed the connection"))
+        elif self.headers_done and exc is None and not self._delimited():
+            # An answer with neither a length nor chunks ends where the connection does.
+            self._complete()
+            self.keep_alive = False
+            self._fail(None)
+        else:
+            self._fail(StoreError(f"the store broke off its answer: {exc!r}"))
+
+    def _delimited(self) -> bool:
+        """Does the answer say where its body ends (a length, or chunks)?"""
+        for name, value in self.headers:
+            name = name.lower()
+            if name == b"content-length" or (
+                name == b"transfer-encoding" and b"chunked" in value.lower()
+            ):
+                return True
+        return self.status in (204, 304) or 100 <= self.status < 200
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.status = self._parser.get_status_code()
+        self.headers_done = True
+        if self._head_only:
+            # No body follows an answer to HEAD, whatever its Content-Length says.
+            self._complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._pieces.append(body)
+        self._buffered += len(body)
+        if self._buffered > READ_AHEAD and not self._reading_paused:
+            self.transport.pause_reading()
+            self._reading_paused = True
+
+    def on_message_complete(self) -> None:
+        self._complete()
+
+    # Used by the client
+
+    def _complete(self) -> None:
+        if self.message_done:
+            return
+        self.message_done = True
+        self.keep_alive = self._parser.should_keep_alive()
+        self._parser = None
+
+    def _fail(self, error: BaseException | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if error is not None and not self.message_done and self.error is None:
+            self.error = error
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    def begin(self, head_only: bool) -> None:
+        """Get ready for the next answer."""
+        self._parser = httptools.HttpResponseParser(self)
+        self._head_only = head_only
+        self._pieces.clear()
+        self._buffered = 0
+        self.received_any = False
+        self.headers = []
+        self.headers_done = self.message_done = False
+        self.status = 0
+
+    async def write(self, data: bytes) -> None:
+        if self.closed:
+            raise self.error or _Stale("the store closed the connection")
+        self.transport.write(data)
+        if not self._writable.is_set():
+            try:
+                await asyncio.wait_for(self._writable.wait(), self.timeout)
+            except TimeoutError:
+                raise StoreError(f"the store took no data for {self.timeout} s") from None
+            if self.closed:
+                raise self.error or StoreError("the store's connection broke")
+
+    async def _wait(self) -> None:
+        self._wakeup = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(self._wakeup, self.timeout)
+        except TimeoutError:
+            raise StoreError(f"the store sent nothing for {self.timeout} s") from None
+        finally:
+            self._wakeup = None
+
+    async def read_head(self) -> None:
+        while not self.headers_done:
+            if self.error is not None:
+                raise self.error
+            if self.closed:
+                raise StoreError("the store closed the connection before answering")
+            await self._wait()
+
+    async def read_body(self) -> AsyncIterator[bytes]:
+        while True:
+            while self._pieces:
+                piece = self._pieces.popleft()
+                self._buffered -= len(piece)
+                if self._reading_paused and self._buffered <= READ_AHEAD // 2:
+                    self._reading_paused = False
+                    self.transport.resume_reading()
+                yield piece
+            if self.message_done:
+                return
+            if self.error is not None:
+                raise self.error
+            if self.closed:
+                raise StoreError("the store closed the connection mid-answer")
+            await self._wait()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Response:
+    """An answer whose body streams from the store; ``aclose`` when done with it."""
+
+    def __init__(self, client: Client, connection: _Connection) -> None:
+        self._client = client
+        self._connection: _Connection | None = connection
+        self.status_code = connection.status
+        self.headers = Headers(connection.headers)
+        self.content = b""
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        connection = self._connection
+        if connection is None:
+            if self.content:
+                yield self.content
+            return
+        async for piece in connection.read_body():
+            yield piece
+
+    async def read(self) -> bytes:
+        self.content = b"".join([piece async for piece in self.aiter_raw()])
+        await self.aclose()
+        return self.content
+
+    async def aclose(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            self._client.release(connection)
+
+
+class Client:
+    """Connections to one store (``scheme://host:port``)."""
+
+    def __init__(self, base_url: str, *, connect_timeout: float, timeout: float) -> None:
+        scheme, _, netloc = base_url.partition("://")
+        host, _, port = netloc.rpartition(":") if ":" in netloc.strip("]") else (netloc, "", "")
+        self.host = host.strip("[]") or netloc
+        self.port = int(port) if port else (443 if scheme == "https" else 80)
+        self.ssl = ssl.create_default_context() if scheme == "https" else None
+        self.connect_timeout = connect_timeout
+        self.timeout = timeout
+        self._idle: list[_Connection] = []
+        self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        self._closed = False
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            _, connection = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _Connection(self.timeout), self.host, self.port, ssl=self.ssl
+                ),
+                self.connect_timeout,
+            )
+        except TimeoutError:
+            limit = self.connect_timeout
+            raise StoreError(f"could not connect to the store in {limit} s") from None
+        except OSError as error:
+            raise StoreError(f"could not connect to the store: {error}") from None
+        return connection
+
+    def _pooled(self) -> _Connection | None:
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.closed and not connection.transport.is_closing():
+                return connection
+            connection.close()
+        return None
+
+    def release(self, connection: _Connection) -> None:
+        """Take a connection back: pooled if its answer was read whole and it may stay
+        open, closed otherwise."""
+        self._slots.release()
+        if (
+            self._closed
+            or not connection.message_done
+            or not connection.keep_alive
+            or connection.closed
+            or len(self._idle) >= MAX_IDLE
+        ):
+            connection.close()
+            return
+        self._idle.append(connection)
+
+    async def send(
+        self, method: str, target: bytes, headers: list[tuple[str, str]], content: Any
+    ) -> Response:
+        """Send a request and return its answer once its head has arrived. ``content``:
+        None, bytes, or an async iterator of bytes (then ``headers`` carry its length)."""
+        head = bytearray(method.encode("ascii") + b" " + target + b" HTTP/1.1\r\n")
+        for name, value in headers:
+            head += name.encode("latin-1") + b": " + value.encode("latin-1") + b"\r\n"
+        head += b"\r\n"
+        replayable = content is None or isinstance(content, bytes | bytearray)
+        await self._slots.acquire()
+        try:
+            connection = self._pooled()
+            if connection is not None:
+                try:
+                    return await self._exchange(connection, method, bytes(head), content)
+                except _Stale:
+                    connection.close()
+                    if not replayable:
+                        raise
+            connection = await self._connect()
+            return await self._exchange(connection, method, bytes(head), content)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    async def _exchange(
+        self, connection: _Connection, method: str, head: bytes, content: Any
+    ) -> Response:
+        connection.begin(head_only=method == "HEAD")
+        try:
+            if content is None or isinstance(content, bytes | bytearray):
+                await connection.write(head + bytes(content or b""))
+            else:
+                await connection.write(head)
+                async for piece in content:
+                    await connection.write(piece)
+            await connection.read_head()
+        except BaseException:
+            connection.close()
+            raise
+        return Response(self, connection)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        while self._idle:
+            self._idle.pop().close()
