@@ -355,9 +355,14 @@ class Client:
             if content is None or isinstance(content, bytes | bytearray):
                 await connection.write(head + bytes(content or b""))
             else:
-                await connection.write(head)
+                # The head goes out with the body's first piece: one write, not two.
+                pending = head
                 async for piece in content:
+                    if pending:
+                        piece, pending = pending + piece, b""
                     await connection.write(piece)
+                if pending:
+                    await connection.write(pending)
             await connection.read_head()
         except BaseException:
             connection.close()

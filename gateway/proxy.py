@@ -151,6 +151,11 @@ async def send_whole(send: Any, status: int, headers: Headers, body: bytes) -> N
 async def stream(send: Any, status: int, headers: Headers, response: http1.Response) -> None:
     """The store's answer, its body passed on piece by piece as it arrives."""
     await send({"type": "http.response.start", "status": status, "headers": headers})
+    # Each piece is passed on once the next has come, so the last goes out as the end of
+    # the answer (one write to the client, not two).
+    held = b""
     async for piece in response.aiter_raw():
-        await send({"type": "http.response.body", "body": piece, "more_body": True})
-    await send({"type": "http.response.body", "body": b""})
+        if held:
+            await send({"type": "http.response.body", "body": held, "more_body": True})
+        held = piece
+    await send({"type": "http.response.body", "body": held})
