@@ -8,7 +8,7 @@ in a temporary EXCLOUD_VAR_DIR)::
 It migrates, makes a key, starts `rclone serve s3` and the gateway (gateway.serve) on free
 ports, then times 1 KiB and 64 MiB GETs and PUTs with boto3 straight to the store and
 through the gateway, and samples the gateway's resident memory while one 1 GiB object is
-PUT through it in a single request. Budget (DESIGN.md): memory stays flat while a large
+PUT through it in a single request. Budget: memory stays flat while a large
 object streams; the script exits non-zero when the gateway's peak grows by more than
 PEAK_GROWTH_LIMIT_MIB during the 1 GiB upload. Throughput ratios are printed, with no
 pass mark, because these machines are noisy.
