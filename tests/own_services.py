@@ -15,6 +15,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -221,7 +222,7 @@ class OwnPostgres:
             # Development secrets go to the server's folder, not the work tree's var/.
             env["EXCLOUD_VAR_DIR"] = str(self.root / "var")
         done = subprocess.run(
-            [str(REPO / ".venv" / "bin" / "python"), "manage.py", *args],
+            [sys.executable, "manage.py", *args],
             cwd=REPO,
             env={**env, "DATABASE_URL": self.url(database), "REDIS_URL": env.get("REDIS_URL", "")},
             check=True,

@@ -16,6 +16,7 @@ import re
 import secrets
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -67,7 +68,7 @@ IP = "203.0.113.7"
 UA = "AuditTrailTest/1.0 (X11; Linux x86_64)"
 NEW_PASSWORD = "another horse battery staple 43"
 REPO = Path(__file__).resolve().parent.parent
-CELERY = str(REPO / ".venv" / "bin" / "celery")
+CELERY = str(Path(sys.executable).parent / "celery")
 WORKER_TIMEOUT = 60
 
 
