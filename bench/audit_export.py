@@ -14,7 +14,7 @@ script records how much the process's memory grew at its peak: Python allocation
 (tracemalloc, exact) and resident set size (sampled every few milliseconds; includes the
 database driver's buffers, but noisy, as the allocator keeps freed memory for reuse).
 
-Budget (DESIGN.md, "Performance budgets"): flat memory. The script exits non-zero when the
+Budget: flat memory. The script exits non-zero when the
 Python peak at 100,000 events is more than twice that at 10,000 (a buffered export would
 be about ten times), or when an export holds the wrong number of rows.
 """

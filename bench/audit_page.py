@@ -17,7 +17,7 @@ triggers); the later migrations then build their indexes over them, as a bulk lo
 ``--audit-migration 0002_append_only_triggers`` stops there, to measure without the indexes
 added for this page and compare.
 
-Budget (DESIGN.md, "Performance budgets"): every page costs the same number of queries,
+Budget: every page costs the same number of queries,
 first or deep, filtered or not. The script exits non-zero when a deep page costs more
 queries than its first page or a page shows more than 50 rows. Times have no pass mark (these
 machines are noisy); those above SLOW_MS get their plan printed.

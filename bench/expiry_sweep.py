@@ -7,7 +7,7 @@ Run from the repository root with DATABASE_URL pointing at PostgreSQL::
 The database named in DATABASE_URL is never touched: the script creates its own database
 beside it (``<name>_bench_expiry``), migrates it, measures, and drops it at the end.
 
-Budget (DESIGN.md, "Performance budgets"): the sweep is batched and its query count does
+Budget: the sweep is batched and its query count does
 not depend on how many keys exist, only on how many are due. The script exits non-zero
 when the count differs between the two sizes or when a due key is left unexpired.
 """

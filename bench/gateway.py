@@ -19,7 +19,7 @@ Each migrates, makes a key, starts `rclone serve s3` and the gateway (gateway.se
 free ports, then times 1 KiB and 64 MiB GETs and PUTs with boto3 straight to the store and
 through the gateway, and prints the ratio and, for 1 KiB requests, the p50 and p99 latency
 each way and what the gateway adds. It samples the gateway's resident memory while one
-1 GiB object is PUT through it in a single request. Budgets (DESIGN.md and the gateway's
+1 GiB object is PUT through it in a single request. Budgets (the gateway's
 goals): 1 KiB GET and PUT at 0.6x the store's own rate or better on PostgreSQL + Redis and
 0.5x on the embedded default, 64 MiB at 0.9x, memory flat while a large object streams.
 The script exits non-zero when the gateway's peak grows by more than

@@ -7,7 +7,7 @@ Run from the repository root with DATABASE_URL pointing at PostgreSQL::
 The database named in DATABASE_URL is never touched: the script creates its own database
 beside it (``<name>_bench``), migrates it, measures, and drops it at the end.
 
-Budget (DESIGN.md, "Performance budgets"): the page costs the same number of queries at
+Budget: the page costs the same number of queries at
 10,000 keys as at 100. The script exits non-zero when it does not, or when walking the
 keyset pages does not visit every live key exactly once. Times are printed as a ratio
 measured in the same run, because these machines are noisy; they have no pass mark.

@@ -11,7 +11,7 @@ PUT also hash the body against x-amz-content-sha256. Both run interleaved in the
 process, many rounds of many operations; the table shows the median time per operation and
 the median of the per-round ratios verify / sign.
 
-Budget (DESIGN.md, "Performance budgets"): verification costs at most a quarter of
+Budget: verification costs at most a quarter of
 botocore's signing. The script exits non-zero when a verification fails, and with
 ``--strict`` also when a ratio is over budget (machines here are noisy, so by default the
 ratio is reported, not enforced).

@@ -14,6 +14,29 @@ from tests.gateway_stack import upstream
 from tests.seaweed import seaweedfs
 
 PASSWORD = "correct horse battery staple 42"
+# Fixtures that start processes of the test's own: the object store (rclone), a gateway
+# (with a web server or a Celery worker beside it), the whole `make run` stack, or a
+# PostgreSQL or Redis to break. Every test that uses one is marked `stack`.
+STACK_FIXTURES = frozenset(
+    {
+        "store",
+        "own_store",
+        "gw",
+        "gw_of_two",
+        "h11_gw",
+        "recording",
+        "celery_worker",
+        "stack",
+        "postgres",
+        "redis_server",
+    }
+)
+# Tests that start such processes in their own body, without a fixture.
+STACK_TESTS = frozenset(
+    {
+        "tests/test_audit_trail.py::test_it_signs_checkpoints_in_a_celery_worker",
+    }
+)
 # The object stores a gateway test module can run against: parametrize ``store`` over them
 # (indirect, module scope) to run each of its tests on each.
 STORES = ["rclone", "seaweedfs"]
@@ -157,3 +180,13 @@ def pytest_runtest_makereport(item, call):
     report = yield
     setattr(item, f"report_{report.when}", report)
     return report
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `stack` every test that starts processes of its own (STACK_FIXTURES,
+    STACK_TESTS): `-m "not browser and not stack"` is the part of the suite that runs in
+    one process against the shared PostgreSQL and Redis."""
+    for item in items:
+        uses = set(getattr(item, "fixturenames", ()))
+        if uses & STACK_FIXTURES or item.nodeid.split("[")[0] in STACK_TESTS:
+            item.add_marker(pytest.mark.stack)

@@ -13,6 +13,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -27,7 +28,9 @@ from excloud_portal import devenv
 from gateway import objects
 
 REPO = Path(__file__).resolve().parent.parent
-BIN = REPO / ".venv" / "bin"
+# The programs of the environment running the tests: .venv, or .venv-3.12 and .venv-3.13
+# under `make test-pythons`.
+BIN = Path(sys.executable).parent
 RCLONE = str(BIN / "rclone")
 PROCFILE_PROD = REPO / "Procfile.prod"
 START_TIMEOUT = 30

@@ -15,6 +15,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -223,7 +224,7 @@ class OwnPostgres:
             env["EXCLOUD_VAR_DIR"] = str(self.root / "var")
             devenv.load(env)
         done = subprocess.run(
-            [str(REPO / ".venv" / "bin" / "python"), "manage.py", *args],
+            [sys.executable, "manage.py", *args],
             cwd=REPO,
             env={**env, "DATABASE_URL": self.url(database), "REDIS_URL": env.get("REDIS_URL", "")},
             check=True,

@@ -13,6 +13,7 @@ import itertools
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from datetime import timedelta
@@ -38,7 +39,7 @@ from keys.services import deactivate_key, revoke_key
 from .conftest import new_key
 
 REPO = Path(__file__).resolve().parent.parent
-CELERY = str(REPO / ".venv" / "bin" / "celery")
+CELERY = str(Path(sys.executable).parent / "celery")
 WORKER_TIMEOUT = 60
 
 
@@ -526,6 +527,9 @@ def test_it_schedules_checkpoints_every_hour():
     assert schedule["audit.tasks.sign_checkpoints"] == settings.AUDIT_CHECKPOINT_INTERVAL
     if not os.environ.get("EXCLOUD_AUDIT_CHECKPOINT_SECONDS"):
         assert settings.AUDIT_CHECKPOINT_INTERVAL == 3600
+    # What a worker does as it starts (autodiscovery), whether or not a test imported the
+    # tasks module before this one.
+    app.loader.import_default_modules()
     assert "audit.tasks.sign_checkpoints" in app.tasks
 
 

@@ -22,7 +22,7 @@ the last piece it was fed until ``finish()`` has checked everything, so an upstr
 expects the decoded length never receives the whole object unless the body verified: on
 any error the proxy aborts the upstream request and the object is not written.
 
-The rules follow MinIO and Ceph RGW (see shared/SIGV4_NOTES.md): the canonical URI is the
+The rules follow MinIO and Ceph RGW: the canonical URI is the
 request path decoded once and re-encoded once, the query is decoded and re-encoded per
 RFC 3986 and sorted, ``host`` and every ``x-amz-*`` header present must be signed, the
 clock may be off by at most 15 minutes, and signatures are compared in constant time.
