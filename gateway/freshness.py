@@ -35,15 +35,12 @@ CHANGE_FEED_SECONDS = revocation.CHANGE_FEED_SECONDS
 CHANGE_FEED_WINDOW_SECONDS = 60.0
 
 
-def _sqlite_watch() -> sqlite3.Connection | None:
-    """A connection of our own to the embedded SQLite database, only to ask its data
-    version; None on any other database."""
+def _sqlite_path() -> Path | None:
+    """The embedded SQLite database's file; None on any other database."""
     database = settings.DATABASES["default"]
     if database["ENGINE"] != "django.db.backends.sqlite3":
         return None
-    path = Path(database["NAME"]).resolve()
-    # Read-only, and never waiting on a lock: a busy file is asked again next request.
-    return sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=0, check_same_thread=False)
+    return Path(database["NAME"]).resolve()
 
 
 class Freshness:
@@ -69,7 +66,10 @@ class Freshness:
             if redis_url
             else None
         )
-        self._sqlite = _sqlite_watch() if self._redis is None else None
+        # A connection of our own to the SQLite file, only to ask its data version; opened
+        # at first use (the file may not exist before the first migration).
+        self._sqlite_file = _sqlite_path() if self._redis is None else None
+        self._sqlite: sqlite3.Connection | None = None
         self._sqlite_version: int | None = None
         self._read = read_changes
         self._drop_all = drop_all
@@ -90,7 +90,7 @@ class Freshness:
     async def versions(self, access_key_id: str, names: tuple[str, ...]) -> list | None:
         """The current version of the key and of each named bucket, in that order, or None
         when nothing may be answered from the cache."""
-        if self._sqlite is not None:
+        if self._sqlite_file is not None:
             return self._sqlite_versions(1 + len(names))
         if self._redis is None:
             return None
@@ -154,6 +154,15 @@ class Freshness:
 
     def _sqlite_versions(self, count: int) -> list | None:
         try:
+            if self._sqlite is None:
+                # Read-only, and never waiting on a lock: a busy file is asked again next
+                # request.
+                self._sqlite = sqlite3.connect(
+                    f"{self._sqlite_file.as_uri()}?mode=ro",
+                    uri=True,
+                    timeout=0,
+                    check_same_thread=False,
+                )
             version = self._sqlite.execute("PRAGMA data_version").fetchone()[0]
         except sqlite3.Error:
             # Busy or gone: ask the database itself, which waits or fails as it should.
