@@ -106,3 +106,4 @@ bench: install services
 	DATABASE_URL=$(TEST_DATABASE_URL) $(DEV) $(PY) bench/expiry_sweep.py
 	$(PY) bench/sigv4.py
 	$(PY) bench/gateway.py
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=redis://127.0.0.1:6379/11 $(DEV) $(PY) bench/gateway_cache.py
