@@ -50,7 +50,7 @@ BUCKET = "b-" + uuid.uuid4().hex[:16]
 OBJECT = f"/{BUCKET}/hello.txt"
 RECEIVED = re.compile(r"gateway\.tasks\.record_usage\[[^\]]+\] received")
 RECOVERED = re.compile(
-    r"read the gateway authority version again after (\d+) failed attempts in ([0-9.]+) s"
+    r"read gateway cache versions again after (\d+) failed attempts in ([0-9.]+) s"
 )
 
 

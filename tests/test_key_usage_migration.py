@@ -49,4 +49,5 @@ def test_it_keeps_the_usage_rows_when_the_model_moves_to_keys():
         back = _migrate(BEFORE)
         assert back.get_model("gateway", "KeyUsage").objects.get(access_key_id=key.pk).requests == 7
     finally:
-        _migrate(AFTER)
+        # Every app at its latest migration again, as the rest of the suite expects.
+        _migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
