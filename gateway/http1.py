@@ -216,13 +216,19 @@ class _Connection(asyncio.Protocol):
 
     async def read_body(self) -> AsyncIterator[bytes]:
         while True:
-            while self._pieces:
-                piece = self._pieces.popleft()
+            if self._pieces:
+                # Whatever has arrived goes on as one piece: fewer, larger writes.
+                piece = (
+                    self._pieces.popleft()
+                    if len(self._pieces) == 1
+                    else b"".join([self._pieces.popleft() for _ in range(len(self._pieces))])
+                )
                 self._buffered -= len(piece)
                 if self._reading_paused and self._buffered <= READ_AHEAD // 2:
                     self._reading_paused = False
                     self.transport.resume_reading()
                 yield piece
+                continue
             if self.message_done:
                 return
             if self.error is not None:
