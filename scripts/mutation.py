@@ -8,7 +8,8 @@ to ``mutation/REPORT.md``: per module, mutants killed, survived, and survived bu
 in ``mutation/equivalent.toml`` as equivalent, each with one line saying why.
 
     python scripts/mutation.py                  # every subject, then the report
-    python scripts/mutation.py keys/credentials.py audit/chain.py
+    python scripts/mutation.py keys/credentials.py audit/chain.py   # these again
+    python scripts/mutation.py --report-only    # after editing equivalent.toml
     python scripts/mutation.py --smoke          # the signature comparison and tenant check
 
 The exit status is 1 when any mutant survived that is not listed as equivalent. mutmut
@@ -82,10 +83,14 @@ SUBJECTS = [
     ),
     Subject(
         "gateway/sigv4/verification.py",
-        ("tests/test_sigv4_verification.py", "tests/test_sigv4_signature_digits.py"),
+        (
+            "tests/test_sigv4_verification.py",
+            "tests/test_sigv4_signature_digits.py",
+            "tests/test_sigv4_chunked.py",
+        ),
     ),
     Subject("keys/credentials.py", ("tests/test_credentials.py",)),
-    Subject("audit/chain.py", ("tests/test_audit_chain.py",)),
+    Subject("audit/chain.py", ("tests/test_audit_chain.py", "tests/test_audit_trail.py")),
     Subject("audit/verify.py", ("tests/test_audit_chain.py", "tests/test_audit_trail.py")),
     Subject(
         "gateway/authority.py",
@@ -128,12 +133,14 @@ SMOKE = [
 
 @dataclass
 class Outcome:
+    """One module's run, saved beside its mutants so the report can be rebuilt alone."""
+
     subject: Subject
     statuses: dict[str, str] = field(default_factory=dict)
     diffs: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
     equivalent: dict[str, str] = field(default_factory=dict)
     stale: list[str] = field(default_factory=list)
-    seconds: float = 0.0
 
     def count(self, status: str) -> int:
         return sum(1 for s in self.statuses.values() if s == status)
@@ -146,6 +153,34 @@ class Outcome:
     def unexplained(self) -> list[str]:
         return [n for n in self.survivors if n not in self.equivalent]
 
+    def judge(self, equivalents: dict[str, dict[str, str]]) -> None:
+        """Count a survivor as equivalent while its mutated line reads as listed."""
+        self.equivalent, self.stale = {}, []
+        for name in self.survivors:
+            entry = equivalents.get(name)
+            if entry is None:
+                continue
+            added = [
+                line[1:].strip()
+                for line in self.diffs.get(name, "").splitlines()
+                if line.startswith("+") and not line.startswith("+++")
+            ]
+            if entry["line"].strip() in added:
+                self.equivalent[name] = entry["reason"]
+            else:
+                self.stale.append(name)
+
+    def save(self, path: Path) -> None:
+        data = {"statuses": self.statuses, "diffs": self.diffs, "seconds": self.seconds}
+        path.write_text(json.dumps(data, indent=1, ensure_ascii=False), "utf-8")
+
+    @classmethod
+    def load(cls, subject: Subject, path: Path) -> Outcome | None:
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text("utf-8"))
+        return cls(subject, data["statuses"], data["diffs"], data["seconds"])
+
 
 def load_equivalents() -> dict[str, dict[str, str]]:
     """Survivors judged equivalent: name -> {"line", "reason"}. ``line`` is the mutated
@@ -156,14 +191,12 @@ def load_equivalents() -> dict[str, dict[str, str]]:
     return {entry["name"]: entry for entry in data.get("mutant", [])}
 
 
-def prepare(workdir: Path, subject: Subject, fresh: bool) -> None:
-    if fresh and workdir.exists():
+def prepare(workdir: Path, subject: Subject) -> None:
+    if workdir.exists():
         shutil.rmtree(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(parents=True)
     for name in PACKAGES + ALSO_COPY + ["tests"]:
-        link = workdir / name
-        if not link.is_symlink():
-            link.symlink_to(ROOT / name)
+        (workdir / name).symlink_to(ROOT / name)
     config = {
         "source_paths": PACKAGES,
         "only_mutate": [subject.path],
@@ -178,27 +211,22 @@ def prepare(workdir: Path, subject: Subject, fresh: bool) -> None:
     (workdir / "pyproject.toml").write_text(base + "\n".join(lines) + "\n", "utf-8")
 
 
-def mutant_names(workdir: Path, subject: Subject) -> list[str]:
-    meta = workdir / "mutants" / (subject.path + ".meta")
-    codes = json.loads(meta.read_text("utf-8"))["exit_code_by_key"]
-    return sorted(
-        name for name in codes if any(fnmatch.fnmatchcase(name, p) for p in subject.functions)
-    )
-
-
 def statuses(workdir: Path, subject: Subject) -> dict[str, str]:
-    sys.path.insert(0, str(workdir))
     from mutmut.stats import status_by_exit_code
 
     meta = workdir / "mutants" / (subject.path + ".meta")
     codes = json.loads(meta.read_text("utf-8"))["exit_code_by_key"]
-    wanted = set(mutant_names(workdir, subject))
-    return {name: status_by_exit_code[code] for name, code in codes.items() if name in wanted}
+    return {
+        name: status_by_exit_code[code]
+        for name, code in codes.items()
+        if any(fnmatch.fnmatchcase(name, p) for p in subject.functions)
+    }
 
 
-def run_subject(subject: Subject, workdir: Path, fresh: bool) -> Outcome:
+def run_subject(subject: Subject, workdir: Path) -> Outcome:
+    """Run mutmut afresh on the subject's part; its own tests only, one worker."""
     started = time.monotonic()
-    prepare(workdir, subject, fresh)
+    prepare(workdir, subject)
     command = [str(MUTMUT), "run", "--max-children", "1"]
     patterns = list(subject.functions) if subject.functions != ("*",) else []
     log = workdir / "mutmut.log"
@@ -208,25 +236,13 @@ def run_subject(subject: Subject, workdir: Path, fresh: bool) -> Outcome:
         sys.exit(f"mutmut failed on {subject.path}; see {log}")
     outcome = Outcome(subject, statuses(workdir, subject))
     outcome.seconds = time.monotonic() - started
-    equivalents = load_equivalents()
     for name in outcome.survivors:
         shown = subprocess.run(
             [str(MUTMUT), "show", name], cwd=workdir, capture_output=True, text=True
         )
-        diff = shown.stdout.split("\n", 1)[1] if "\n" in shown.stdout else shown.stdout
-        outcome.diffs[name] = diff.strip()
-        entry = equivalents.get(name)
-        if entry is None:
-            continue
-        added = [
-            line[1:].strip()
-            for line in diff.splitlines()
-            if line.startswith("+") and not line.startswith("+++")
-        ]
-        if entry["line"].strip() in added:
-            outcome.equivalent[name] = entry["reason"]
-        else:
-            outcome.stale.append(name)
+        # The first line is mutmut's heading; the rest is the diff.
+        outcome.diffs[name] = shown.stdout.partition("\n")[2].strip()
+    outcome.save(workdir / "outcome.json")
     return outcome
 
 
@@ -312,38 +328,52 @@ def _mutmut_version() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("modules", nargs="*", help="subject paths (default: all)")
+    parser.add_argument("modules", nargs="*", help="subject paths to run (default: all)")
     parser.add_argument("--smoke", action="store_true", help="the short CI smoke run")
-    parser.add_argument("--keep", action="store_true", help="reuse the previous mutants")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rebuild the report from the last runs"
+    )
     args = parser.parse_args()
 
     subjects = SMOKE if args.smoke else SUBJECTS
-    if args.modules:
-        unknown = set(args.modules) - {s.path for s in subjects}
-        if unknown:
-            parser.error(f"not a subject: {', '.join(sorted(unknown))}")
-        subjects = [s for s in subjects if s.path in args.modules]
-    outcomes = []
+    unknown = set(args.modules) - {s.path for s in subjects}
+    if unknown:
+        parser.error(f"not a subject: {', '.join(sorted(unknown))}")
+    to_run = [s for s in subjects if s.path in args.modules] if args.modules else subjects
+    if args.report_only:
+        to_run = []
+    equivalents = load_equivalents()
+    outcomes: list[Outcome] = []
+    failed = False
     for subject in subjects:
         workdir = WORK / (("smoke." if args.smoke else "") + subject.slug)
-        print(f"{subject.path}: running mutmut in {workdir.relative_to(ROOT)}", flush=True)
-        outcome = run_subject(subject, workdir, fresh=not args.keep)
+        if subject in to_run:
+            print(f"{subject.path}: mutmut in {workdir.relative_to(ROOT)}", flush=True)
+            outcome = run_subject(subject, workdir)
+        else:
+            outcome = Outcome.load(subject, workdir / "outcome.json")
+            if outcome is None:
+                print(f"{subject.path}: not run yet", flush=True)
+                failed = True
+                continue
+        outcome.judge(equivalents)
         outcomes.append(outcome)
         print(
-            f"  {len(outcome.statuses)} mutants, {outcome.count(KILLED)} killed, "
-            f"{len(outcome.unexplained)} survived, {len(outcome.equivalent)} equivalent "
-            f"({outcome.seconds:.0f} s)",
+            f"{subject.path}: {len(outcome.statuses)} mutants, {outcome.count(KILLED)} "
+            f"killed, {len(outcome.unexplained)} survived, {len(outcome.equivalent)} "
+            f"equivalent",
             flush=True,
         )
         for name in outcome.unexplained:
             print(f"  survived: {name}\n" + re.sub(r"(?m)^", "    ", outcome.diffs[name]))
+        for name in outcome.stale:
+            print(f"  listed as equivalent, but its line has changed: {name}")
+        failed = failed or bool(outcome.unexplained or outcome.stale)
     if args.smoke:
         write_report(outcomes, SMOKE_REPORT, "Mutation smoke")
-    elif args.modules:
-        write_report(outcomes, WORK / "partial-report.md", "Mutation testing (partial)")
     else:
         write_report(outcomes, REPORT, "Mutation testing of the security core")
-    return 1 if any(o.unexplained or o.stale for o in outcomes) else 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
