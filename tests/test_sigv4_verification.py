@@ -16,7 +16,9 @@ import pytest
 from botocore.auth import S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 
+from gateway.sigv4 import verification
 from gateway.sigv4.errors import error_xml
+from gateway.sigv4.parsing import parse
 from gateway.sigv4.request import Request
 from gateway.sigv4.signing import derive_signing_key, signature
 from gateway.sigv4.verification import (
@@ -34,6 +36,7 @@ from tests.sigv4_support import (  # noqa: F401  (frozen_botocore_clock is an au
     ODD_KEYS,
     REGION,
     SCOPE,
+    SECRET,
     error_of,
     frozen_botocore_clock,
     header,
@@ -226,6 +229,11 @@ def test_it_refuses_a_wrong_secret_and_explains_what_it_signed():
     request, _ = send(s3_client("http://s3.example.test:9000"), "get_object", Bucket="b", Key="a b")
     error = error_of(verify, request, secret="x" * 40)
     assert (error.code, error.status) == ("SignatureDoesNotMatch", 403)
+    assert error.extra["AWSAccessKeyId"] == ACCESS_KEY
+    assert error.message == (
+        "The request signature we calculated does not match the signature you provided. "
+        "Check your key and signing method."
+    )
     assert error.extra["StringToSign"].startswith(f"AWS4-HMAC-SHA256\n{AMZ_DATE}\n{SCOPE}\n")
     assert error.extra["CanonicalRequest"].startswith(
         "GET\n/b/a%20b\n\nhost:s3.example.test:9000\n"
@@ -309,6 +317,7 @@ def test_it_refuses_an_invalid_checksum_header_value():
     )
     error = error_of(verify(request).body)
     assert (error.code, error.status) == ("InvalidRequest", 400)
+    assert error.message == "Value for x-amz-checksum-crc32 header is invalid."
 
 
 @pytest.mark.parametrize("offset,ok", [(-899, True), (899, True), (-901, False), (901, False)])
@@ -489,3 +498,44 @@ def test_it_refuses_a_string_to_sign_from_too_far_away_in_time(offset):
         "ServerTime": iso_extended(NOW + offset),
         "MaxAllowedSkewMilliseconds": "900000",
     }
+
+
+# ---------------------------------------------------------------------------------------
+# What is signed: the query, the key asked for, and which bodies a checksum header covers
+
+
+def test_it_leaves_the_signature_out_of_a_presigned_query_it_re_encodes():
+    request = presign("get_object", Bucket="b", Key="k", ResponseCacheControl="a*b")
+    assert "a%2Ab" in request.query
+    # The same query with a lowercase escape: re-encoded before it is compared.
+    lower = request.query.replace("a%2Ab", "a%2ab")
+    verify(Request(request.method, request.path, lower, request.headers, now=NOW))
+
+
+def test_it_asks_for_the_signing_key_of_the_requests_access_key_id():
+    asked = []
+
+    def signing_key(access_key_id, date, region):
+        asked.append((access_key_id, date, region))
+        return derive_signing_key(SECRET, date, region)
+
+    request = sign("GET", "http://s3.example.test:9000/b/k")
+    verification.verify(parse(request, region=REGION), signing_key)
+    assert asked == [(ACCESS_KEY, AMZ_DATE[:8], REGION)]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://s3.example.test:9000/b/k?partNumber=1&uploadId=abc",  # UploadPart
+        "http://s3.example.test:9000/b/k?uploads",  # CreateMultipartUpload
+    ],
+)
+def test_it_checks_the_checksum_header_of_other_multipart_requests(url):
+    body = b"part"
+    wrong = base64.b64encode(zlib.crc32(b"other").to_bytes(4, "big")).decode()
+    method = "PUT" if "partNumber" in url else "POST"
+    request = sign(method, url, headers=[("x-amz-checksum-crc32", wrong)], body=body)
+    reader = verify(request).body()
+    reader.feed(body)
+    assert error_of(reader.finish).code == "BadDigest"
