@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from gateway import sigv4
+from gateway import operations, sigv4
 from gateway.app import _filter_list_buckets, _forwarded_query
-from gateway.authority import KeyInfo, authorize, refusal
-from gateway.operations import classify
+from gateway.authority import KeyInfo, authorize, check_access, refusal
+from gateway.operations import Operation, classify
 from gateway.upstream import Signer
 
 KEY = KeyInfo("EXC" + "A" * 17, org_id=1, status="active", expires_at=None, kek_id="", sealed=b"")
@@ -78,6 +78,22 @@ def test_it_denies_a_copy_from_another_orgs_bucket_into_the_orgs_own():
     assert authorize(KEY, copy, {"bkt": 1, "src": 1})
     assert not authorize(KEY, copy, {"bkt": 1, "src": 2})
     assert not authorize(KEY, copy, {"bkt": 2, "src": 1})
+
+
+@pytest.mark.parametrize("level", [operations.BUCKET, operations.OBJECT])
+def test_it_denies_a_bucket_or_object_operation_that_names_no_bucket(level):
+    # classify() never makes one; should it ever, it touches nothing and may do nothing.
+    nameless = Operation("GetObject", level, operations.READ)
+    error = refusal(KEY, nameless, {})
+    assert (error.status, error.code) == (403, "AccessDenied")
+
+
+def test_it_raises_the_refusal_through_check_access():
+    check_access(KEY, _operation("GET", "/bkt/k"), {"bkt": 1})
+    for owner, answer in ((2, (403, "AccessDenied")), (None, (404, "NoSuchBucket"))):
+        with pytest.raises(sigv4.S3Error) as refused:
+            check_access(KEY, _operation("GET", "/bkt/k"), {"bkt": owner})
+        assert (refused.value.status, refused.value.code) == answer
 
 
 @pytest.mark.parametrize(
