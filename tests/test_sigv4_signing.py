@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from gateway.sigv4 import verification
+from gateway.sigv4 import signing, verification
 from gateway.sigv4.parsing import parse
 from gateway.sigv4.signing import SigningKeyCache, derive_signing_key, signature
 from tests.sigv4_support import (  # noqa: F401  (frozen_botocore_clock is an autouse fixture)
@@ -195,3 +195,9 @@ def test_it_signs_as_hmac_sha256_under_a_key_of_any_length(length):
     assert signature(key, text + "é") == (
         hmac.new(key, (text + "é").encode(), hashlib.sha256).hexdigest()
     )
+
+
+def test_it_keeps_no_more_pad_states_than_its_bound():
+    for n in range(signing._PAD_STATES_MAX + 1):
+        signature(n.to_bytes(32, "big"), "text")
+        assert len(signing._PAD_STATES) <= signing._PAD_STATES_MAX
