@@ -49,9 +49,11 @@ ALSO_COPY = ["templates", "static", "manage.py"]
 # another: creating it for each would cost more than most mutants' tests.
 PYTEST_ARGS = ["--reuse-db", "-p", "no:cacheprovider"]
 
-# mutmut's statuses (by worker exit code) folded into the report's columns.
+# mutmut's statuses (by worker exit code) folded into the report's columns: a mutant
+# whose tests time out or are killed for their CPU time was noticed, as one that fails.
 KILLED = "killed"
 SURVIVED = "survived"
+DETECTED = {KILLED, "timeout", "segfault"}
 
 
 CELERY_WORKER_TEST = "tests/test_audit_trail.py::test_it_signs_checkpoints_in_a_celery_worker"
@@ -156,12 +158,12 @@ class Outcome:
     equivalent: dict[str, str] = field(default_factory=dict)
     stale: list[str] = field(default_factory=list)
 
-    def count(self, status: str) -> int:
-        return sum(1 for s in self.statuses.values() if s == status)
+    def count(self, *statuses: str) -> int:
+        return sum(1 for s in self.statuses.values() if s in statuses)
 
     @property
     def survivors(self) -> list[str]:
-        return sorted(n for n, s in self.statuses.items() if s != KILLED)
+        return sorted(n for n, s in self.statuses.items() if s not in DETECTED)
 
     @property
     def unexplained(self) -> list[str]:
@@ -300,7 +302,7 @@ def write_report(outcomes: list[Outcome], path: Path, title: str) -> None:
         tests = ", ".join(Path(t).stem.removeprefix("test_") for t in o.subject.tests)
         scope = f" ({o.subject.note})" if o.subject.note else ""
         lines.append(
-            f"| `{o.subject.path}`{scope} | {tests} | {len(o.statuses)} | {o.count(KILLED)} "
+            f"| `{o.subject.path}`{scope} | {tests} | {len(o.statuses)} | {o.count(*DETECTED)} "
             f"| {len(o.unexplained)} | {len(o.equivalent)} | {o.seconds / 60:.1f} |"
         )
     for o in outcomes:
@@ -309,7 +311,8 @@ def write_report(outcomes: list[Outcome], path: Path, title: str) -> None:
             continue
         lines += ["", f"## `{o.subject.path}`", ""]
         for status in sorted(others):
-            lines.append(f"- {status}: {o.count(status)} (counted with the survivors)")
+            counted = "killed" if status in DETECTED else "survivors"
+            lines.append(f"- {status}: {o.count(status)} (counted with the {counted})")
         for name in o.survivors:
             verdict = (
                 f"equivalent: {o.equivalent[name]}"
@@ -374,7 +377,7 @@ def main() -> int:
         outcome.judge(equivalents)
         outcomes.append(outcome)
         print(
-            f"{subject.path}: {len(outcome.statuses)} mutants, {outcome.count(KILLED)} "
+            f"{subject.path}: {len(outcome.statuses)} mutants, {outcome.count(*DETECTED)} "
             f"killed, {len(outcome.unexplained)} survived, {len(outcome.equivalent)} "
             f"equivalent",
             flush=True,
