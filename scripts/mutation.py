@@ -124,6 +124,16 @@ SUBJECTS = [
         ),
         note="Membership's permission methods",
     ),
+    Subject(
+        "keys/services.py",
+        (
+            "tests/test_smoke_keys.py",
+            "tests/test_rotation.py",
+            "tests/test_key_expiry_choice.py",
+            "tests/test_credentials.py",
+        ),
+    ),
+    Subject("keys/expiry.py", ("tests/test_expiry.py", "tests/test_key_policy.py")),
 ]
 
 # A few dozen mutants of the two checks that matter most, for every change: the
