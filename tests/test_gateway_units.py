@@ -52,6 +52,10 @@ def test_it_allows_everything_on_the_orgs_own_buckets(method, target):
 def test_it_refuses_as_s3_does(method, target, owner, answer):
     error = refusal(KEY, _operation(method, target), {"bkt": owner})
     assert (error and (error.status, error.code)) == answer
+    if answer is not None:
+        # S3 names the bucket, except in AccessDenied, which tells nothing.
+        named = {} if answer[1] == "AccessDenied" else {"BucketName": "bkt"}
+        assert error.extra == named
 
 
 @pytest.mark.parametrize(("method", "target"), REQUESTS)
