@@ -296,7 +296,7 @@ def unmutated_functions(subject: Subject) -> list[str]:
     return found
 
 
-def write_report(outcomes: list[Outcome], path: Path, title: str) -> None:
+def write_report(outcomes: list[Outcome], not_run: list[Subject], path: Path, title: str) -> None:
     lines = [
         f"# {title}",
         "",
@@ -315,6 +315,9 @@ def write_report(outcomes: list[Outcome], path: Path, title: str) -> None:
             f"| `{o.subject.path}`{scope} | {tests} | {len(o.statuses)} | {o.count(*DETECTED)} "
             f"| {len(o.unexplained)} | {len(o.equivalent)} | {o.seconds / 60:.1f} |"
         )
+    for subject in not_run:
+        tests = ", ".join(Path(t).stem.removeprefix("test_") for t in subject.tests)
+        lines.append(f"| `{subject.path}` | {tests} | not run yet | | | | |")
     for o in outcomes:
         others = {s for s in o.statuses.values() if s not in (KILLED, SURVIVED)}
         if not (o.survivors or others):
@@ -372,6 +375,7 @@ def main() -> int:
         to_run = []
     equivalents = load_equivalents()
     outcomes: list[Outcome] = []
+    not_run: list[Subject] = []
     failed = False
     for subject in subjects:
         workdir = WORK / (("smoke." if args.smoke else "") + subject.slug)
@@ -382,6 +386,7 @@ def main() -> int:
             outcome = Outcome.load(subject, workdir / "outcome.json")
             if outcome is None:
                 print(f"{subject.path}: not run yet", flush=True)
+                not_run.append(subject)
                 failed = True
                 continue
         outcome.judge(equivalents)
@@ -398,9 +403,9 @@ def main() -> int:
             print(f"  listed as equivalent, but its line has changed: {name}")
         failed = failed or bool(outcome.unexplained or outcome.stale)
     if args.smoke:
-        write_report(outcomes, SMOKE_REPORT, "Mutation smoke")
+        write_report(outcomes, not_run, SMOKE_REPORT, "Mutation smoke")
     else:
-        write_report(outcomes, REPORT, "Mutation testing of the security core")
+        write_report(outcomes, not_run, REPORT, "Mutation testing of the security core")
     return 1 if failed else 0
 
 
