@@ -28,7 +28,8 @@ TEST_DATABASE_SERVER ?= postgres://postgres@127.0.0.1:5432
 TEST_REDIS_SERVER ?= redis://127.0.0.1:6379
 ONE_PROCESS_TESTS := not browser and not stack
 
-.PHONY: install run run-prod check-production-env test test-pythons services chromium lint bench
+.PHONY: install run run-prod check-production-env test test-pythons services chromium lint bench \
+	mutation mutation-smoke
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -77,6 +78,16 @@ chromium:
 test: install lint services chromium
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(DEV) $(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-pythons
+
+# Mutation testing of the security core, each module against its own fast tests (one
+# worker); writes mutation/REPORT.md. MUTATION_ARGS can name modules to run alone.
+mutation: install services
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(DEV) $(PY) scripts/mutation.py $(MUTATION_ARGS)
+
+# A few dozen mutants of the signature comparison and the tenant check, in minutes; fails
+# when one survives that mutation/equivalent.toml does not list.
+mutation-smoke: install services
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(DEV) $(PY) scripts/mutation.py --smoke
 
 # Every Python is tried even when one fails; a selection (PYTEST_ARGS) that leaves
 # nothing to run here (pytest's exit status 5) is not a failure. .venv is installed too:

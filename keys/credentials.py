@@ -71,7 +71,11 @@ def parse_keyring(value: str) -> Keyring:
         if not sep or not KEK_ID_RE.match(kek_id):
             raise ImproperlyConfigured("EXCLOUD_SECRET_KEYS entries must look like ID:BASE64")
         try:
-            key = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+            # Strictly: a stray character or padding is a typo in the setting, not
+            # something to skip over on the way to a key that happens to be 32 bytes.
+            key = base64.b64decode(
+                encoded + "=" * (-len(encoded) % 4), altchars=b"-_", validate=True
+            )
         except (binascii.Error, ValueError):
             raise ImproperlyConfigured(
                 f"EXCLOUD_SECRET_KEYS entry {kek_id!r} is not base64"

@@ -275,9 +275,11 @@ def streaming_upload(
     declared_length: int | None = None,
     trailer_value: str | None = None,
     send_length: bool = True,
+    extra_headers: tuple[tuple[str, str], ...] = (),
 ) -> tuple[Request, bytes, ChunkSigner]:
     mode = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD" + ("-TRAILER" if trailer else "")
     headers = [("Content-Encoding", "aws-chunked"), ("X-Amz-Storage-Class", "STANDARD")]
+    headers += extra_headers
     if send_length:
         length = len(payload) if declared_length is None else declared_length
         headers.append(("X-Amz-Decoded-Content-Length", str(length)))

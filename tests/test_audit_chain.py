@@ -7,6 +7,7 @@ added to the canonical form (or to NOT_HASHED, with a reason) for this file to p
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -93,3 +94,43 @@ def test_it_hashes_the_same_moment_the_same_in_any_time_zone():
 def test_it_hashes_as_if_at_another_seq_only_when_asked():
     assert chain.event_hash(event(), seq=43) == chain.event_hash(event(seq=43))
     assert chain.event_hash(event(), seq=43) != chain.event_hash(event())
+
+
+# The canonical form is a format: hashes stored years ago, and anyone who re-computes them
+# outside this code, must keep matching. So its exact bytes are pinned here.
+CANONICAL = (
+    '{"action":"access_key.created",'
+    '"actor":{"label":"zoë@acme.test","type":"user","user":5},'
+    '"details":{"name":"laptop","note":"café","via":"web"},'
+    '"ip":"203.0.113.9","org":7,'
+    '"prev":"0000000000000000000000000000000000000000000000000000000000000000",'
+    '"request":"req-1","seq":42,'
+    '"target":{"id":"EXCAAAAAAAAAAAAAAAAA","type":"access_key"},'
+    '"time":"2026-01-10T12:00:00.000000+00:00","ua":"Mozilla/5.0","v":1}'
+)
+
+
+@pytest.fixture
+def local_time_zone_not_utc(monkeypatch):
+    # The machine's own time zone must not leak into the hash.
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_it_hashes_the_documented_canonical_form(local_time_zone_not_utc):
+    pinned = event(
+        actor_label="zoë@acme.test", details={"via": "web", "note": "café", "name": "laptop"}
+    )
+    assert chain.canonical(pinned) == CANONICAL.encode("utf-8")
+    assert chain.event_hash(pinned) == (
+        "f6e3f53cca663aea547c7b9791f66022dbeb8270157438dd8d72996fbcbe51dd"
+    )
+
+
+def test_it_names_an_orgs_chain_and_the_global_one():
+    assert chain.chain_name(7) == "org:7"
+    assert chain.chain_name(0) == "org:0"
+    assert chain.chain_name(None) == "global"

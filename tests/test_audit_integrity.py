@@ -207,6 +207,9 @@ def test_it_finds_a_deleted_middle_row(trail):
         AuditEvent.objects.filter(pk=acme_events()[3].pk).delete()
     problem = verify_fails("--org", "acme")
     assert "event #4 removed: the chain jumps from #3 to #5" in problem
+    # The walk counts the events it could vouch for: those before the gap.
+    acme = Organization.objects.get(slug="acme")
+    assert verify_chain(acme.pk).events == 3
 
 
 @pytest.mark.parametrize("first", [1, 3, 5])
@@ -234,6 +237,61 @@ def test_it_finds_an_event_moved_further(trail):
         AuditEvent.objects.filter(pk=a.pk).update(seq=b.seq)
     problem = verify_fails("--org", "acme")
     assert f"reordered: the event at #2 (id {b.pk}) was written as #5" in problem
+
+
+def move(events: list[AuditEvent], moves: dict[int, int]) -> None:
+    """Give events new seqs ({old seq: new seq}), through free seqs for the unique index."""
+    with triggers_bypassed():
+        for old in moves:
+            AuditEvent.objects.filter(pk=events[old - 1].pk).update(seq=-old)
+        for old, new in moves.items():
+            AuditEvent.objects.filter(pk=events[old - 1].pk).update(seq=new)
+
+
+def test_it_finds_the_last_event_moved_to_the_front(trail):
+    # Nothing follows the last event: only its predecessor tells where it was written.
+    assert_verifies_before_tampering()
+    events = acme_events()
+    move(events, {2: 6, 6: 2})
+    problem = verify_fails("--org", "acme")
+    assert f"reordered: the event at #2 (id {events[5].pk}) was written as #6" in problem
+
+
+def test_it_finds_an_event_moved_far_from_its_deleted_predecessor(trail):
+    # The predecessor is gone: only its successor tells where the event was written.
+    assert_verifies_before_tampering()
+    events = acme_events()
+    with triggers_bypassed():
+        AuditEvent.objects.filter(pk=events[3].pk).delete()
+    move(events, {2: 5, 5: 2})
+    problem = verify_fails("--org", "acme")
+    assert f"reordered: the event at #2 (id {events[4].pk}) was written as #5" in problem
+
+
+def test_it_finds_the_first_event_replayed_at_the_end(trail):
+    assert_verifies_before_tampering()
+    first, last = acme_events()[0], acme_events()[-1]
+    with triggers_bypassed():
+        first.pk, first.seq = None, last.seq + 1
+        first.save(force_insert=True)
+    set_head("acme", first.seq, first.hash)
+    problem = verify_fails("--org", "acme")
+    assert f"reordered: the event at #{first.seq} (id {first.pk}) was written as #1" in problem
+
+
+def test_it_finds_an_event_replaced_by_one_hashed_afresh(trail):
+    # The forger recomputes the replacement's own hash, but cannot change what the next
+    # event links to.
+    assert_verifies_before_tampering()
+    victim = acme_events()[2]
+    victim.actor_label = "mallory@acme.test"
+    victim.hash = event_hash(victim)
+    with triggers_bypassed():
+        AuditEvent.objects.filter(pk=victim.pk).update(
+            actor_label=victim.actor_label, hash=victim.hash
+        )
+    problem = verify_fails("--org", "acme")
+    assert "event #3 altered or inserted: event #4 links to a different predecessor" in problem
 
 
 def test_it_finds_a_deleted_tail_after_a_checkpoint(trail):

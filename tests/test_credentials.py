@@ -83,15 +83,19 @@ def test_it_refuses_to_unseal_a_tampered_blob(position):
 def test_it_refuses_to_unseal_a_truncated_blob(length):
     secret, key_id = credentials.new_secret(), credentials.new_access_key_id()
     kek_id, sealed = seal(secret, key_id)
-    with pytest.raises(SealError):
+    with pytest.raises(SealError) as refused:
         unseal(kek_id, sealed[:length], key_id)
+    # The message names the key whose secret is damaged (and never the secret).
+    assert key_id in str(refused.value)
+    assert secret not in str(refused.value)
 
 
 def test_it_refuses_to_unseal_under_an_unknown_kek():
     secret, key_id = credentials.new_secret(), credentials.new_access_key_id()
     _, sealed = seal(secret, key_id)
-    with pytest.raises(SealError):
+    with pytest.raises(SealError) as refused:
         unseal("no-such-kek", sealed, key_id)
+    assert "'no-such-kek'" in str(refused.value)
 
 
 def test_it_parses_a_keyring_newest_first():
@@ -100,32 +104,60 @@ def test_it_parses_a_keyring_newest_first():
     assert ring.current_id == "k2"
     assert ring.get("k2") == first
     assert ring.get("k1") == second
-    with pytest.raises(SealError):
+    with pytest.raises(SealError) as refused:
         ring.get("k3")
+    assert str(refused.value) == "unknown key-encryption key 'k3'"
+
+
+def test_it_skips_empty_entries_anywhere_in_a_keyring():
+    first, second = os.urandom(32), os.urandom(32)
+    ring = parse_keyring(f", ,{kek_entry('k2', first)},,{kek_entry('k1', second)}")
+    assert ring.keys == (("k2", first), ("k1", second))
+
+
+def test_it_reads_a_keyring_entry_with_or_without_its_padding():
+    raw = os.urandom(32)
+    padded = "k1:" + base64.urlsafe_b64encode(raw).decode()
+    assert padded.endswith("=")
+    assert parse_keyring(padded).get("k1") == raw
+    assert parse_keyring(padded.rstrip("=")).get("k1") == raw
+
+
+NO_KEY = "EXCLOUD_SECRET_KEYS holds no key"
+NOT_ID_BASE64 = "EXCLOUD_SECRET_KEYS entries must look like ID:BASE64"
+NOT_BASE64 = "EXCLOUD_SECRET_KEYS entry 'k1' is not base64"
+NOT_32_BYTES = "EXCLOUD_SECRET_KEYS entry 'k1' must be 32 bytes"
+ENCODED = base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
 
 
 @pytest.mark.parametrize(
-    "value",
+    ("value", "message"),
     [
-        "",
-        " , ,",
-        "k1",
-        "k1" + base64.urlsafe_b64encode(os.urandom(32)).decode(),
-        ":" + base64.urlsafe_b64encode(os.urandom(32)).decode(),
-        kek_entry("bad id"),
-        kek_entry("a" * 17),
-        kek_entry("k1", os.urandom(16)),
-        kek_entry("k1", os.urandom(33)),
-        "k1:",
-        "k1:not base64 at all!",
-        "k1:@@@@",
-        kek_entry("k1") + "," + kek_entry("k1"),
-        kek_entry("k1") + ",garbage",
+        ("", NO_KEY),
+        (" , ,", NO_KEY),
+        ("k1", NOT_ID_BASE64),
+        ("k1" + base64.urlsafe_b64encode(os.urandom(32)).decode(), NOT_ID_BASE64),
+        (":" + base64.urlsafe_b64encode(os.urandom(32)).decode(), NOT_ID_BASE64),
+        (kek_entry("bad id"), NOT_ID_BASE64),
+        (kek_entry("a" * 17), NOT_ID_BASE64),
+        (kek_entry("k1", os.urandom(16)), NOT_32_BYTES),
+        (kek_entry("k1", os.urandom(33)), NOT_32_BYTES),
+        ("k1:", NOT_32_BYTES),
+        ("k1:not base64 at all!", NOT_BASE64),
+        ("k1:@@@@", NOT_BASE64),
+        # A stray character or padding inside an otherwise good key is refused, not
+        # skipped over.
+        ("k1:" + ENCODED[:20] + ":" + ENCODED[20:], NOT_BASE64),
+        ("k1:" + ENCODED[:20] + " " + ENCODED[20:], NOT_BASE64),
+        ("k1:" + ENCODED + "===", NOT_BASE64),
+        (kek_entry("k1") + "," + kek_entry("k1"), "EXCLOUD_SECRET_KEYS names 'k1' twice"),
+        (kek_entry("k1") + ",garbage", NOT_ID_BASE64),
     ],
 )
-def test_it_rejects_malformed_keyrings(value):
-    with pytest.raises(ImproperlyConfigured):
+def test_it_rejects_malformed_keyrings(value, message):
+    with pytest.raises(ImproperlyConfigured) as refused:
         parse_keyring(value)
+    assert str(refused.value) == message
 
 
 def test_it_reseals_every_key_under_the_new_kek(owner, member, settings, monkeypatch, capsys):

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from gateway import sigv4
-from gateway.authority import KeyInfo, authorize, refusal
+from gateway import operations, sigv4
+from gateway.authority import KeyInfo, authorize, check_access, refusal
 from gateway.listing import filter_list_buckets
-from gateway.operations import classify
+from gateway.operations import Operation, classify
 from gateway.proxy import forwarded_query
 from gateway.upstream import Signer
 
@@ -53,6 +53,10 @@ def test_it_allows_everything_on_the_orgs_own_buckets(method, target):
 def test_it_refuses_as_s3_does(method, target, owner, answer):
     error = refusal(KEY, _operation(method, target), {"bkt": owner})
     assert (error and (error.status, error.code)) == answer
+    if answer is not None:
+        # S3 names the bucket, except in AccessDenied, which tells nothing.
+        named = {} if answer[1] == "AccessDenied" else {"BucketName": "bkt"}
+        assert error.extra == named
 
 
 @pytest.mark.parametrize(("method", "target"), REQUESTS)
@@ -79,6 +83,22 @@ def test_it_denies_a_copy_from_another_orgs_bucket_into_the_orgs_own():
     assert authorize(KEY, copy, {"bkt": 1, "src": 1})
     assert not authorize(KEY, copy, {"bkt": 1, "src": 2})
     assert not authorize(KEY, copy, {"bkt": 2, "src": 1})
+
+
+@pytest.mark.parametrize("level", [operations.BUCKET, operations.OBJECT])
+def test_it_denies_a_bucket_or_object_operation_that_names_no_bucket(level):
+    # classify() never makes one; should it ever, it touches nothing and may do nothing.
+    nameless = Operation("GetObject", level, operations.READ)
+    error = refusal(KEY, nameless, {})
+    assert (error.status, error.code) == (403, "AccessDenied")
+
+
+def test_it_raises_the_refusal_through_check_access():
+    check_access(KEY, _operation("GET", "/bkt/k"), {"bkt": 1})
+    for owner, answer in ((2, (403, "AccessDenied")), (None, (404, "NoSuchBucket"))):
+        with pytest.raises(sigv4.S3Error) as refused:
+            check_access(KEY, _operation("GET", "/bkt/k"), {"bkt": owner})
+        assert (refused.value.status, refused.value.code) == answer
 
 
 @pytest.mark.parametrize(

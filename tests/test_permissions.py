@@ -603,3 +603,58 @@ def test_it_lets_only_owners_withdraw_an_invitation_to_become_owner(everyone, wh
         assert_refused(r, expected)
         assert invitation.is_pending
         assert_no_event(mark)
+
+
+# ---------------------------------------------------------------------------------------
+# The same rules on Membership itself, for every role and every kind of key and member:
+# what the views above ask, without a request.
+
+ROLES = [Role.OWNER, Role.ADMIN, Role.MEMBER, Role.AUDITOR]
+ME, SOMEONE_ELSE = 1, 2
+
+
+def as_role(role: str) -> Membership:
+    return Membership(role=role, user_id=ME)
+
+
+def a_key(created_by: int, status_changed_by: int | None = None) -> AccessKey:
+    return AccessKey(created_by_id=created_by, status_changed_by_id=status_changed_by)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_it_gives_each_role_its_permissions_on_membership(role):
+    me = as_role(role)
+    manager = role in (Role.OWNER, Role.ADMIN)
+    assert me.is_manager is manager
+    assert me.can_manage_members is manager
+    assert me.can_create_keys is (role != Role.AUDITOR)
+    assert me.can_read_audit is (role != Role.MEMBER)
+
+    mine, theirs = a_key(created_by=ME), a_key(created_by=SOMEONE_ELSE)
+    assert me.can_change_key(mine) is (role != Role.AUDITOR)
+    assert me.can_change_key(theirs) is manager
+
+    # Reactivating: managers always; a member only their own key that they deactivated.
+    assert me.can_reactivate_key(a_key(ME, status_changed_by=ME)) is (role != Role.AUDITOR)
+    assert me.can_reactivate_key(a_key(ME, status_changed_by=SOMEONE_ELSE)) is manager
+    assert me.can_reactivate_key(a_key(SOMEONE_ELSE, status_changed_by=ME)) is manager
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("other", ROLES)
+def test_it_lets_owners_manage_everyone_and_admins_everyone_but_owners(role, other):
+    expected = role == Role.OWNER or (role == Role.ADMIN and other != Role.OWNER)
+    assert as_role(role).can_manage_member(Membership(role=other, user_id=SOMEONE_ELSE)) is expected
+
+
+def test_it_offers_each_role_the_roles_it_may_give():
+    everything = list(Role.choices)
+    assert as_role(Role.OWNER).assignable_roles() == everything
+    assert as_role(Role.ADMIN).assignable_roles() == [c for c in everything if c[0] != Role.OWNER]
+    assert as_role(Role.ADMIN).assignable_roles() == [
+        (Role.ADMIN, Role.ADMIN.label),
+        (Role.MEMBER, Role.MEMBER.label),
+        (Role.AUDITOR, Role.AUDITOR.label),
+    ]
+    assert as_role(Role.MEMBER).assignable_roles() == []
+    assert as_role(Role.AUDITOR).assignable_roles() == []

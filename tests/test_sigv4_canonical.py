@@ -9,7 +9,8 @@ import re
 import botocore.utils
 import pytest
 
-from gateway.sigv4.canonical import canonical_query, canonical_uri
+from gateway.sigv4.canonical import _decode_query_value, canonical_query, canonical_uri
+from gateway.sigv4.errors import S3Error
 from gateway.sigv4.request import Request
 from tests.sigv4_support import (  # noqa: F401  (frozen_botocore_clock is an autouse fixture)
     NOW,
@@ -97,3 +98,55 @@ def test_it_answers_invalid_uri_for_a_broken_escape():
     request = sign("GET", "http://s3.example.test:9000/b/k")
     broken = Request("GET", "/b/k%zz", "", request.headers, now=NOW)
     assert error_of(verify, broken).code == "InvalidURI"
+
+
+@pytest.mark.parametrize(
+    "canonicalize", [lambda: canonical_uri("/b/k%zz"), lambda: canonical_query("a=%zz&b=1")]
+)
+def test_it_answers_400_invalid_uri_for_a_broken_escape_in_a_path_or_query(canonicalize):
+    with pytest.raises(S3Error) as refused:
+        canonicalize()
+    error = refused.value
+    assert (error.code, error.status, error.message) == (
+        "InvalidURI",
+        400,
+        "Couldn't parse the specified URI.",
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "canonical"),
+    [
+        # Already canonical (only sorted), and decoded and re-encoded.
+        ("b=2&X-Amz-Signature=abc&a=1", "a=1&b=2"),
+        ("b=%2a&X-Amz-Signature=abc&&a=1", "a=1&b=%2A"),
+        ("X-Amz-Signature=abc&b=%2a&&a=1&X-Amz-Signature-Not=2", "X-Amz-Signature-Not=2&a=1&b=%2A"),
+    ],
+)
+def test_it_leaves_out_the_excluded_key_only(raw, canonical):
+    assert canonical_query(raw, exclude="X-Amz-Signature") == canonical
+
+
+def test_it_skips_empty_parts_anywhere_in_a_query_it_re_encodes():
+    assert canonical_query("b=%2a&&a=1&&c") == "a=1&b=%2A&c="
+
+
+@pytest.mark.parametrize(
+    ("raw", "decoded"),
+    [
+        ("plain", "plain"),
+        ("a+b", "a b"),
+        (
+            "EXCAAAA%2F20250314%2Fus-east-1%2Fs3%2Faws4_request",
+            "EXCAAAA/20250314/us-east-1/s3/aws4_request",
+        ),
+        ("a%2Fb+c", "a/b c"),
+        ("a%2fb", "a/b"),
+        ("a%2Cb+c", "a,b c"),
+        ("caf%C3%A9", "café"),
+        # Bytes that are not UTF-8 become U+FFFD rather than an error.
+        ("%FF%2F", "\ufffd/"),
+    ],
+)
+def test_it_decodes_query_values_as_s3_does(raw, decoded):
+    assert _decode_query_value(raw) == decoded

@@ -322,3 +322,17 @@ def test_it_strips_aws_chunked_from_content_encoding():
     assert strip_aws_chunked("gzip,aws-chunked") == "gzip"
     assert strip_aws_chunked("aws-chunked, gzip") == "gzip"
     assert strip_aws_chunked(None) is None
+
+
+@pytest.mark.parametrize("trailer", [False, True])
+def test_it_checks_a_checksum_header_against_the_decoded_body(trailer):
+    payload = b"chunked, with its checksum in a header"
+    for value, accepted in ((crc32_b64(payload), True), (crc32_b64(b"other"), False)):
+        request, body, _ = streaming_upload(
+            payload, trailer=trailer, extra_headers=(("x-amz-checksum-crc32", value),)
+        )
+        if accepted:
+            assert read_body(verify(request), body) == payload
+        else:
+            _, error = read_until_error(verify(request).body(), body)
+            assert error.code == "BadDigest"

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import threading
 
-from gateway.sigv4 import verification
+import pytest
+
+from gateway.sigv4 import signing, verification
 from gateway.sigv4.parsing import parse
-from gateway.sigv4.signing import SigningKeyCache, derive_signing_key
+from gateway.sigv4.signing import SigningKeyCache, derive_signing_key, signature
 from tests.sigv4_support import (  # noqa: F401  (frozen_botocore_clock is an autouse fixture)
     ACCESS_KEY,
     REGION,
@@ -109,3 +113,91 @@ def test_it_serves_many_threads_consistently():
         thread.join()
     assert errors == []
     assert len(cache_) <= 16
+
+
+def test_it_keeps_one_key_in_a_cache_of_one_and_refuses_a_smaller_one():
+    cache_ = SigningKeyCache(maxsize=1)
+    assert cache_.get_or_derive("a", "d", "r", lambda: b"a") == b"a"
+    assert cache_.get("a", "d", "r") == b"a"
+    cache_.get_or_derive("b", "d", "r", lambda: b"b")
+    assert (cache_.get("a", "d", "r"), cache_.get("b", "d", "r"), len(cache_)) == (None, b"b", 1)
+    with pytest.raises(ValueError, match="^maxsize must be at least 1$"):
+        SigningKeyCache(maxsize=0)
+
+
+def test_it_derives_a_key_once_when_asked_directly_twice():
+    cache_ = SigningKeyCache()
+    derived = []
+
+    def derive():
+        derived.append(1)
+        return b"k" * 32
+
+    for _ in range(2):
+        assert cache_.get_or_derive(ACCESS_KEY, "20250314", REGION, derive) == b"k" * 32
+    assert derived == [1]
+
+
+def test_it_refreshes_a_key_used_through_the_provider():
+    keys = {"a": "a" * 40, "b": "b" * 40, "c": "c" * 40}
+    cache_ = SigningKeyCache(maxsize=2)
+    get = cache_.provider(keys.__getitem__)
+    get("a", "20250314", REGION)
+    get("b", "20250314", REGION)
+    get("a", "20250314", REGION)  # a hit: "a" is now the most recently used
+    get("c", "20250314", REGION)
+    assert cache_.get("b", "20250314", REGION) is None
+    assert cache_.get("a", "20250314", REGION) is not None
+
+
+def test_it_derives_for_the_service_the_provider_names():
+    get = SigningKeyCache().provider(lambda _id: SECRET, service="iam")
+    assert get(ACCESS_KEY, "20250314", REGION) == derive_signing_key(
+        SECRET, "20250314", REGION, "iam"
+    )
+
+
+def test_it_forgets_every_scope_of_a_key_after_others_were_evicted():
+    # Evicting one of a key's scopes must leave the key's other scopes findable, so that
+    # revoking the key still drops them; and evicting a key's last scope forgets the key.
+    cache_ = SigningKeyCache(maxsize=2)
+    cache_.get_or_derive("a", "d1", "r", lambda: b"a1")
+    cache_.get_or_derive("a", "d2", "r", lambda: b"a2")
+    cache_.get_or_derive("b", "d1", "r", lambda: b"b1")  # evicts a/d1
+    cache_.invalidate("a")
+    assert cache_.get("a", "d2", "r") is None
+    assert cache_.get("b", "d1", "r") == b"b1"
+    for n in range(10):
+        cache_.get_or_derive(f"k{n}", "d", "r", lambda: b"k")
+    assert set(cache_._by_key_id) == {"k8", "k9"}
+
+
+@pytest.mark.parametrize("drop", ["invalidate", "clear"])
+def test_it_does_not_store_a_key_derived_across_a_second_invalidation(drop):
+    cache_ = SigningKeyCache()
+    cache_.invalidate(ACCESS_KEY) if drop == "invalidate" else cache_.clear()
+
+    def derive_then_drop():
+        cache_.invalidate(ACCESS_KEY) if drop == "invalidate" else cache_.clear()
+        return b"k" * 32
+
+    cache_.get_or_derive(ACCESS_KEY, "20250314", REGION, derive_then_drop)
+    assert cache_.get(ACCESS_KEY, "20250314", REGION) is None
+
+
+@pytest.mark.parametrize("length", [0, 1, 32, 63, 64, 65, 100])
+def test_it_signs_as_hmac_sha256_under_a_key_of_any_length(length):
+    # Signing keys are 32 bytes, but signature() takes any key: HMAC pads a short key
+    # and hashes a key longer than its 64-byte block first.
+    key = bytes(range(7, 7 + length))
+    text = "AWS4-HMAC-SHA256\n20250314T120000Z\nscope\n" + "ab" * 32
+    assert signature(key, text) == hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+    assert signature(key, text + "é") == (
+        hmac.new(key, (text + "é").encode(), hashlib.sha256).hexdigest()
+    )
+
+
+def test_it_keeps_no_more_pad_states_than_its_bound():
+    for n in range(signing._PAD_STATES_MAX + 1):
+        signature(n.to_bytes(32, "big"), "text")
+        assert len(signing._PAD_STATES) <= signing._PAD_STATES_MAX

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 import xml.etree.ElementTree as ET
 import zlib
 
@@ -15,8 +16,17 @@ import pytest
 from botocore.auth import S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 
+from gateway.sigv4 import verification
 from gateway.sigv4.errors import error_xml
+from gateway.sigv4.parsing import parse
 from gateway.sigv4.request import Request
+from gateway.sigv4.signing import derive_signing_key, signature
+from gateway.sigv4.verification import (
+    check_signature,
+    parse_post_credential,
+    parse_string_to_sign,
+    verify_string_to_sign,
+)
 from tests.sigv4_support import (  # noqa: F401  (frozen_botocore_clock is an autouse fixture)
     ACCESS_KEY,
     AMZ_DATE,
@@ -26,6 +36,7 @@ from tests.sigv4_support import (  # noqa: F401  (frozen_botocore_clock is an au
     ODD_KEYS,
     REGION,
     SCOPE,
+    SECRET,
     error_of,
     frozen_botocore_clock,
     header,
@@ -185,6 +196,11 @@ def test_it_refuses_an_expired_presigned_url():
     error = error_of(verify, later)
     assert (error.code, error.status, error.message) == ("AccessDenied", 403, "Request has expired")
     assert error.extra["X-Amz-Expires"] == "60"
+    assert error.extra == {
+        "X-Amz-Expires": "60",
+        "Expires": iso_extended(NOW + 60),
+        "ServerTime": iso_extended(NOW + 61),
+    }
 
 
 def test_it_refuses_a_presigned_url_dated_in_the_future():
@@ -213,6 +229,11 @@ def test_it_refuses_a_wrong_secret_and_explains_what_it_signed():
     request, _ = send(s3_client("http://s3.example.test:9000"), "get_object", Bucket="b", Key="a b")
     error = error_of(verify, request, secret="x" * 40)
     assert (error.code, error.status) == ("SignatureDoesNotMatch", 403)
+    assert error.extra["AWSAccessKeyId"] == ACCESS_KEY
+    assert error.message == (
+        "The request signature we calculated does not match the signature you provided. "
+        "Check your key and signing method."
+    )
     assert error.extra["StringToSign"].startswith(f"AWS4-HMAC-SHA256\n{AMZ_DATE}\n{SCOPE}\n")
     assert error.extra["CanonicalRequest"].startswith(
         "GET\n/b/a%20b\n\nhost:s3.example.test:9000\n"
@@ -296,6 +317,7 @@ def test_it_refuses_an_invalid_checksum_header_value():
     )
     error = error_of(verify(request).body)
     assert (error.code, error.status) == ("InvalidRequest", 400)
+    assert error.message == "Value for x-amz-checksum-crc32 header is invalid."
 
 
 @pytest.mark.parametrize("offset,ok", [(-899, True), (899, True), (-901, False), (901, False)])
@@ -310,6 +332,10 @@ def test_it_allows_fifteen_minutes_of_clock_skew(offset, ok):
     assert error.extra["RequestTime"] == AMZ_DATE
     assert error.extra["MaxAllowedSkewMilliseconds"] == "900000"
     assert error.extra["ServerTime"].endswith("Z")
+    assert error.extra["ServerTime"] == iso_extended(NOW + offset)
+    assert error.message == (
+        "The difference between the request time and the current time is too large."
+    )
 
 
 def test_it_reads_a_missing_payload_hash_as_the_empty_body():
@@ -324,3 +350,192 @@ def test_it_reads_a_missing_payload_hash_as_the_empty_body():
     reader = verified.body()
     reader.feed(b"smuggled")
     assert error_of(reader.finish).code == "XAmzContentSHA256Mismatch"
+
+
+# ---------------------------------------------------------------------------------------
+# The comparison a POST policy form's signature goes through, and its credential
+
+
+def test_it_accepts_only_the_same_signature_through_check_signature():
+    right = "0123456789abcdef" * 4
+    assert check_signature(right, right, ACCESS_KEY, "policy") is None
+    for wrong in (right[:-1] + "0", "f" + right[1:], right.upper(), right + "0", "é" * 64):
+        error = error_of(check_signature, right, wrong, ACCESS_KEY, "policy")
+        assert (error.code, error.status) == ("SignatureDoesNotMatch", 403)
+        assert error.extra == {
+            "AWSAccessKeyId": ACCESS_KEY,
+            "StringToSign": "policy",
+            "SignatureProvided": wrong,
+        }
+
+
+def test_it_reads_a_post_forms_credential_by_the_rules_of_a_requests():
+    credential = f"{ACCESS_KEY}/{SCOPE}"
+    assert parse_post_credential(credential, AMZ_DATE, region=REGION) == (
+        ACCESS_KEY,
+        AMZ_DATE[:8],
+    )
+    bad_date = error_of(parse_post_credential, credential, "2025-03-14", region=REGION)
+    assert (bad_date.code, bad_date.status, bad_date.message) == (
+        "InvalidRequest",
+        400,
+        'x-amz-date must be in the format "yyyyMMddTHHmmssZ".',
+    )
+    wrong_region = error_of(parse_post_credential, credential, AMZ_DATE, region="eu-west-1")
+    assert wrong_region.code == "AuthorizationHeaderMalformed"
+    assert wrong_region.extra == {"Region": "eu-west-1"}
+
+
+def iso_extended(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+# ---------------------------------------------------------------------------------------
+# Checksum headers
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("x-amz-checksum-crc32", "AAAAAA=="), ("x-amz-checksum-crc32", "AAAAAA==")],
+        [
+            ("x-amz-checksum-crc32", "AAAAAA=="),
+            ("x-amz-checksum-sha1", "2jmj7l5rSw0yVb/vlWAYkK/YBwk="),
+        ],
+    ],
+)
+def test_it_refuses_more_than_one_checksum_header(headers):
+    request = sign("PUT", "http://s3.example.test:9000/b/k", headers=headers)
+    error = error_of(verify(request).body)
+    assert (error.code, error.status, error.message) == (
+        "InvalidRequest",
+        400,
+        "Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed.",
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# A string to sign computed elsewhere (the verify API)
+
+DIGEST = hashlib.sha256(b"canonical request").hexdigest()
+TO_SIGN = f"AWS4-HMAC-SHA256\n{AMZ_DATE}\n{SCOPE}\n{DIGEST}"
+FOUR_LINES = (
+    "The string to sign must be four lines: AWS4-HMAC-SHA256, the x-amz-date, "
+    "the credential scope and the hex SHA-256 of the canonical request."
+)
+NOT_A_DIGEST = "The last line of the string to sign must be a lowercase hex SHA-256 digest."
+
+
+def test_it_reads_a_string_to_sign_back_into_its_parts():
+    signed = parse_string_to_sign(TO_SIGN, ACCESS_KEY, region=REGION)
+    assert (signed.text, signed.amz_date, signed.timestamp) == (TO_SIGN, AMZ_DATE, NOW)
+    assert (signed.scope_date, signed.region, signed.scope) == (AMZ_DATE[:8], REGION, SCOPE)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (TO_SIGN.replace("\n", "\r\n"), FOUR_LINES),
+        (TO_SIGN.replace("AWS4-HMAC-SHA256", "AWS4-HMAC-SHA1"), FOUR_LINES),
+        (TO_SIGN + "\n", FOUR_LINES),
+        (
+            TO_SIGN.replace(AMZ_DATE, "2025-03-14"),
+            'The date in the string to sign must be in the format "yyyyMMddTHHmmssZ".',
+        ),
+        (TO_SIGN.replace(DIGEST, DIGEST.upper()), NOT_A_DIGEST),
+        (TO_SIGN.replace(DIGEST, "X" * 64), NOT_A_DIGEST),
+        (TO_SIGN.replace(DIGEST, DIGEST[:-1]), NOT_A_DIGEST),
+    ],
+)
+def test_it_refuses_a_malformed_string_to_sign(text, message):
+    error = error_of(parse_string_to_sign, text, ACCESS_KEY, region=REGION)
+    assert (error.code, error.status, error.message) == ("InvalidRequest", 400, message)
+
+
+def test_it_answers_a_wrong_region_in_a_string_to_sign_as_the_gateway_does():
+    error = error_of(parse_string_to_sign, TO_SIGN, ACCESS_KEY, region="eu-west-1")
+    assert (error.code, error.extra) == ("AuthorizationHeaderMalformed", {"Region": "eu-west-1"})
+    assert error.message == (
+        "The authorization header is malformed; the region 'us-east-1' is wrong; "
+        "expecting 'eu-west-1'"
+    )
+
+
+SECRET_FOR_STRING = "s" * 40
+
+
+def key_of(access_key_id: str, date: str, region: str) -> bytes:
+    """A signing-key provider that knows one access key ID only."""
+    assert access_key_id == ACCESS_KEY
+    return derive_signing_key(SECRET_FOR_STRING, date, region)
+
+
+@pytest.mark.parametrize("offset", [-900, 0, 900])
+def test_it_verifies_a_string_to_sign_within_fifteen_minutes(offset):
+    signed = parse_string_to_sign(TO_SIGN, ACCESS_KEY, region=REGION)
+    key = derive_signing_key(SECRET_FOR_STRING, AMZ_DATE[:8], REGION)
+    right = signature(key, TO_SIGN)
+    assert verify_string_to_sign(signed, ACCESS_KEY, right, key_of, now=NOW + offset) == key
+    error = error_of(
+        verify_string_to_sign, signed, ACCESS_KEY, right[:-1] + "0", key_of, now=NOW + offset
+    )
+    assert (error.code, error.status) == ("SignatureDoesNotMatch", 403)
+    assert error.extra == {
+        "AWSAccessKeyId": ACCESS_KEY,
+        "StringToSign": TO_SIGN,
+        "SignatureProvided": right[:-1] + "0",
+    }
+
+
+@pytest.mark.parametrize("offset", [-901, 901])
+def test_it_refuses_a_string_to_sign_from_too_far_away_in_time(offset):
+    signed = parse_string_to_sign(TO_SIGN, ACCESS_KEY, region=REGION)
+    right = signature(derive_signing_key(SECRET_FOR_STRING, AMZ_DATE[:8], REGION), TO_SIGN)
+    error = error_of(verify_string_to_sign, signed, ACCESS_KEY, right, key_of, now=NOW + offset)
+    assert (error.code, error.status) == ("RequestTimeTooSkewed", 403)
+    assert error.extra == {
+        "RequestTime": AMZ_DATE,
+        "ServerTime": iso_extended(NOW + offset),
+        "MaxAllowedSkewMilliseconds": "900000",
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# What is signed: the query, the key asked for, and which bodies a checksum header covers
+
+
+def test_it_leaves_the_signature_out_of_a_presigned_query_it_re_encodes():
+    request = presign("get_object", Bucket="b", Key="k", ResponseCacheControl="a*b")
+    assert "a%2Ab" in request.query
+    # The same query with a lowercase escape: re-encoded before it is compared.
+    lower = request.query.replace("a%2Ab", "a%2ab")
+    verify(Request(request.method, request.path, lower, request.headers, now=NOW))
+
+
+def test_it_asks_for_the_signing_key_of_the_requests_access_key_id():
+    asked = []
+
+    def signing_key(access_key_id, date, region):
+        asked.append((access_key_id, date, region))
+        return derive_signing_key(SECRET, date, region)
+
+    request = sign("GET", "http://s3.example.test:9000/b/k")
+    verification.verify(parse(request, region=REGION), signing_key)
+    assert asked == [(ACCESS_KEY, AMZ_DATE[:8], REGION)]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://s3.example.test:9000/b/k?partNumber=1&uploadId=abc",  # UploadPart
+        "http://s3.example.test:9000/b/k?uploads",  # CreateMultipartUpload
+    ],
+)
+def test_it_checks_the_checksum_header_of_other_multipart_requests(url):
+    body = b"part"
+    wrong = base64.b64encode(zlib.crc32(b"other").to_bytes(4, "big")).decode()
+    method = "PUT" if "partNumber" in url else "POST"
+    request = sign(method, url, headers=[("x-amz-checksum-crc32", wrong)], body=body)
+    reader = verify(request).body()
+    reader.feed(body)
+    assert error_of(reader.finish).code == "BadDigest"
