@@ -77,6 +77,7 @@ chromium:
 # The lint first: a broken import rule fails the build before the tests start.
 test: install lint services chromium
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(DEV) $(PY) -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory mutation-smoke
 	$(MAKE) --no-print-directory test-pythons
 
 # Mutation testing of the security core, each module against its own fast tests (one
