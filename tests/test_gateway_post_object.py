@@ -277,8 +277,9 @@ def test_it_stores_content_type_and_metadata_fields_with_the_object(store, own, 
     assert (store.root / bucket / "uploads" / "pixel.png").read_bytes() == data
 
 
-def test_it_answers_the_etag_of_a_file_stored_in_parts(store, own):
-    _, _, s3, bucket = own
+def post_in_two_parts(s3, bucket: str):
+    """POST a file one byte over a part to ``uploads/parts.bin``: (the answer, the data),
+    the answer checked to carry a two-part upload's ETag."""
     data = os.urandom(PART_BYTES + 1)
     post = _presigned_post(
         s3,
@@ -293,6 +294,12 @@ def test_it_answers_the_etag_of_a_file_stored_in_parts(store, own):
     assert answer.status_code == 201, answer.text
     # A multipart upload's ETag: the MD5 of its parts' MD5s, and how many parts.
     assert re.fullmatch(r'"[0-9a-f]{32}-2"', answer.headers["ETag"]), answer.headers["ETag"]
+    return answer, data
+
+
+def test_it_answers_the_etag_of_a_file_stored_in_parts(store, own):
+    _, _, s3, bucket = own
+    answer, data = post_in_two_parts(s3, bucket)
     assert ET.fromstring(answer.content).findtext("ETag") == answer.headers["ETag"]
     assert (store.root / bucket / "uploads" / "parts.bin").read_bytes() == data
 

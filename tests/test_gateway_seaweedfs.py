@@ -6,16 +6,14 @@ works on it, as on the embedded store (tests/test_gateway_post_object.py)."""
 from __future__ import annotations
 
 import os
-import re
 
 import pytest
 
-from gateway.post_object import PART_BYTES
 from tests.conftest import new_key
 from tests.gateway_stack import gateway
 from tests.seaweed import REPLICATION
 from tests.test_gateway_e2e import bucket_name, s3_client
-from tests.test_gateway_post_object import _post, _presigned_post
+from tests.test_gateway_post_object import post_in_two_parts
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -67,19 +65,7 @@ def test_it_stores_a_posted_file_in_parts(gw, owner):
     s3 = s3_client(gw.url, key.id, secret)
     bucket = bucket_name()
     s3.create_bucket(Bucket=bucket)
-    data = os.urandom(PART_BYTES + 1)
-    post = _presigned_post(
-        s3,
-        bucket,
-        fields={"success_action_status": "201"},
-        conditions=[{"success_action_status": "201"}],
-        max_bytes=len(data),
-    )
-
-    answer = _post(post["url"], post["fields"], "parts.bin", data)
-
-    assert answer.status_code == 201, answer.text
-    assert re.fullmatch(r'"[0-9a-f]{32}-2"', answer.headers["ETag"]), answer.headers["ETag"]
+    answer, data = post_in_two_parts(s3, bucket)
     stored = s3.get_object(Bucket=bucket, Key="uploads/parts.bin")
     assert stored["Body"].read() == data
     assert stored["ETag"] == answer.headers["ETag"]
