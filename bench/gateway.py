@@ -51,6 +51,8 @@ from excloud_portal import devenv
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import benchdb  # noqa: E402 - beside this script
+
 from tests.gateway_stack import _stop, _wait_for_http, free_port  # noqa: E402
 
 BIN = REPO / ".venv" / "bin"
@@ -190,14 +192,9 @@ def profiled(pid: int, mode: str):
 
 def scratch_database() -> str:
     """Drop and create the bench's PostgreSQL database; its URL."""
-    import psycopg
-
     parts = urlsplit(BENCH_DATABASE_URL)
-    name = parts.path.lstrip("/")
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
+    maintenance = urlunsplit(parts._replace(path="/postgres"))
+    benchdb.recreate_database(maintenance, parts.path.lstrip("/"), create=True)
     return BENCH_DATABASE_URL
 
 
