@@ -28,6 +28,7 @@ class AuditAction(models.TextChoices):
     ACCESS_KEY_REACTIVATED = "access_key.reactivated", "Access key reactivated"
     ACCESS_KEY_REVOKED = "access_key.revoked", "Access key revoked"
     ACCESS_KEY_RENAMED = "access_key.renamed", "Access key renamed"
+    ACCESS_KEY_SCOPE_NARROWED = "access_key.scope_narrowed", "Access key scope narrowed"
     ACCESS_KEY_EXPIRED = "access_key.expired", "Access key expired"
     ACCESS_KEY_EXPIRY_WARNED = "access_key.expiry_warned", "Access key owner warned of expiry"
     MEMBER_INVITED = "member.invited", "Member invited"

@@ -7,6 +7,8 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from .scope import Scope
+
 NAME_MAX_LENGTH = 64
 
 
@@ -86,6 +88,9 @@ class AccessKey(models.Model):
     rotated_from = models.OneToOneField(
         "self", models.SET_NULL, null=True, blank=True, related_name="replacement"
     )
+    # What the key may do, where and from where (keys/scope.py); {} is the default scope:
+    # admin on all of the org's buckets, from any address. Narrowed only, never widened.
+    scope = models.JSONField(default=dict, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     last_used_ip = models.GenericIPAddressField(null=True, blank=True)
     last_used_operation = models.CharField(max_length=64, blank=True)
@@ -130,6 +135,10 @@ class AccessKey(models.Model):
     @property
     def is_live(self) -> bool:
         return self.status in LIVE_STATUSES
+
+    @property
+    def key_scope(self) -> Scope:
+        return Scope.from_json(self.scope)
 
 
 # Defaults for an org that never saved a policy. Zero days means "off".

@@ -25,6 +25,7 @@ from excloud_portal.text import UnsafeText, check_text
 from . import credentials, revocation
 from .models import NAME_MAX_LENGTH, AccessKey, CreatedVia, KeyStatus
 from .policy import policy_for
+from .scope import DEFAULT_SCOPE, Scope
 
 NAME_RE = re.compile(r"^[A-Za-z0-9 ._-]+$")
 NAME_RULES = (
@@ -56,6 +57,10 @@ class InvalidKeyState(AccessKeyError):
 
 
 class InvalidExpiry(AccessKeyError):
+    pass
+
+
+class ScopeWidened(AccessKeyError):
     pass
 
 
@@ -105,6 +110,7 @@ def _insert_key(
     creation_token: str | None = None,
     rotated_from: AccessKey | None = None,
     expires_at: datetime | None = None,
+    scope: Scope = DEFAULT_SCOPE,
 ) -> tuple[AccessKey, str]:
     """Insert a key with a fresh ID and sealed secret, in a savepoint.
 
@@ -126,6 +132,7 @@ def _insert_key(
             creation_token=creation_token or None,
             rotated_from=rotated_from,
             expires_at=expires_at,
+            scope=scope.to_json(),
         )
     return key, secret
 
@@ -144,7 +151,10 @@ def create_key(
     via: str = CreatedVia.WEB,
     creation_token: str | None = None,
     expires_at: datetime | None = None,
+    scope: Scope = DEFAULT_SCOPE,
 ) -> CreatedKey:
+    """A new key with a fresh secret (shown once, from the answer). ``scope`` limits what
+    it may do (keys/scope.py); the default is admin on all the org's buckets."""
     if not membership.can_create_keys:
         raise PermissionDenied("Auditors cannot create keys.")
     name = clean_key_name(name)
@@ -159,7 +169,12 @@ def create_key(
         _check_name_free(org, name)
         try:
             key, secret = _insert_key(
-                membership, name, via, creation_token=creation_token, expires_at=expires_at
+                membership,
+                name,
+                via,
+                creation_token=creation_token,
+                expires_at=expires_at,
+                scope=scope,
             )
         except IntegrityError:
             # A concurrent request won: the same form submitted twice, or the same name.
@@ -174,7 +189,7 @@ def create_key(
             org=org,
             target_type=TargetType.ACCESS_KEY,
             target_id=key.id,
-            details={"name": key.name, "via": via}
+            details={"name": key.name, "via": via, "scope": scope.as_api()}
             | ({"expires_at": expires_at.isoformat()} if expires_at else {}),
         )
     return CreatedKey(key, secret)
@@ -250,7 +265,10 @@ def rotate_key(
         name = name if name is not None else _rotation_name(key, now.date())
         _check_name_free(key.org_id, name)
         try:
-            new, secret = _insert_key(membership, name, CreatedVia.ROTATION, rotated_from=key)
+            # The replacement may do exactly what the key it replaces could.
+            new, secret = _insert_key(
+                membership, name, CreatedVia.ROTATION, rotated_from=key, scope=key.key_scope
+            )
         except IntegrityError:
             raise _name_taken_error(name) from None
         expires_at = now + overlap
@@ -348,6 +366,44 @@ def revoke_key(membership: Membership, actor: Actor, key: AccessKey, reason: str
         action=AuditAction.ACCESS_KEY_REVOKED,
         reason=reason.strip()[:200],
     )
+
+
+def narrow_key_scope(
+    membership: Membership, actor: Actor, key: AccessKey, scope: Scope
+) -> AccessKey:
+    """Give a live key a narrower scope; it takes effect on the key's next request at
+    every gateway. A scope that allows anything the key's current one does not is
+    refused (ScopeWidened): make a new key for wider access. The same scope changes
+    nothing and records nothing."""
+    if not membership.can_change_key(key):
+        raise PermissionDenied("Only owners, admins and the key's creator can change its scope.")
+    with transaction.atomic():
+        key = AccessKey.objects.select_for_update().get(pk=key.pk)
+        if not key.is_live:
+            raise InvalidKeyState(
+                f"Key “{key.name}” is {key.get_status_display().lower()}; its scope cannot "
+                "be changed."
+            )
+        current = key.key_scope
+        if scope == current:
+            return key
+        if not scope.within(current):
+            raise ScopeWidened(
+                f"A key's scope can only be narrowed. Key “{key.name}” may do "
+                f"{current.describe()}; make a new key for wider access."
+            )
+        key.scope = scope.to_json()
+        AccessKey.objects.filter(pk=key.pk).update(scope=key.scope)
+        revocation.announce_change(keys=[key.id])
+        record(
+            actor,
+            AuditAction.ACCESS_KEY_SCOPE_NARROWED,
+            org=key.org,
+            target_type=TargetType.ACCESS_KEY,
+            target_id=key.id,
+            details={"name": key.name, "from": current.as_api(), "to": scope.as_api()},
+        )
+    return key
 
 
 def rename_key(membership: Membership, actor: Actor, key: AccessKey, name: str) -> AccessKey:
