@@ -15,21 +15,6 @@ from urllib.parse import unquote
 from . import http1, operations, s3errors, sigv4
 from .operations import Operation
 
-# Headers that concern one connection, or that the gateway sets itself for the upstream.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 # What goes upstream of a client's headers: S3's own (x-amz-*, less those the gateway sets
 # or that describe the client's signature) and the plain HTTP ones S3 reads. Anything else
 # (X-Forwarded-Host, Cookie, method overrides) could make the store read a request other
@@ -58,19 +43,36 @@ NOT_FORWARDED = {
     "x-amz-trailer",
     "x-amz-security-token",
 }
-# The ASGI server writes its own Date and Server, and gateway.cors alone decides what a
-# browser may do (a store may allow everything to everyone).
-NOT_RELAYED = HOP_BY_HOP | {
-    "date",
-    "server",
-    "access-control-allow-origin",
-    "access-control-allow-credentials",
-    "access-control-allow-methods",
-    "access-control-allow-headers",
-    "access-control-expose-headers",
-    "access-control-max-age",
-    "vary",
-}
+# What comes back of the store's answer: S3's own headers (x-amz-*, user metadata
+# included) and the plain HTTP ones S3 answers with. The ASGI server writes its own Date
+# and Server, gateway.cors alone decides what a browser may do (a store may allow
+# everything to everyone), and a store's own headers (SeaweedFS's Seaweed-*, rclone's)
+# describe the store, not the object.
+RELAYED = frozenset(
+    {
+        "accept-ranges",
+        "cache-control",
+        "content-disposition",
+        "content-encoding",
+        "content-language",
+        "content-length",
+        "content-range",
+        "content-type",
+        "etag",
+        "expires",
+        "last-modified",
+        "location",
+        "retry-after",
+    }
+)
+RELAYED_PREFIX = "x-amz-"
+
+
+def is_relayed(name: str) -> bool:
+    """Does a header of the store's answer (lowercase) go on to the client?"""
+    return name in RELAYED or name.startswith(RELAYED_PREFIX)
+
+
 # A ranged answer carries no whole-object checksum on AWS; some stores send one anyway,
 # which clients then check against the range and fail.
 WHOLE_OBJECT_CHECKSUM_HEADERS = frozenset(
@@ -123,7 +125,7 @@ def relayed(response: http1.Response, request: sigv4.Request) -> tuple[int, Head
     headers = [
         (name.lower(), value)
         for name, value in response.headers.raw
-        if name.lower().decode("latin-1") not in NOT_RELAYED
+        if is_relayed(name.lower().decode("latin-1"))
     ]
     headers.extend(s3errors.SECURITY_HEADERS)
     if (

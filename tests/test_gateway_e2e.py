@@ -572,3 +572,36 @@ def test_it_decodes_unsigned_trailer_uploads_and_checks_their_checksum(gw, owner
     assert response.status_code == 400
     assert b"<Code>BadDigest</Code>" in response.content
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=name)["Contents"]] == ["trailer.bin"]
+
+
+def test_only_s3_headers_of_the_stores_answer_reach_the_client(gw, store, owner):
+    """A store's own headers (SeaweedFS's Seaweed-*, for one) describe the store, not the
+    object: what a client gets is S3's headers, user metadata included, and the gateway's."""
+    from gateway import proxy
+
+    key, secret = new_key(owner)
+    s3 = s3_client(gw.url, key.id, secret)
+    name = bucket_name()
+    s3.create_bucket(Bucket=name)
+    s3.put_object(
+        Bucket=name,
+        Key="kept.txt",
+        Body=b"kept",
+        ContentType="text/plain",
+        CacheControl="no-cache",
+        Metadata={"colour": "blue"},
+    )
+    gateways_own = {"date", "server", "x-content-type-options", "content-length"}
+    for call in (s3.get_object, s3.head_object):
+        answer = call(Bucket=name, Key="kept.txt")
+        headers = answer["ResponseMetadata"]["HTTPHeaders"]
+        assert headers["x-amz-meta-colour"] == "blue"
+        assert headers["content-type"] == "text/plain"
+        assert headers["cache-control"] == "no-cache"
+        assert "etag" in headers and "last-modified" in headers
+        strays = {
+            header
+            for header in headers
+            if not proxy.is_relayed(header) and header not in gateways_own
+        }
+        assert strays == set(), strays
