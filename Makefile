@@ -29,7 +29,7 @@ TEST_REDIS_SERVER ?= redis://127.0.0.1:6379
 ONE_PROCESS_TESTS := not browser and not stack
 
 .PHONY: install run run-prod check-production-env test test-pythons services chromium lint bench \
-	mutation mutation-smoke
+	mutation mutation-smoke test-under-load
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -79,6 +79,17 @@ test: install lint services chromium
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(DEV) $(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory mutation-smoke
 	$(MAKE) --no-print-directory test-pythons
+
+# The main suite RUNS times in a row while a busy loop keeps one core occupied, to show
+# that no test depends on the machine's speed; stops at the first failing run.
+RUNS ?= 5
+test-under-load: install services chromium
+	@$(PY) -c "while True: pass" & busy=$$!; trap "kill $$busy" EXIT; \
+	for run in $$(seq $(RUNS)); do \
+		echo "== run $$run of $(RUNS), one core kept busy"; \
+		DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
+			$(DEV) $(PY) -m pytest -q $(PYTEST_ARGS) || exit 1; \
+	done
 
 # Mutation testing of the security core, each module against its own fast tests (one
 # worker); writes mutation/REPORT.md. MUTATION_ARGS can name modules to run alone.
