@@ -38,7 +38,7 @@ Permission = Literal["read-only", "read-write", "admin"]
 assert set(get_args(Permission)) == set(PERMISSIONS)
 
 
-class BucketGrantSchema(Schema):
+class BucketGrant(Schema):
     name: str = Field(max_length=63, description="A bucket of the organisation")
     prefix: str = Field(
         "",
@@ -47,7 +47,7 @@ class BucketGrantSchema(Schema):
     )
 
 
-class ScopeSchema(Schema):
+class KeyScope(Schema):
     """What a key may do: its permission, on which buckets, from which addresses."""
 
     permission: Permission = Field(
@@ -55,7 +55,7 @@ class ScopeSchema(Schema):
         description="read-only: get, head, list; read-write: also put, delete, multipart, "
         "copy; admin: also create and delete buckets and change their settings",
     )
-    buckets: list[BucketGrantSchema] | None = Field(
+    buckets: list[BucketGrant] | None = Field(
         None,
         max_length=MAX_BUCKETS,
         description="null for all of the organisation's buckets, or the buckets the key may "
@@ -90,7 +90,7 @@ class KeyOut(Schema):
     expires_at: datetime | None
     last_used_at: datetime | None
     replaces: str | None = Field(None, description="The key this one replaced by rotation")
-    scope: ScopeSchema
+    scope: KeyScope
 
 
 class KeyCreated(KeyOut):
@@ -114,7 +114,7 @@ class KeyCreateIn(KeyName):
         description="When the key stops working (within the org's maximum key age); "
         "a time without a zone is UTC",
     )
-    scope: ScopeSchema | None = Field(
+    scope: KeyScope | None = Field(
         None, description="What the key may do; by default admin on all buckets, from anywhere"
     )
 
@@ -257,7 +257,7 @@ def reactivate_key(request: HttpRequest, key_id: str):
 
 
 @router.put("/{key_id}/scope", response={200: KeyOut, **KEY_ERRORS}, summary="Narrow a key's scope")
-def narrow_scope(request: HttpRequest, key_id: str, body: ScopeSchema):
+def narrow_scope(request: HttpRequest, key_id: str, body: KeyScope):
     """Give a live key a narrower scope, from its next request on. A scope that allows
     anything the current one does not is refused with 409: make a new key instead."""
     key = _get_key(request, key_id)

@@ -158,7 +158,7 @@ def test_an_auditor_cannot_create_a_scoped_key(tokens):
 def test_the_openapi_document_describes_the_scope(client):
     document = client.get("/api/v1/openapi.json").json()
     schemas = document["components"]["schemas"]
-    assert schemas["ScopeSchema"]["properties"]["permission"]["enum"] == [
+    assert schemas["KeyScope"]["properties"]["permission"]["enum"] == [
         "read-only",
         "read-write",
         "admin",

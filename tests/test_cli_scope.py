@@ -104,6 +104,14 @@ def test_prefixes_pair_with_the_bucket_before_them(env_for, owner):
     )
     assert "Scope: read-write on backups, logs/app/*, media/img/*" in created.stderr
 
+    as_json = exc(env, *"buckets keys create j --bucket logs --read-only --json".split())
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["scope"] == {
+        "permission": "read-only",
+        "buckets": [{"name": "logs", "prefix": ""}],
+        "networks": [],
+    }
+
 
 @pytest.mark.parametrize(
     "args, message",
