@@ -27,6 +27,7 @@ from .cursors import InvalidCursor, page_of
 from .forms import CreateKeyForm, RevokeKeyForm, RotateKeyForm, ScopeForm
 from .models import AccessKey, KeyUsage
 from .policy import policy_for
+from .scope import Scope, ScopeError
 
 PAGE_SIZE = 50
 HISTORY_SIZE = 50
@@ -155,6 +156,7 @@ def key_detail(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
         )
         .order_by("-seq")[:HISTORY_SIZE]
     )
+    history = [_with_scope_words(event) for event in history]
     usage = KeyUsage.objects.recent(key, USAGE_HOURS)
     return render(
         request,
@@ -171,6 +173,21 @@ def key_detail(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
             "configure_command": snippets.configure_command_html(key.pk),
         },
     )
+
+
+def _with_scope_words(event: AuditEvent) -> AuditEvent:
+    """The scope an event set, in words, for the key's history: what a narrowing changed
+    from and to, what a creation gave."""
+    details = event.details if isinstance(event.details, dict) else {}
+    try:
+        if event.action == AuditAction.ACCESS_KEY_SCOPE_NARROWED:
+            before, after = Scope.from_json(details["from"]), Scope.from_json(details["to"])
+            event.scope_words = f"from {before.describe()} to {after.describe()}"
+        elif event.action == AuditAction.ACCESS_KEY_CREATED and "scope" in details:
+            event.scope_words = Scope.from_json(details["scope"]).describe()
+    except (KeyError, TypeError, ScopeError):
+        pass  # An event written before scopes, or not by this code: its action says enough.
+    return event
 
 
 def _after_change(

@@ -185,6 +185,9 @@ def test_narrowing_asks_first_showing_before_and_after_then_narrows_and_audits(o
     assert event.details["from"] == LOGS.as_api() and event.details["to"] == narrower.as_api()
     detail = text(client.get(done["Location"]))
     assert f"may now do {narrower.describe()}" in detail
+    # The key's history says what each event did to the scope.
+    assert f"Scope: from {LOGS.describe()} to {narrower.describe()}</span>" in detail
+    assert f"Scope: {LOGS.describe()}</span>" in detail
 
 
 def test_change_goes_back_to_the_form_with_what_was_typed(owner):
