@@ -3,7 +3,9 @@
 exc login
 exc login --token exc_…
 exc buckets keys create laptop
+exc buckets keys create ingest --bucket logs --prefix app/ --read-only --allow-ip 10.0.0.0/8
 exc buckets keys list
+exc buckets keys scope EXC… --read-only
 exc buckets keys configure EXC… --profile excloud
 exc buckets keys rotate EXC… --profile excloud --overlap 24h
 exc buckets keys delete EXC…
@@ -254,22 +256,193 @@ def keys() -> None:
     """Create, list, configure and delete S3 access keys."""
 
 
-@keys.command(context_settings=CONTEXT)
+# -- scopes ----------------------------------------------------------------------------
+
+PERMISSION_FLAGS = {"--read-only": "read-only", "--read-write": "read-write", "--admin": "admin"}
+# The options of the scoped commands that take a value, to tell values from options when
+# pairing each --prefix with the --bucket before it.
+VALUE_OPTIONS = ("--bucket", "--prefix", "--allow-ip", "--name")
+
+
+class ScopedCommand(click.Command):
+    """A command whose --bucket and --prefix options pair up in the order given, which
+    click's parsed values do not keep: the raw arguments are kept for that."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["exc.raw_args"] = list(args)
+        return super().parse_args(ctx, args)
+
+
+def scope_options(command):
+    for option in reversed(
+        [
+            click.option(
+                "--bucket",
+                "buckets",
+                multiple=True,
+                metavar="BUCKET",
+                help="Only this bucket (repeat for more); by default all buckets.",
+            ),
+            click.option(
+                "--prefix",
+                "prefixes",
+                multiple=True,
+                metavar="PREFIX",
+                help="Only objects whose names start with PREFIX, in the --bucket before it.",
+            ),
+            click.option(
+                "--read-only", "permission", flag_value="read-only", help="Get, head and list."
+            ),
+            click.option(
+                "--read-write",
+                "permission",
+                flag_value="read-write",
+                help="Also put, delete, multipart uploads and copies.",
+            ),
+            click.option(
+                "--admin",
+                "permission",
+                flag_value="admin",
+                help="Also create and delete buckets (the default).",
+            ),
+            click.option(
+                "--allow-ip",
+                "networks",
+                multiple=True,
+                metavar="CIDR",
+                help="Only requests from this address or network (repeat for more).",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _grants_in_order(buckets: tuple[str, ...], prefixes: tuple[str, ...]) -> list[dict[str, str]]:
+    """Each --bucket with the --prefix that follows it, from the raw arguments."""
+    args = click.get_current_context().meta.get("exc.raw_args", [])
+    grants: list[dict[str, str]] = []
+    prefixed: set[int] = set()
+    permissions: set[str] = set()
+    i = 0
+    while i < len(args) and args[i] != "--":
+        option, has_value, value = args[i].partition("=")
+        i += 1
+        if option in PERMISSION_FLAGS and not has_value:
+            permissions.add(option)
+        if option not in VALUE_OPTIONS:
+            continue
+        if not has_value:
+            value = args[i] if i < len(args) else ""
+            i += 1
+        if option == "--bucket":
+            grants.append({"name": value, "prefix": ""})
+        elif option == "--prefix":
+            if not grants:
+                raise click.UsageError(
+                    "--prefix applies to the --bucket before it: give --bucket BUCKET first"
+                )
+            if len(grants) - 1 in prefixed:
+                raise click.UsageError("give at most one --prefix after each --bucket")
+            prefixed.add(len(grants) - 1)
+            grants[-1]["prefix"] = value
+    if len(permissions) > 1:
+        raise click.UsageError("give one of --read-only, --read-write and --admin")
+    # The pairing must have read the same values click did.
+    paired = [grants[n]["prefix"] for n in sorted(prefixed)]
+    if [g["name"] for g in grants] != list(buckets) or paired != list(prefixes):
+        raise click.UsageError("could not pair each --prefix with the --bucket before it")
+    return grants
+
+
+def describe_scope(scope: Any) -> str:
+    """The scope in words, as the portal writes it: `read-only on logs/app/*, from ...`."""
+    if not isinstance(scope, dict):
+        return "unknown"
+    buckets = scope.get("buckets")
+    if buckets is None:
+        where = "all of the organisation's buckets"
+    else:
+        where = ", ".join(
+            f"{b.get('name')}/{b.get('prefix')}*" if b.get("prefix") else str(b.get("name"))
+            for b in buckets
+            if isinstance(b, dict)
+        )
+    words = f"{scope.get('permission')} on {where}"
+    if scope.get("networks"):
+        words += ", from " + ", ".join(str(n) for n in scope["networks"])
+    return printable(words)
+
+
+def scope_badge(scope: Any) -> str:
+    """The scope in a table cell: `read-only · 2 buckets · IP-limited`."""
+    if not isinstance(scope, dict):
+        return "?"
+    parts = [str(scope.get("permission"))]
+    buckets = scope.get("buckets")
+    if buckets is None:
+        parts.append("all buckets")
+    elif len(buckets) == 1 and isinstance(buckets[0], dict):
+        grant = buckets[0]
+        parts.append(
+            f"{grant.get('name')}/{grant.get('prefix')}*"
+            if grant.get("prefix")
+            else str(grant.get("name"))
+        )
+    else:
+        parts.append(f"{len(buckets)} buckets")
+    if scope.get("networks"):
+        parts.append("IP-limited")
+    return printable(" · ".join(parts))
+
+
+def _is_default_scope(scope: Any) -> bool:
+    return scope in (None, {"permission": "admin", "buckets": None, "networks": []})
+
+
+@keys.command(cls=ScopedCommand, context_settings=CONTEXT)
 @click.argument("name", required=False)
 @click.option("--name", "name_option", metavar="NAME", help="The key's name (or give it as NAME).")
+@scope_options
 @click.option("--json", "as_json", is_flag=True, help="Print the new key as JSON.")
-def create(name: str | None, name_option: str | None, as_json: bool) -> None:
+def create(
+    name: str | None,
+    name_option: str | None,
+    buckets: tuple[str, ...],
+    prefixes: tuple[str, ...],
+    permission: str | None,
+    networks: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Create a key called NAME and print its ID and secret (shown this once).
 
     Give the name as an argument or with --name, not both. The pair is also kept in
     ~/.config/exc/keys.json (mode 0600) for `configure`.
+
+    By default the key is admin on all of the organisation's buckets, from any address.
+    Narrow it with --read-only or --read-write, --bucket B (repeatable; a --prefix P after
+    a --bucket limits that bucket to object names starting with P) and --allow-ip CIDR
+    (repeatable). A key's scope can later be narrowed, never widened.
+
+    \b
+    exc buckets keys create ingest --bucket logs --prefix app/ --read-only --allow-ip 10.0.0.0/8
     """
     if (name is None) == (name_option is None):
         raise click.UsageError("give the key's name once: `create NAME` or `create --name NAME`")
     name = name if name is not None else name_option
+    grants = _grants_in_order(buckets, prefixes)
+    body: dict[str, Any] = {"name": name}
+    if grants or permission or networks:
+        body["scope"] = {
+            "permission": permission or "admin",
+            "buckets": grants or None,
+            "networks": list(networks),
+        }
     api = _api()
-    key = _new_key(api, api.request("POST", "/keys", json={"name": name}))
+    key = _new_key(api, api.request("POST", "/keys", json=body))
     _show_new_key(key, as_json)
+    if not as_json and not _is_default_scope(key.get("scope")):
+        click.echo(f"Scope: {describe_scope(key.get('scope'))}", err=True)
 
 
 def _new_key(api: Api, key: Any) -> dict[str, Any]:
@@ -298,6 +471,7 @@ def _show_new_key(key: dict[str, Any], as_json: bool) -> None:
                 "secret_access_key": key["secret_access_key"],
                 "name": key.get("name"),
                 "created_at": key.get("created_at"),
+                "scope": key.get("scope"),
             }
         )
     else:
@@ -338,16 +512,17 @@ def list_keys(status: str | None, as_json: bool) -> None:
     """List the organisation's keys, newest first (never their secrets)."""
     items = _all_keys(_api(), status)
     if as_json:
-        fields = ("id", "name", "status", "created_at", "created_by", "last_used_at")
+        fields = ("id", "name", "status", "created_at", "created_by", "last_used_at", "scope")
         _print_json([{f: k.get(f) for f in fields} for k in items])
         return
-    rows = [("ID", "NAME", "STATUS", "CREATED", "LAST USED")] + [
+    rows = [("ID", "NAME", "STATUS", "SCOPE", "CREATED", "LAST USED")] + [
         tuple(
             printable(v)
             for v in (
                 k["id"],
                 k["name"],
                 k["status"],
+                scope_badge(k.get("scope")),
                 _when(k["created_at"]),
                 _when(k["last_used_at"]),
             )
@@ -488,6 +663,69 @@ def rotate(key_id: str, overlap: str, profile: str | None, as_json: bool) -> Non
     previous = answer.get("previous") or {}
     until = _when(previous.get("expires_at")) if isinstance(previous, dict) else "never"
     click.echo(f"The old key {key_id} keeps working until {printable(until)} UTC.", err=True)
+
+
+@keys.command(cls=ScopedCommand, context_settings=CONTEXT)
+@click.argument("key_id", metavar="ID")
+@scope_options
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print the key's scope as JSON.")
+def scope(
+    key_id: str,
+    buckets: tuple[str, ...],
+    prefixes: tuple[str, ...],
+    permission: str | None,
+    networks: tuple[str, ...],
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Show key ID's scope, or narrow it: it can never be widened (make a new key instead).
+
+    Each option given replaces that part of the scope and keeps the others: --read-only
+    or --read-write the permission, the --bucket (and --prefix) options the buckets,
+    the --allow-ip options the source addresses. The change applies from the key's next
+    request; exc shows the scope before and after and asks first (--yes to skip).
+
+    \b
+    exc buckets keys scope EXC… --read-only
+    exc buckets keys scope EXC… --bucket logs --prefix app/2026/ --allow-ip 10.1.0.0/16
+    """
+    key_id = _key_id(key_id)
+    grants = _grants_in_order(buckets, prefixes)
+    api = _api()
+    key = api.request("GET", f"/keys/{key_id}")
+    current = key["scope"]
+    if not isinstance(current, dict):
+        raise ExcError("the portal's answer held no scope for the key")
+    wanted = {
+        "permission": permission or current.get("permission"),
+        "buckets": grants if grants else current.get("buckets"),
+        "networks": list(networks) if networks else current.get("networks", []),
+    }
+    if not (grants or permission or networks):
+        if as_json:
+            _print_json(current)
+        else:
+            click.echo(f"Key {key_id} ({printable(key['name'])}) may do {describe_scope(current)}.")
+        return
+    if wanted == current:
+        click.echo(f"Key {key_id} has that scope already; nothing changed.", err=True)
+        return
+    click.echo(f"Before: {describe_scope(current)}", err=True)
+    click.echo(f"After:  {describe_scope(wanted)}", err=True)
+    if not yes:
+        if not _interactive():
+            raise ExcError(f"not narrowing {key_id}'s scope without confirmation: pass --yes")
+        click.confirm(
+            f"Narrow key {key_id} ({printable(key['name'])})? Requests outside the new scope "
+            "will fail",
+            abort=True,
+        )
+    changed = api.request("PUT", f"/keys/{key_id}/scope", json=wanted)
+    if as_json:
+        _print_json(changed["scope"])
+    else:
+        click.echo(f"Key {key_id} may now do {describe_scope(changed['scope'])}.")
 
 
 def main() -> None:

@@ -23,7 +23,8 @@ from accounts.models import Membership
 from accounts.tokens import authenticate_api_token, unknown_token_block
 from audit.api import router as audit_router
 from keys.api import router as keys_router
-from keys.services import AccessKeyError, InvalidKeyState, KeyNameTaken
+from keys.scope import ScopeError
+from keys.services import AccessKeyError, InvalidKeyState, KeyNameTaken, ScopeWidened
 
 from .api_schema import ERRORS
 from .errors import OUTAGES, unavailable
@@ -126,6 +127,16 @@ def _name_taken(request: HttpRequest, exc: Exception) -> HttpResponse:
 @api.exception_handler(InvalidKeyState)
 def _invalid_state(request: HttpRequest, exc: Exception) -> HttpResponse:
     return error(request, 409, "invalid_state", str(exc))
+
+
+@api.exception_handler(ScopeWidened)
+def _scope_widened(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return error(request, 409, "scope_widened", str(exc))
+
+
+@api.exception_handler(ScopeError)
+def _invalid_scope(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return error(request, 422, "invalid_scope", str(exc))
 
 
 @api.exception_handler(AccessKeyError)

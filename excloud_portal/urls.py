@@ -22,6 +22,7 @@ org_patterns = [
     path("keys/<str:key_id>/reactivate/", keys.key_reactivate, name="key_reactivate"),
     path("keys/<str:key_id>/revoke/", keys.key_revoke, name="key_revoke"),
     path("keys/<str:key_id>/rotate/", keys.key_rotate, name="key_rotate"),
+    path("keys/<str:key_id>/scope/", keys.key_scope, name="key_scope"),
     path("members/", accounts.member_list, name="member_list"),
     path("members/invite/", accounts.member_invite, name="member_invite"),
     path("members/<int:user_id>/role/", accounts.member_role, name="member_role"),

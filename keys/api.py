@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, get_args
 
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
@@ -17,6 +17,15 @@ from . import services
 from .credentials import ACCESS_KEY_ID_RE
 from .cursors import InvalidCursor, page_of
 from .models import NAME_MAX_LENGTH, AccessKey, CreatedVia
+from .scope import (
+    ADMIN,
+    DEFAULT_SCOPE,
+    MAX_BUCKETS,
+    MAX_NETWORKS,
+    MAX_PREFIX_BYTES,
+    PERMISSIONS,
+    Scope,
+)
 
 PAGE_SIZE_MAX = 500
 # PostgreSQL text cannot hold NUL, so a filter with one is refused before it reaches a query.
@@ -25,6 +34,49 @@ NO_NUL = r"^[^\x00]*$"
 router = Router(tags=["keys"])
 
 Status = Literal["active", "inactive", "revoked", "expired"]
+Permission = Literal["read-only", "read-write", "admin"]
+assert set(get_args(Permission)) == set(PERMISSIONS)
+
+
+class BucketGrant(Schema):
+    name: str = Field(max_length=63, description="A bucket of the organisation")
+    prefix: str = Field(
+        "",
+        max_length=MAX_PREFIX_BYTES,
+        description="Only object names that start with this; empty for the whole bucket",
+    )
+
+
+class KeyScope(Schema):
+    """What a key may do: its permission, on which buckets, from which addresses."""
+
+    permission: Permission = Field(
+        ADMIN,
+        description="read-only: get, head, list; read-write: also put, delete, multipart, "
+        "copy; admin: also create and delete buckets and change their settings",
+    )
+    buckets: list[BucketGrant] | None = Field(
+        None,
+        max_length=MAX_BUCKETS,
+        description="null for all of the organisation's buckets, or the buckets the key may "
+        "touch, each optionally narrowed to an object-name prefix",
+    )
+    networks: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_NETWORKS,
+        description="Source addresses or CIDRs (IPv4 or IPv6) requests may come from; "
+        "empty for any",
+    )
+
+    def to_scope(self) -> Scope:
+        """The Scope; ScopeError (answered 422) when a part is not one a key can have."""
+        return Scope.build(
+            permission=self.permission,
+            buckets=None
+            if self.buckets is None
+            else [(grant.name, grant.prefix) for grant in self.buckets],
+            networks=self.networks,
+        )
 
 
 class KeyOut(Schema):
@@ -38,6 +90,7 @@ class KeyOut(Schema):
     expires_at: datetime | None
     last_used_at: datetime | None
     replaces: str | None = Field(None, description="The key this one replaced by rotation")
+    scope: KeyScope
 
 
 class KeyCreated(KeyOut):
@@ -60,6 +113,9 @@ class KeyCreateIn(KeyName):
         None,
         description="When the key stops working (within the org's maximum key age); "
         "a time without a zone is UTC",
+    )
+    scope: KeyScope | None = Field(
+        None, description="What the key may do; by default admin on all buckets, from anywhere"
     )
 
 
@@ -84,6 +140,7 @@ def _out(key: AccessKey) -> dict:
         "expires_at": key.expires_at,
         "last_used_at": key.last_used_at,
         "replaces": key.rotated_from_id,
+        "scope": key.key_scope.as_api(),
     }
 
 
@@ -116,7 +173,12 @@ def create_key(request: HttpRequest, body: KeyCreateIn, response: HttpResponse):
     if expires_at is not None and expires_at.tzinfo is None:
         expires_at = expires_at.replace(tzinfo=UTC)
     created = services.create_key(
-        membership(request), actor(request), body.name, via=CreatedVia.API, expires_at=expires_at
+        membership(request),
+        actor(request),
+        body.name,
+        via=CreatedVia.API,
+        expires_at=expires_at,
+        scope=body.scope.to_scope() if body.scope is not None else DEFAULT_SCOPE,
     )
     # The one response that holds the secret must not be kept by any cache.
     response["Cache-Control"] = "no-store"
@@ -192,3 +254,12 @@ def deactivate_key(request: HttpRequest, key_id: str):
 def reactivate_key(request: HttpRequest, key_id: str):
     key = _get_key(request, key_id)
     return _out(services.reactivate_key(membership(request), actor(request), key))
+
+
+@router.put("/{key_id}/scope", response={200: KeyOut, **KEY_ERRORS}, summary="Narrow a key's scope")
+def narrow_scope(request: HttpRequest, key_id: str, body: KeyScope):
+    """Give a live key a narrower scope, from its next request on. A scope that allows
+    anything the current one does not is refused with 409: make a new key instead."""
+    key = _get_key(request, key_id)
+    scope = body.to_scope()
+    return _out(services.narrow_key_scope(membership(request), actor(request), key, scope))

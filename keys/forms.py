@@ -8,7 +8,19 @@ from django.utils import timezone
 
 from excloud_portal.text import validate_text
 
+from . import scope_text
 from .models import NAME_MAX_LENGTH
+from .scope import (
+    ADMIN,
+    MAX_BUCKETS,
+    MAX_NETWORKS,
+    PERMISSION_WORDS,
+    PERMISSIONS,
+    BucketGrant,
+    Scope,
+    ScopeError,
+    parse_network,
+)
 from .services import NAME_RULES, AccessKeyError, clean_key_name
 
 EXPIRY_PRESETS = [
@@ -20,7 +32,102 @@ EXPIRY_PRESETS = [
 ]
 
 
-class CreateKeyForm(forms.Form):
+class ScopeForm(forms.Form):
+    """A key's scope as three fields: the permission, the buckets (``bucket`` or
+    ``bucket/prefix`` per line, none for all) and the source networks (a CIDR per line,
+    none for any). ``cleaned_data["scope"]`` is the Scope."""
+
+    permission = forms.ChoiceField(
+        label="Permission",
+        choices=[(p, PERMISSION_WORDS[p].capitalize()) for p in PERMISSIONS],
+        initial=ADMIN,
+        widget=forms.RadioSelect,
+        # Optional, so a client that posts only a name gets the default scope, as before.
+        required=False,
+        error_messages={"invalid_choice": "Choose a permission."},
+    )
+    buckets = forms.CharField(
+        label="Buckets",
+        required=False,
+        max_length=MAX_BUCKETS * 1100,
+        help_text="Empty for all of the organisation's buckets. Otherwise one per line: "
+        "<code>bucket</code>, or <code>bucket/prefix</code> for only the objects whose names "
+        "start with the prefix.",
+        widget=forms.Textarea(
+            attrs={"rows": 3, "spellcheck": "false", "placeholder": "logs/app/\nbackups"}
+        ),
+    )
+    networks = forms.CharField(
+        label="Allowed source addresses",
+        required=False,
+        max_length=MAX_NETWORKS * 50,
+        help_text="Empty for any address. Otherwise one IPv4 or IPv6 address or network per "
+        "line, such as <code>203.0.113.0/24</code>.",
+        widget=forms.Textarea(
+            attrs={"rows": 2, "spellcheck": "false", "placeholder": "203.0.113.0/24"}
+        ),
+    )
+
+    def clean_permission(self) -> str:
+        return self.cleaned_data["permission"] or ADMIN
+
+    def clean_buckets(self) -> list[tuple[str, str]] | None:
+        grants = scope_text.parse_bucket_lines(self.cleaned_data["buckets"])
+        try:
+            for name, prefix in grants or ():
+                BucketGrant(name, prefix)
+            Scope(buckets=tuple(BucketGrant(*grant) for grant in grants) if grants else None)
+        except ScopeError as e:
+            raise forms.ValidationError(str(e)) from None
+        return grants
+
+    def clean_networks(self) -> list[str]:
+        networks = scope_text.parse_network_lines(self.cleaned_data["networks"])
+        try:
+            Scope(networks=tuple(parse_network(net) for net in networks))
+        except ScopeError as e:
+            raise forms.ValidationError(str(e)) from None
+        return networks
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if not any(f in self.errors for f in ("permission", "buckets", "networks")):
+            try:
+                data["scope"] = Scope.build(
+                    permission=data["permission"],
+                    buckets=data["buckets"],
+                    networks=data["networks"],
+                )
+            except ScopeError as e:
+                self.add_error(None, str(e))
+        return data
+
+    @staticmethod
+    def initial_for(scope: Scope) -> dict[str, str]:
+        return {
+            "permission": scope.permission,
+            "buckets": scope_text.bucket_lines(scope),
+            "networks": scope_text.network_lines(scope),
+        }
+
+    @property
+    def scope_open(self) -> bool:
+        """Whether the page shows the scope fields unfolded: when they hold an error or
+        anything but the default, so nothing typed is out of sight."""
+        if not self.is_bound:
+            return False
+        if any(f in self.errors for f in ("permission", "buckets", "networks")):
+            return True
+        data = self.data
+        return (
+            data.get("permission", ADMIN) != ADMIN
+            or bool(data.get("buckets", "").strip())
+            or bool(data.get("networks", "").strip())
+            or bool(self.non_field_errors())
+        )
+
+
+class CreateKeyForm(ScopeForm):
     name = forms.CharField(
         max_length=NAME_MAX_LENGTH + 200,  # Over-long names get our own message, not the browser's.
         help_text=NAME_RULES,
@@ -62,6 +169,8 @@ class CreateKeyForm(forms.Form):
                 ("", f"At the policy's maximum ({max_age_days} days)"),
                 *[(v, label) for v, label in EXPIRY_PRESETS if v and int(v) <= max_age_days],
             ]
+
+    field_order = ["name", "expires_in", "expires_on", "permission", "buckets", "networks"]
 
     def clean(self) -> dict:
         data = super().clean()

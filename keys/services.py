@@ -368,6 +368,17 @@ def revoke_key(membership: Membership, actor: Actor, key: AccessKey, reason: str
     )
 
 
+def check_narrowing(key: AccessKey, scope: Scope) -> None:
+    """ScopeWidened, with the message for the user, when ``scope`` allows anything the
+    key's current scope does not (for forms that confirm before they narrow)."""
+    current = key.key_scope
+    if not scope.within(current):
+        raise ScopeWidened(
+            f"A key's scope can only be narrowed. Key “{key.name}” may do "
+            f"{current.describe()}; make a new key for wider access."
+        )
+
+
 def narrow_key_scope(
     membership: Membership, actor: Actor, key: AccessKey, scope: Scope
 ) -> AccessKey:
@@ -387,11 +398,7 @@ def narrow_key_scope(
         current = key.key_scope
         if scope == current:
             return key
-        if not scope.within(current):
-            raise ScopeWidened(
-                f"A key's scope can only be narrowed. Key “{key.name}” may do "
-                f"{current.describe()}; make a new key for wider access."
-            )
+        check_narrowing(key, scope)
         key.scope = scope.to_json()
         AccessKey.objects.filter(pk=key.pk).update(scope=key.scope)
         revocation.announce_change(keys=[key.id])

@@ -4,7 +4,9 @@ Every snippet is rendered here, from the plain-text templates in templates/keys/
 with the endpoint and region from settings (the same values the API's /config gives the
 CLI). At creation the secret is filled in, and the page that shows it is the only place
 the text exists: the browser builds the downloads from it. Later pages render the same
-snippets with ``SECRET_PLACEHOLDER`` instead.
+snippets with ``SECRET_PLACEHOLDER`` instead. Each snippet but the CSV carries the key's
+scope in a comment (keys/scope_text.comment_text), so a file found later says what the key
+may do.
 
 The AWS profile name is editable in the browser, so the snippets are rendered with
 ``PROFILE_TOKEN`` where it goes; ``Snippet.text()`` puts a name in its place and
@@ -22,6 +24,9 @@ from django.conf import settings
 from django.template import Engine, Library
 from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString, mark_safe
+
+from .scope import DEFAULT_SCOPE, Scope
+from .scope_text import comment_text
 
 DEFAULT_PROFILE = "excloud"
 SECRET_PLACEHOLDER = "<your secret access key>"
@@ -179,7 +184,7 @@ class Tab:
     snippets: tuple[Snippet, ...]
 
 
-def _context(key_id: str, secret: str | None) -> dict[str, str]:
+def _context(key_id: str, secret: str | None, scope: Scope) -> dict[str, str]:
     return {
         "key_id": key_id,
         "secret": secret if secret is not None else SECRET_PLACEHOLDER,
@@ -188,26 +193,30 @@ def _context(key_id: str, secret: str | None) -> dict[str, str]:
         "region": settings.EXCLOUD_S3_REGION,
         # Secret names are DNS labels; base32 key IDs lowercased are.
         "k8s_name": f"excloud-{key_id.lower()}",
+        # One line, whatever the prefixes hold: a comment in every format that has them.
+        "scope_comment": comment_text(scope),
     }
 
 
-def _render(name: str, key_id: str, secret: str | None) -> str:
-    return _engine().render_to_string(f"{name}.txt", _context(key_id, secret))
+def _render(name: str, key_id: str, secret: str | None, scope: Scope) -> str:
+    return _engine().render_to_string(f"{name}.txt", _context(key_id, secret, scope))
 
 
-def render(name: str, key_id: str, secret: str | None = None) -> Snippet:
+def render(
+    name: str, key_id: str, secret: str | None = None, scope: Scope = DEFAULT_SCOPE
+) -> Snippet:
     """One snippet for this key; without the secret, SECRET_PLACEHOLDER stands in for it."""
-    return Snippet(KINDS[name], key_id, _render(name, key_id, secret))
+    return Snippet(KINDS[name], key_id, _render(name, key_id, secret, scope))
 
 
-def tabs(key_id: str, secret: str | None = None) -> list[Tab]:
+def tabs(key_id: str, secret: str | None = None, scope: Scope = DEFAULT_SCOPE) -> list[Tab]:
     """Every downloadable snippet for this key, grouped as the panel's tabs."""
     return [
-        Tab(tab, title, tuple(render(name, key_id, secret) for name in names))
+        Tab(tab, title, tuple(render(name, key_id, secret, scope) for name in names))
         for tab, title, names in TABS
     ]
 
 
 def configure_command_html(key_id: str) -> SafeString:
     """The exc command line that writes this key into an AWS profile, for the page."""
-    return _with_profile(_render("exc_configure", key_id, None).strip())
+    return _with_profile(_render("exc_configure", key_id, None, DEFAULT_SCOPE).strip())

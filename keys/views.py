@@ -21,12 +21,13 @@ from audit.trail import Actor
 from excloud_portal.redirects import safe_next
 from mfa.reauth import reauth_required
 
-from . import expiry, services, snippets
+from . import expiry, scope_text, services, snippets
 from .credentials import ACCESS_KEY_ID_RE
 from .cursors import InvalidCursor, page_of
-from .forms import CreateKeyForm, RevokeKeyForm, RotateKeyForm
+from .forms import CreateKeyForm, RevokeKeyForm, RotateKeyForm, ScopeForm
 from .models import AccessKey, KeyUsage
 from .policy import policy_for
+from .scope import Scope, ScopeError
 
 PAGE_SIZE = 50
 HISTORY_SIZE = 50
@@ -46,6 +47,9 @@ def _with_permissions(keys, membership: Membership):
         key.can_change = key.is_live and membership.can_change_key(key)
         key.can_rotate = key.is_live and membership.can_rotate_key(key)
         key.can_reactivate = membership.can_reactivate_key(key)
+        key.scope_view = key.key_scope
+        key.scope_badge = scope_text.badge(key.scope_view)
+        key.scope_limited = scope_text.is_limited(key.scope_view)
     return keys
 
 
@@ -109,6 +113,7 @@ def key_create(request: HttpRequest, slug: str) -> HttpResponse:
                 form.cleaned_data["name"],
                 creation_token=form.cleaned_data["creation_token"],
                 expires_at=form.cleaned_data["expires_at"],
+                scope=form.cleaned_data["scope"],
             )
         except services.InvalidExpiry as e:
             form.add_error("expires_on", str(e))
@@ -119,7 +124,7 @@ def key_create(request: HttpRequest, slug: str) -> HttpResponse:
                 created=created,
                 key=_with_permissions([created.key], membership)[0],
                 form=CreateKeyForm(max_age_days=max_age),
-                snippet_tabs=snippets.tabs(created.key.pk, created.secret)
+                snippet_tabs=snippets.tabs(created.key.pk, created.secret, created.key.key_scope)
                 if created.is_new
                 else None,
                 # Every name the template looks up is set: a failed lookup is logged with
@@ -151,6 +156,7 @@ def key_detail(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
         )
         .order_by("-seq")[:HISTORY_SIZE]
     )
+    history = [_with_scope_words(event) for event in history]
     usage = KeyUsage.objects.recent(key, USAGE_HOURS)
     return render(
         request,
@@ -163,10 +169,25 @@ def key_detail(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
             "usage": usage,
             "usage_hours": USAGE_HOURS,
             # Live keys only: the snippets, with a placeholder where the secret goes.
-            "snippet_tabs": snippets.tabs(key.pk) if key.is_live else None,
+            "snippet_tabs": snippets.tabs(key.pk, scope=key.scope_view) if key.is_live else None,
             "configure_command": snippets.configure_command_html(key.pk),
         },
     )
+
+
+def _with_scope_words(event: AuditEvent) -> AuditEvent:
+    """The scope an event set, in words, for the key's history: what a narrowing changed
+    from and to, what a creation gave."""
+    details = event.details if isinstance(event.details, dict) else {}
+    try:
+        if event.action == AuditAction.ACCESS_KEY_SCOPE_NARROWED:
+            before, after = Scope.from_json(details["from"]), Scope.from_json(details["to"])
+            event.scope_words = f"from {before.describe()} to {after.describe()}"
+        elif event.action == AuditAction.ACCESS_KEY_CREATED and "scope" in details:
+            event.scope_words = Scope.from_json(details["scope"]).describe()
+    except (KeyError, TypeError, ScopeError):
+        pass  # An event written before scopes, or not by this code: its action says enough.
+    return event
 
 
 def _after_change(
@@ -276,7 +297,7 @@ def key_rotate(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
             context.update(
                 created=created,
                 key=_with_permissions([created.key], membership)[0],
-                snippet_tabs=snippets.tabs(created.key.pk, created.secret),
+                snippet_tabs=snippets.tabs(created.key.pk, created.secret, created.key.key_scope),
                 # Every name the template looks up is set: a failed lookup is logged with
                 # the whole context, secret included.
                 configure_command=None,
@@ -285,3 +306,50 @@ def key_rotate(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
             return render(request, "keys/key_rotated.html", context)
     context["form"] = form
     return render(request, "keys/key_rotate.html", context, status=400 if form.errors else 200)
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+@login_required
+def key_scope(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
+    """Narrow a live key's scope: the form, pre-filled with the current scope; then a
+    confirmation that shows the scope before and after; then the change."""
+    membership = membership_for(request, slug)
+    key = _with_permissions([_get_key(membership, key_id)], membership)[0]
+    if not key.is_live:
+        raise Http404
+    if not membership.can_change_key(key):
+        raise PermissionDenied("Only owners, admins and the key's creator can change its scope.")
+    current = key.scope_view
+    form = ScopeForm(
+        request.POST if request.method == "POST" else None,
+        initial=ScopeForm.initial_for(current),
+    )
+    context = {"membership": membership, "org": membership.org, "key": key, "form": form}
+    if request.method == "POST" and form.is_valid():
+        scope = form.cleaned_data["scope"]
+        if scope == current:
+            form.add_error(None, "That is the key's scope already; change something to narrow it.")
+        elif "edit" not in request.POST:
+            try:
+                services.check_narrowing(key, scope)
+                if "confirm" in request.POST:
+                    services.narrow_key_scope(membership, Actor.from_request(request), key, scope)
+            except services.ScopeWidened as e:
+                form.add_error(None, str(e))
+            except services.AccessKeyError as e:
+                messages.error(request, str(e))
+                return redirect("key_detail", membership.org.slug, key.pk)
+            else:
+                if "confirm" in request.POST:
+                    messages.success(request, f"Key “{key.name}” may now do {scope.describe()}.")
+                    return redirect("key_detail", membership.org.slug, key.pk)
+                context.update(
+                    confirming=True,
+                    before=current,
+                    after=scope,
+                    before_badge=scope_text.badge(current),
+                    after_badge=scope_text.badge(scope),
+                )
+    status = 400 if form.errors else 200
+    return render(request, "keys/key_scope.html", context, status=status)

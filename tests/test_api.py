@@ -67,6 +67,7 @@ MUTATIONS = {
     "reactivate": ("POST", "/keys/{id}/reactivate", None, "access_key.reactivated"),
     "revoke": ("DELETE", "/keys/{id}", None, "access_key.revoked"),
     "rename": ("PATCH", "/keys/{id}", {"name": "renamed"}, "access_key.renamed"),
+    "narrow": ("PUT", "/keys/{id}/scope", {"permission": "read-only"}, "access_key.scope_narrowed"),
 }
 
 MATRIX = [
@@ -163,6 +164,7 @@ def test_every_member_lists_and_reads_their_orgs_keys_without_secrets(everyone, 
         "expires_at",
         "last_used_at",
         "replaces",
+        "scope",
     }
     one = call(tokens[who], "GET", f"/keys/{key_id}")
     assert one.status_code == 200 and one.json()["name"] == "laptop"

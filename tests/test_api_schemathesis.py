@@ -38,7 +38,7 @@ def test_the_api_conforms_to_its_openapi_document(live_server, api_token):
     schema = schemathesis.openapi.from_url(f"{live_server.url}/api/v1/openapi.json")
     headers = {"Authorization": f"Bearer {api_token}"}
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 12
+    assert len(operations) == 13
 
     for operation in operations:
 

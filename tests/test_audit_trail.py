@@ -313,6 +313,20 @@ def change_key_rotate(people, mailoutbox) -> Change:
     )
 
 
+def change_key_scope(people, mailoutbox) -> Change:
+    member = people["member"]
+    key = create_key(member, Actor.for_user(member.user), "ci").key
+
+    def outcome() -> list[Event]:
+        assert AccessKey.objects.get(pk=key.pk).key_scope.permission == "read-only"
+        return [event_by(member.user, "access_key.scope_narrowed", "acme", "access_key", key.pk)]
+
+    data = {"permission": "read-only", "buckets": "", "networks": "", "confirm": "1"}
+    return Change(
+        client_for(member), "post", f"/orgs/acme/keys/{key.pk}/scope/", data, 302, outcome
+    )
+
+
 def change_key_policy(people, mailoutbox) -> Change:
     admin = people["admin"]
 
@@ -485,6 +499,7 @@ CHANGES: dict[str, tuple[str, Callable[..., Change]]] = {
     "token_revoke": ("token_revoke", change_token_revoke),
     "key_policy": ("key_policy", change_key_policy),
     "key_rotate": ("key_rotate", change_key_rotate),
+    "key_scope": ("key_scope", change_key_scope),
     "totp_setup": ("mfa_totp_setup", change_totp_setup),
     "passkey_add": ("mfa_passkey_add", change_passkey_add),
     "recovery_codes": ("mfa_recovery_codes", change_recovery_codes),

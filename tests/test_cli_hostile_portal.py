@@ -108,8 +108,11 @@ def test_control_characters_from_the_portal_are_escaped(hostile, monkeypatch):
         200,
         {**CONFIG_ANSWER, "org": {"slug": "acme", "name": f"Acme{ESCAPES}"}, "user": "a\x1b[31m"},
     )
-    hostile.answers["/keys"] = hostile.keys_page([a_key(name=f"lap{ESCAPES}top")], None)
-    hostile.answers[f"/keys/{KEY_ID}"] = (200, a_key(name=f"gone{ESCAPES}"))
+    scope = {"permission": "read-only", "buckets": [{"name": "b", "prefix": f"p{ESCAPES}"}]}
+    hostile.answers["/keys"] = hostile.keys_page(
+        [a_key(name=f"lap{ESCAPES}top", scope=scope)], None
+    )
+    hostile.answers[f"/keys/{KEY_ID}"] = (200, a_key(name=f"gone{ESCAPES}", scope=scope))
     hostile.answers["/keys/EXCAAAAAAAAAAAAAAAAA"] = (404, {"message": f"no{ESCAPES}"})
     outputs = [
         run("whoami"),
@@ -117,6 +120,7 @@ def test_control_characters_from_the_portal_are_escaped(hostile, monkeypatch):
         run("buckets", "keys", "list"),
         run("buckets", "keys", "delete", KEY_ID, "--yes"),
         run("buckets", "keys", "delete", "EXCAAAAAAAAAAAAAAAAA", "--yes"),
+        run("buckets", "keys", "scope", KEY_ID),
     ]
     for result in outputs:
         assert not any(ch in result.output for ch in "\x1b\x07\u202e\r"), result.output
@@ -125,3 +129,5 @@ def test_control_characters_from_the_portal_are_escaped(hostile, monkeypatch):
     assert "lap\\x1b]0;owned" in outputs[2].output
     assert "gone\\x1b]0;owned" in outputs[3].output
     assert outputs[4].exit_code == 4 and "no\\x1b]0;owned" in outputs[4].output
+    assert "read-only · b/p\\x1b]0;owned" in outputs[2].output
+    assert "may do read-only on b/p\\x1b]0;owned" in outputs[5].output

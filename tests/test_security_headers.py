@@ -130,6 +130,7 @@ def test_it_lists_the_headers_of_a_handful_of_pages(owner, key):
         "key_detail",
         "key_revoke",
         "key_rotate",
+        "key_scope",
         "key_policy",
         "member_list",
         "token_list",
