@@ -19,6 +19,9 @@ class TargetKind:
     find: Callable[[Any, str], list[str]]
     # (org, IDs) -> the name of each of those IDs that is one of the org's targets.
     names: Callable[[Any, set[str]], dict[str, str]]
+    # An event's details -> the same details with the values only the app can read put
+    # in words (the audit page's one-line summary); None leaves them as stored.
+    words: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 _KINDS: dict[str, TargetKind] = {}
@@ -36,3 +39,9 @@ def names(org, target_type: str, ids: set[str]) -> dict[str, str]:
     """The names of the org's targets of this type among ``ids``; no query for none."""
     kind = _KINDS.get(target_type)
     return kind.names(org, ids) if kind is not None and ids else {}
+
+
+def in_words(target_type: str, details: dict[str, Any]) -> dict[str, Any]:
+    """An event's details as its target's app puts them in words, for reading."""
+    kind = _KINDS.get(target_type)
+    return kind.words(details) if kind is not None and kind.words is not None else details

@@ -64,7 +64,11 @@ def _for_table(events: list[AuditEvent], org) -> list[AuditEvent]:
     key_ids = {e.target_id for e in events if e.target_type == TargetType.ACCESS_KEY}
     names = targets.names(org, TargetType.ACCESS_KEY, key_ids)
     for event in events:
-        event.summary = summary(event.details) if isinstance(event.details, dict) else ""
+        event.summary = (
+            summary(targets.in_words(event.target_type, event.details))
+            if isinstance(event.details, dict)
+            else ""
+        )
         event.key_name = (
             names.get(event.target_id) if event.target_type == TargetType.ACCESS_KEY else None
         )

@@ -6,6 +6,10 @@ from audit.targets import TargetKind
 
 from .credentials import ACCESS_KEY_ID_RE
 from .models import AccessKey
+from .scope import Scope, ScopeError
+
+# Details that hold a scope as stored (Scope.as_api()): the creation's, a narrowing's.
+SCOPE_DETAILS = ("scope", "from", "to")
 
 
 def find_keys(org, text: str) -> list[str]:
@@ -21,4 +25,17 @@ def key_names(org, ids: set[str]) -> dict[str, str]:
     return dict(AccessKey.objects.for_org(org).filter(pk__in=ids).values_list("id", "name"))
 
 
-ACCESS_KEYS = TargetKind(find=find_keys, names=key_names)
+def details_in_words(details: dict) -> dict:
+    """A scope in an event's details as the one line that says what it allows."""
+    words = dict(details)
+    for name in SCOPE_DETAILS:
+        value = words.get(name)
+        if isinstance(value, dict):
+            try:
+                words[name] = Scope.from_json(value).describe()
+            except ScopeError:
+                pass
+    return words
+
+
+ACCESS_KEYS = TargetKind(find=find_keys, names=key_names, words=details_in_words)

@@ -240,3 +240,17 @@ def test_a_rotated_key_passes_its_scope_to_its_replacement(owner):
     created = create_key(owner, Actor.for_user(owner.user), "reader", scope=READ_LOGS)
     replacement = rotate_key(owner, Actor.for_user(owner.user), created.key)
     assert AccessKey.objects.get(pk=replacement.key.pk).key_scope == READ_LOGS
+
+
+def test_the_audit_page_says_what_a_scope_allows_in_words(owner):
+    from .conftest import client_for
+
+    created = create_key(owner, Actor.for_user(owner.user), "reader", scope=Scope(READ_WRITE))
+    narrow_key_scope(owner, Actor.for_user(owner.user), created.key, READ_LOGS)
+    page = client_for(owner).get(f"/orgs/{owner.org.slug}/audit/").content.decode()
+    assert (
+        "from: read-write on all of the organisation&#x27;s buckets · name: reader · "
+        "to: read-only on logs/app/*, from 10.0.0.0/8"
+    ) in page
+    assert "scope: read-write on all of the organisation&#x27;s buckets" in page
+    assert "&#x27;permission&#x27;" not in page
