@@ -111,8 +111,14 @@ SUBJECTS = [
     Subject(
         "gateway/authority.py",
         ("tests/test_gateway_units.py",),
-        functions=("*.x_refusal_*", "*.x_authorize_*", "*.x_check_access_*"),
-        note="the refusal part: refusal(), authorize(), check_access()",
+        functions=(
+            "*.x_refusal_*",
+            "*.x_scope_refusal_*",
+            "*.x__touch_in_scope_*",
+            "*.x_authorize_*",
+            "*.x_check_access_*",
+        ),
+        note="the refusal part: refusal() with the key's scope, authorize(), check_access()",
     ),
     Subject(
         "accounts/models.py",
@@ -159,7 +165,7 @@ SMOKE = [
     Subject(
         "gateway/authority.py",
         ("tests/test_gateway_units.py",),
-        functions=("*.x_refusal_*",),
+        functions=("*.x_refusal_*", "*.x_scope_refusal_*", "*.x__touch_in_scope_*"),
     ),
 ]
 
