@@ -1,0 +1,350 @@
+"""Scoped keys at the S3 endpoint: the embedded store, the gateway under uvicorn, and
+botocore-signed requests (boto3, the aws CLI, rclone) with keys whose scope limits their
+permission, buckets, object-name prefixes and source addresses (keys/scope.py)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from audit.trail import Actor
+from gateway.operations import RULES
+from keys.scope import READ_ONLY, READ_WRITE, Scope
+from keys.services import create_key
+from tests.gateway_stack import gateway
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+DENIED_MESSAGE = "Access Denied. This access key may do {}."
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory, store):
+    with gateway(tmp_path_factory.mktemp("gw"), store) as running:
+        yield running
+
+
+def bucket_name() -> str:
+    return "s-" + uuid.uuid4().hex[:16]
+
+
+def s3_client(endpoint: str, key_id: str, secret: str):
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+        region_name="us-east-1",
+        config=Config(
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 1},
+            signature_version="s3v4",
+        ),
+    )
+
+
+def scoped_key(membership, name: str, **scope) -> tuple[str, str]:
+    """(ID, secret) of a key made through the service with ``Scope.build(**scope)``."""
+    created = create_key(
+        membership, Actor.for_user(membership.user), name, scope=Scope.build(**scope)
+    )
+    return created.key.id, created.secret
+
+
+# ---------------------------------------------------------------------------------------
+# Every supported operation × every kind of scope
+
+
+@dataclass(frozen=True)
+class Names:
+    """What one column's requests name: the org's bucket, an object that exists in it, the
+    prefix the requests write under and list, and a bucket no org holds yet."""
+
+    bucket: str
+    existing: str
+    prefix: str
+
+    def fresh(self) -> str:
+        return bucket_name()
+
+
+def _lifecycle() -> dict:
+    return {
+        "Rules": [
+            {"ID": "r", "Status": "Enabled", "Filter": {"Prefix": "x/"}, "Expiration": {"Days": 1}}
+        ]
+    }
+
+
+CORS = {"CORSRules": [{"AllowedMethods": ["GET"], "AllowedOrigins": ["https://a.test"]}]}
+TAGS = {"TagSet": [{"Key": "k", "Value": "v"}]}
+NO_UPLOAD = "no-such-upload"
+
+# Each operation as a client makes it, on the names of one column.
+CALLS: dict[str, Callable[..., object]] = {
+    "ListBuckets": lambda s3, n: s3.list_buckets(),
+    "CreateBucket": lambda s3, n: s3.create_bucket(Bucket=n.fresh()),
+    # The bucket holds objects: a store refuses to delete it, after the gateway allowed it.
+    "DeleteBucket": lambda s3, n: s3.delete_bucket(Bucket=n.bucket),
+    "HeadBucket": lambda s3, n: s3.head_bucket(Bucket=n.bucket),
+    "ListObjects": lambda s3, n: s3.list_objects(Bucket=n.bucket, Prefix=n.prefix),
+    "ListObjectsV2": lambda s3, n: s3.list_objects_v2(Bucket=n.bucket, Prefix=n.prefix),
+    "ListObjectVersions": lambda s3, n: s3.list_object_versions(Bucket=n.bucket, Prefix=n.prefix),
+    "ListMultipartUploads": lambda s3, n: s3.list_multipart_uploads(
+        Bucket=n.bucket, Prefix=n.prefix
+    ),
+    "GetBucketLocation": lambda s3, n: s3.get_bucket_location(Bucket=n.bucket),
+    "GetBucketAcl": lambda s3, n: s3.get_bucket_acl(Bucket=n.bucket),
+    "GetBucketCors": lambda s3, n: s3.get_bucket_cors(Bucket=n.bucket),
+    "PutBucketCors": lambda s3, n: s3.put_bucket_cors(Bucket=n.bucket, CORSConfiguration=CORS),
+    "DeleteBucketCors": lambda s3, n: s3.delete_bucket_cors(Bucket=n.bucket),
+    "GetBucketVersioning": lambda s3, n: s3.get_bucket_versioning(Bucket=n.bucket),
+    "PutBucketVersioning": lambda s3, n: s3.put_bucket_versioning(
+        Bucket=n.bucket, VersioningConfiguration={"Status": "Suspended"}
+    ),
+    "GetBucketTagging": lambda s3, n: s3.get_bucket_tagging(Bucket=n.bucket),
+    "PutBucketTagging": lambda s3, n: s3.put_bucket_tagging(Bucket=n.bucket, Tagging=TAGS),
+    "DeleteBucketTagging": lambda s3, n: s3.delete_bucket_tagging(Bucket=n.bucket),
+    "GetBucketLifecycleConfiguration": lambda s3, n: s3.get_bucket_lifecycle_configuration(
+        Bucket=n.bucket
+    ),
+    "PutBucketLifecycleConfiguration": lambda s3, n: s3.put_bucket_lifecycle_configuration(
+        Bucket=n.bucket, LifecycleConfiguration=_lifecycle()
+    ),
+    "DeleteBucketLifecycle": lambda s3, n: s3.delete_bucket_lifecycle(Bucket=n.bucket),
+    "DeleteObjects": lambda s3, n: s3.delete_objects(
+        Bucket=n.bucket, Delete={"Objects": [{"Key": n.prefix + "gone-1"}]}
+    ),
+    "GetObject": lambda s3, n: s3.get_object(Bucket=n.bucket, Key=n.existing),
+    "HeadObject": lambda s3, n: s3.head_object(Bucket=n.bucket, Key=n.existing),
+    "PutObject": lambda s3, n: s3.put_object(Bucket=n.bucket, Key=n.prefix + "put", Body=b"x"),
+    "CopyObject": lambda s3, n: s3.copy_object(
+        Bucket=n.bucket, Key=n.prefix + "copy", CopySource={"Bucket": n.bucket, "Key": n.existing}
+    ),
+    "DeleteObject": lambda s3, n: s3.delete_object(Bucket=n.bucket, Key=n.prefix + "gone-2"),
+    "CreateMultipartUpload": lambda s3, n: s3.create_multipart_upload(
+        Bucket=n.bucket, Key=n.prefix + "multi"
+    ),
+    "UploadPart": lambda s3, n: s3.upload_part(
+        Bucket=n.bucket, Key=n.prefix + "multi", UploadId=NO_UPLOAD, PartNumber=1, Body=b"x"
+    ),
+    "UploadPartCopy": lambda s3, n: s3.upload_part_copy(
+        Bucket=n.bucket,
+        Key=n.prefix + "multi",
+        UploadId=NO_UPLOAD,
+        PartNumber=1,
+        CopySource={"Bucket": n.bucket, "Key": n.existing},
+    ),
+    "CompleteMultipartUpload": lambda s3, n: s3.complete_multipart_upload(
+        Bucket=n.bucket,
+        Key=n.prefix + "multi",
+        UploadId=NO_UPLOAD,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": '"0"'}]},
+    ),
+    "AbortMultipartUpload": lambda s3, n: s3.abort_multipart_upload(
+        Bucket=n.bucket, Key=n.prefix + "multi", UploadId=NO_UPLOAD
+    ),
+    "ListParts": lambda s3, n: s3.list_parts(
+        Bucket=n.bucket, Key=n.prefix + "multi", UploadId=NO_UPLOAD
+    ),
+    "GetObjectTagging": lambda s3, n: s3.get_object_tagging(Bucket=n.bucket, Key=n.existing),
+    "PutObjectTagging": lambda s3, n: s3.put_object_tagging(
+        Bucket=n.bucket, Key=n.existing, Tagging=TAGS
+    ),
+    "DeleteObjectTagging": lambda s3, n: s3.delete_object_tagging(Bucket=n.bucket, Key=n.existing),
+    "GetObjectAcl": lambda s3, n: s3.get_object_acl(Bucket=n.bucket, Key=n.existing),
+    "GetObjectAttributes": lambda s3, n: s3.get_object_attributes(
+        Bucket=n.bucket, Key=n.existing, ObjectAttributes=["ETag"]
+    ),
+}
+
+# The kinds of scope (columns), and the prefix each column's requests name in the bucket.
+# "elsewhere" names a bucket other than the one the requests name; "prefix in" and
+# "prefix out" are one key scoped to team/, asked inside and outside it.
+COLUMNS = {
+    "admin": ({}, "team/"),
+    "read-write": ({"permission": READ_WRITE}, "team/"),
+    "read-only": ({"permission": READ_ONLY}, "team/"),
+    "bucket list": ({"buckets": ["{bucket}"]}, "team/"),
+    "elsewhere": ({"buckets": ["{other}"]}, "team/"),
+    "prefix in": ({"permission": READ_WRITE, "buckets": [("{bucket}", "team/")]}, "team/"),
+    "prefix out": ({"permission": READ_WRITE, "buckets": [("{bucket}", "team/")]}, "other/"),
+    "ip allowed": ({"networks": ["127.0.0.0/8", "::1/128"]}, "team/"),
+    "ip denied": ({"networks": ["192.0.2.0/24"]}, "team/"),
+}
+ORDER = list(COLUMNS)
+# Y: the gateway lets the request through; N: AccessDenied naming the key's scope. One
+# letter per column, in ORDER.
+READ_ANY = "YYYYNYYYN"  # seen by any key that can see the bucket
+LIST = "YYYYNYNYN"  # listings: under a prefix inside the scope
+READ = "YYYYNYNYN"  # object reads
+WRITE = "YYNYNYNYN"  # object writes
+READ_WHOLE = "YYYYNNNYN"  # bucket reads other than the above: the whole bucket
+ADMIN_WHOLE = "YNNYNNNYN"  # bucket settings and deletion: admin on the whole bucket
+MATRIX = {
+    "ListBuckets": "YYYYYYYYN",
+    # A name no org holds yet: "bucket list" does not name it.
+    "CreateBucket": "YNNNNNNYN",
+    "DeleteBucket": ADMIN_WHOLE,
+    "HeadBucket": READ_ANY,
+    "ListObjects": LIST,
+    "ListObjectsV2": LIST,
+    "ListObjectVersions": LIST,
+    "ListMultipartUploads": LIST,
+    "GetBucketLocation": READ_ANY,
+    "GetBucketAcl": READ_WHOLE,
+    "GetBucketCors": READ_WHOLE,
+    "PutBucketCors": ADMIN_WHOLE,
+    "DeleteBucketCors": ADMIN_WHOLE,
+    "GetBucketVersioning": READ_WHOLE,
+    "PutBucketVersioning": ADMIN_WHOLE,
+    "GetBucketTagging": READ_WHOLE,
+    "PutBucketTagging": ADMIN_WHOLE,
+    "DeleteBucketTagging": ADMIN_WHOLE,
+    "GetBucketLifecycleConfiguration": READ_WHOLE,
+    "PutBucketLifecycleConfiguration": ADMIN_WHOLE,
+    "DeleteBucketLifecycle": ADMIN_WHOLE,
+    "DeleteObjects": WRITE,
+    "GetObject": READ,
+    "HeadObject": READ,
+    "PutObject": WRITE,
+    "CopyObject": WRITE,
+    "DeleteObject": WRITE,
+    "CreateMultipartUpload": WRITE,
+    "UploadPart": WRITE,
+    "UploadPartCopy": WRITE,
+    "CompleteMultipartUpload": WRITE,
+    "AbortMultipartUpload": WRITE,
+    "ListParts": READ,
+    "GetObjectTagging": READ,
+    "PutObjectTagging": WRITE,
+    "DeleteObjectTagging": WRITE,
+    "GetObjectAcl": READ,
+    "GetObjectAttributes": READ,
+}
+
+
+def test_the_table_covers_every_supported_operation():
+    assert set(MATRIX) == set(CALLS) == {rule.name for rule in RULES}
+    assert all(len(row) == len(ORDER) for row in MATRIX.values())
+
+
+def _outcome(call: Callable[[], object]) -> tuple[int, str, str]:
+    """(status, code, message) of a call: 200 when it succeeded."""
+    try:
+        call()
+    except ClientError as error:
+        answer = error.response
+        return (
+            answer["ResponseMetadata"]["HTTPStatusCode"],
+            answer["Error"].get("Code", ""),
+            answer["Error"].get("Message", ""),
+        )
+    return 200, "", ""
+
+
+@pytest.mark.parametrize("column", ORDER)
+def test_each_operation_is_allowed_or_denied_by_each_kind_of_scope(gw, owner, column):
+    admin = s3_client(gw.url, *scoped_key(owner, "setup"))
+    bucket, other = bucket_name(), bucket_name()
+    for name in (bucket, other):
+        admin.create_bucket(Bucket=name)
+    for existing in ("team/a.txt", "other/a.txt"):
+        admin.put_object(Bucket=bucket, Key=existing, Body=b"kept")
+    parts, prefix = COLUMNS[column]
+    scope = {
+        part: [
+            tuple(x.format(bucket=bucket, other=other) for x in item)
+            if isinstance(item, tuple)
+            else item.format(bucket=bucket, other=other)
+            for item in value
+        ]
+        if part == "buckets"
+        else value
+        for part, value in parts.items()
+    }
+    key_id, secret = scoped_key(owner, "scoped", **scope)
+    described = Scope.build(**scope).describe()
+    s3 = s3_client(gw.url, key_id, secret)
+    names = Names(bucket, prefix + "a.txt", prefix)
+
+    wrong = []
+    for operation, row in MATRIX.items():
+        allowed = row[ORDER.index(column)] == "Y"
+        status, code, message = _outcome(lambda c=CALLS[operation]: c(s3, names))
+        if allowed:
+            # Whatever the store makes of it, the gateway let it through.
+            if status == 403:
+                wrong.append(f"{operation}: denied ({code} {message})")
+        elif status != 403 or code not in ("AccessDenied", "403"):
+            wrong.append(f"{operation}: not denied ({status} {code} {message})")
+        elif code == "AccessDenied" and message != DENIED_MESSAGE.format(described):
+            wrong.append(f"{operation}: denied saying {message!r}")
+    assert not wrong, f"{column} ({described}):\n" + "\n".join(wrong)
+    # The bucket is still there (the store refused to delete it), and so is the object
+    # that no request of this column named (the store may take an object tagging request
+    # for something else).
+    untouched = "other/a.txt" if prefix == "team/" else "team/a.txt"
+    assert admin.get_object(Bucket=bucket, Key=untouched)["Body"].read() == b"kept"
+
+
+# ---------------------------------------------------------------------------------------
+# Bodies and sources
+
+
+def test_delete_objects_with_one_name_outside_the_prefix_is_refused_whole(gw, owner):
+    admin = s3_client(gw.url, *scoped_key(owner, "setup"))
+    bucket = bucket_name()
+    admin.create_bucket(Bucket=bucket)
+    for name in ("team/a", "team/b", "else/c"):
+        admin.put_object(Bucket=bucket, Key=name, Body=b"x")
+    scoped = s3_client(
+        gw.url,
+        *scoped_key(owner, "team", permission=READ_WRITE, buckets=[(bucket, "team/")]),
+    )
+    with pytest.raises(ClientError) as refused:
+        scoped.delete_objects(
+            Bucket=bucket, Delete={"Objects": [{"Key": "team/a"}, {"Key": "else/c"}]}
+        )
+    assert refused.value.response["Error"]["Code"] == "AccessDenied"
+    listed = {item["Key"] for item in admin.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert listed == {"team/a", "team/b", "else/c"}
+    deleted = scoped.delete_objects(
+        Bucket=bucket, Delete={"Objects": [{"Key": "team/a"}, {"Key": "team/b"}]}
+    )
+    assert not deleted.get("Errors")
+    listed = {item["Key"] for item in admin.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert listed == {"else/c"}
+
+
+def test_a_copy_whose_source_lies_outside_the_scope_is_refused(gw, owner):
+    admin = s3_client(gw.url, *scoped_key(owner, "setup"))
+    bucket, other = bucket_name(), bucket_name()
+    for name in (bucket, other):
+        admin.create_bucket(Bucket=name)
+    admin.put_object(Bucket=bucket, Key="team/mine", Body=b"mine")
+    admin.put_object(Bucket=bucket, Key="secret/theirs", Body=b"theirs")
+    admin.put_object(Bucket=other, Key="team/elsewhere", Body=b"elsewhere")
+    scoped = s3_client(
+        gw.url,
+        *scoped_key(owner, "team", permission=READ_WRITE, buckets=[(bucket, "team/")]),
+    )
+    for source in (
+        {"Bucket": bucket, "Key": "secret/theirs"},
+        {"Bucket": other, "Key": "team/elsewhere"},
+    ):
+        with pytest.raises(ClientError) as refused:
+            scoped.copy_object(Bucket=bucket, Key="team/stolen", CopySource=source)
+        assert refused.value.response["Error"]["Code"] == "AccessDenied"
+    with pytest.raises(ClientError):
+        admin.head_object(Bucket=bucket, Key="team/stolen")
+    scoped.copy_object(
+        Bucket=bucket, Key="team/copy", CopySource={"Bucket": bucket, "Key": "team/mine"}
+    )
+    assert scoped.get_object(Bucket=bucket, Key="team/copy")["Body"].read() == b"mine"
