@@ -4,20 +4,30 @@ permission, buckets, object-name prefixes and source addresses (keys/scope.py)."
 
 from __future__ import annotations
 
+import hashlib
+import re
+import subprocess
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import boto3
+import httpx
 import pytest
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
+from django.conf import settings
 
 from audit.trail import Actor
 from gateway.operations import RULES
 from keys.scope import READ_ONLY, READ_WRITE, Scope
-from keys.services import create_key
-from tests.gateway_stack import gateway
+from keys.services import create_key, narrow_key_scope
+from tests.gateway_stack import RCLONE, gateway
+from tests.test_gateway_e2e import _aws, _run_aws
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -348,3 +358,215 @@ def test_a_copy_whose_source_lies_outside_the_scope_is_refused(gw, owner):
         Bucket=bucket, Key="team/copy", CopySource={"Bucket": bucket, "Key": "team/mine"}
     )
     assert scoped.get_object(Bucket=bucket, Key="team/copy")["Body"].read() == b"mine"
+
+
+# ---------------------------------------------------------------------------------------
+# Ordinary clients
+
+
+def _rclone(tmp_path: Path, url: str, key_id: str, secret: str, *args: str):
+    conf = tmp_path / "rclone.conf"
+    conf.write_text(
+        "[exc]\ntype = s3\nprovider = Other\n"
+        f"access_key_id = {key_id}\nsecret_access_key = {secret}\n"
+        f"endpoint = {url}\nregion = us-east-1\nforce_path_style = true\n"
+    )
+    return subprocess.run(
+        [RCLONE, "--config", str(conf), "--retries", "1", "--low-level-retries", "1", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_read_only_key_reads_and_lists_with_aws_cli_and_rclone_but_changes_nothing(
+    gw, owner, tmp_path
+):
+    admin = s3_client(gw.url, *scoped_key(owner, "setup"))
+    bucket = bucket_name()
+    admin.create_bucket(Bucket=bucket)
+    admin.put_object(Bucket=bucket, Key="docs/readme.txt", Body=b"read me")
+    admin.put_object(Bucket=bucket, Key="top.txt", Body=b"top")
+    key_id, secret = scoped_key(owner, "reader", permission=READ_ONLY, buckets=[bucket])
+
+    def aws(*args: str) -> str:
+        return _aws(tmp_path, gw.url, key_id, secret, *args)
+
+    buckets = {line.split()[-1] for line in aws("s3", "ls").splitlines() if line.strip()}
+    assert buckets == {bucket}
+    listing = aws("s3", "ls", "--recursive", f"s3://{bucket}")
+    assert "docs/readme.txt" in listing and "top.txt" in listing
+    down = tmp_path / "down"
+    aws("s3", "cp", "--recursive", f"s3://{bucket}/docs/", str(down))
+    assert (down / "readme.txt").read_bytes() == b"read me"
+    copied = tmp_path / "rclone-down"
+    result = _rclone(tmp_path, gw.url, key_id, secret, "copy", f"exc:{bucket}", str(copied))
+    assert result.returncode == 0, result.stderr
+    assert (copied / "docs" / "readme.txt").read_bytes() == b"read me"
+    assert (copied / "top.txt").read_bytes() == b"top"
+
+    upload = tmp_path / "new.txt"
+    upload.write_bytes(b"new")
+    refused = [
+        _run_aws(tmp_path, gw.url, key_id, secret, "s3", "cp", str(upload), f"s3://{bucket}/"),
+        _run_aws(tmp_path, gw.url, key_id, secret, "s3", "rm", f"s3://{bucket}/top.txt"),
+        _run_aws(tmp_path, gw.url, key_id, secret, "s3", "rb", "--force", f"s3://{bucket}"),
+    ]
+    for result in refused:
+        assert result.returncode != 0
+        assert "AccessDenied" in result.stderr, result.stderr
+    result = _rclone(tmp_path, gw.url, key_id, secret, "copy", str(upload), f"exc:{bucket}/up")
+    assert result.returncode != 0 and "AccessDenied" in result.stderr, result.stderr
+    result = _rclone(tmp_path, gw.url, key_id, secret, "deletefile", f"exc:{bucket}/top.txt")
+    assert result.returncode != 0 and "AccessDenied" in result.stderr, result.stderr
+    kept = {item["Key"] for item in admin.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert kept == {"docs/readme.txt", "top.txt"}
+
+
+def test_a_prefix_scoped_key_syncs_inside_its_prefix_and_is_refused_outside(gw, owner, tmp_path):
+    admin = s3_client(gw.url, *scoped_key(owner, "setup"))
+    bucket = bucket_name()
+    admin.create_bucket(Bucket=bucket)
+    admin.put_object(Bucket=bucket, Key="private/secret.txt", Body=b"secret")
+    key_id, secret = scoped_key(owner, "team", permission=READ_WRITE, buckets=[(bucket, "team/")])
+    local = tmp_path / "local"
+    (local / "sub").mkdir(parents=True)
+    (local / "a.txt").write_bytes(b"a")
+    (local / "sub" / "b.txt").write_bytes(b"b")
+
+    def aws(*args: str):
+        return _run_aws(tmp_path, gw.url, key_id, secret, *args)
+
+    synced = aws("s3", "sync", str(local), f"s3://{bucket}/team/")
+    assert synced.returncode == 0, synced.stderr
+    listed = {item["Key"] for item in admin.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert listed == {"private/secret.txt", "team/a.txt", "team/sub/b.txt"}
+    # A second sync finds nothing to do, and a sync down brings the prefix back.
+    again = aws("s3", "sync", str(local), f"s3://{bucket}/team/")
+    assert again.returncode == 0 and "upload:" not in again.stdout, again.stdout
+    back = tmp_path / "back"
+    down = aws("s3", "sync", f"s3://{bucket}/team/", str(back))
+    assert down.returncode == 0, down.stderr
+    assert (back / "sub" / "b.txt").read_bytes() == b"b"
+
+    for outside in (f"s3://{bucket}/private/", f"s3://{bucket}/", f"s3://{bucket}/teamwork/"):
+        result = aws("s3", "sync", str(local), outside)
+        assert result.returncode != 0, outside
+        assert "AccessDenied" in result.stderr, result.stderr
+    result = aws("s3", "cp", f"s3://{bucket}/private/secret.txt", str(tmp_path / "stolen"))
+    assert result.returncode != 0
+    assert not (tmp_path / "stolen").exists()
+    listed = {item["Key"] for item in admin.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert listed == {"private/secret.txt", "team/a.txt", "team/sub/b.txt"}
+
+
+def test_a_bucket_scoped_key_lists_only_its_buckets(gw, owner, tmp_path):
+    admin = s3_client(gw.url, *scoped_key(owner, "setup"))
+    mine, also, other = bucket_name(), bucket_name(), bucket_name()
+    for name in (mine, also, other):
+        admin.create_bucket(Bucket=name)
+    key_id, secret = scoped_key(owner, "two", buckets=[mine, (also, "x/")])
+    listed = _aws(tmp_path, gw.url, key_id, secret, "s3", "ls")
+    names = {line.split()[-1] for line in listed.splitlines() if line.strip()}
+    assert names == {mine, also}
+    boto_names = {b["Name"] for b in s3_client(gw.url, key_id, secret).list_buckets()["Buckets"]}
+    assert boto_names == {mine, also}
+    # The org's other keys still see all of its buckets.
+    assert {mine, also, other} <= {b["Name"] for b in admin.list_buckets()["Buckets"]}
+
+
+# ---------------------------------------------------------------------------------------
+# Source addresses
+
+
+def _signed_get(url: str, key_id: str, secret: str, path: str, **unsigned: str) -> httpx.Response:
+    """A GET signed by botocore, with ``unsigned`` headers added after signing (as a proxy
+    adds X-Forwarded-For)."""
+    request = AWSRequest(method="GET", url=url + path)
+    request.headers["x-amz-content-sha256"] = hashlib.sha256(b"").hexdigest()
+    S3SigV4Auth(Credentials(key_id, secret), "s3", "us-east-1").add_auth(request)
+    headers = dict(request.headers.items())
+    headers.update({name.replace("_", "-"): value for name, value in unsigned.items()})
+    return httpx.get(url + path, headers=headers, timeout=10)
+
+
+def _code(response: httpx.Response) -> str | None:
+    found = re.search(r"<Code>([^<]*)</Code>", response.text)
+    return found.group(1) if found else None
+
+
+def test_x_forwarded_for_counts_only_from_a_trusted_proxy(gw, store, owner, tmp_path):
+    admin = s3_client(gw.url, *scoped_key(owner, "setup"))
+    bucket = bucket_name()
+    admin.create_bucket(Bucket=bucket)
+    admin.put_object(Bucket=bucket, Key="k.txt", Body=b"k")
+    office = scoped_key(owner, "office", networks=["203.0.113.0/24", "2001:db8::/32"])
+    local = scoped_key(owner, "local", networks=["127.0.0.0/8"])
+    path = f"/{bucket}/k.txt"
+
+    with gateway(tmp_path, store, forwarded_allow_ips="127.0.0.1") as proxied:
+        # Behind the proxy the gateway trusts, the address it forwards is the client's.
+        for address in ("203.0.113.9", "2001:db8::5", "198.51.100.1, 203.0.113.9"):
+            answer = _signed_get(proxied.url, *office, path, X_Forwarded_For=address)
+            assert (answer.status_code, answer.content) == (200, b"k"), address
+        for address in ("198.51.100.1", "203.0.113.9, 198.51.100.1", "127.0.0.1"):
+            answer = _signed_get(proxied.url, *office, path, X_Forwarded_For=address)
+            assert (answer.status_code, _code(answer)) == (403, "AccessDenied"), address
+            assert "from 203.0.113.0/24, 2001:db8::/32" in answer.text
+        # Without the header the request is the proxy's own.
+        assert _signed_get(proxied.url, *office, path).status_code == 403
+        assert _signed_get(proxied.url, *local, path).status_code == 200
+        answer = _signed_get(proxied.url, *local, path, X_Forwarded_For="198.51.100.1")
+        assert answer.status_code == 403
+
+    # A gateway that trusts no proxy ignores the header: the connection's address counts.
+    answer = _signed_get(gw.url, *office, path, X_Forwarded_For="203.0.113.9")
+    assert (answer.status_code, _code(answer)) == (403, "AccessDenied")
+    answer = _signed_get(gw.url, *local, path, X_Forwarded_For="198.51.100.1")
+    assert (answer.status_code, answer.content) == (200, b"k")
+
+
+# ---------------------------------------------------------------------------------------
+# Narrowing a live key
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="needs REDIS_URL")
+def test_narrowing_a_key_takes_effect_on_the_next_request_at_every_gateway(store, owner, tmp_path):
+    with (
+        gateway(tmp_path, store, redis_url=settings.REDIS_URL) as first,
+        gateway(tmp_path, store, redis_url=settings.REDIS_URL) as second,
+    ):
+        created = create_key(owner, Actor.for_user(owner.user), "live")
+        key, secret = created.key, created.secret
+        bucket, other = bucket_name(), bucket_name()
+        clients = [s3_client(g.url, key.id, secret) for g in (first, second)]
+        clients[0].create_bucket(Bucket=bucket)
+        clients[1].create_bucket(Bucket=other)
+        # Each gateway has the key cached (each request after the first is a cache hit).
+        for index, s3 in enumerate(clients):
+            for round_ in range(3):
+                s3.put_object(Bucket=bucket, Key=f"team/{index}-{round_}", Body=b"x")
+                s3.put_object(Bucket=other, Key=f"{index}-{round_}", Body=b"x")
+
+        narrow_key_scope(
+            owner,
+            Actor.for_user(owner.user),
+            key,
+            Scope.build(permission=READ_ONLY, buckets=[(bucket, "team/")]),
+        )
+
+        for s3 in clients:
+            for request in (
+                lambda s3=s3: s3.put_object(Bucket=bucket, Key="team/after", Body=b"x"),
+                lambda s3=s3: s3.get_object(Bucket=other, Key="0-0"),
+                lambda s3=s3: s3.list_objects_v2(Bucket=bucket),
+            ):
+                with pytest.raises(ClientError) as refused:
+                    request()
+                error = refused.value.response["Error"]
+                assert error["Code"] == "AccessDenied"
+                assert error["Message"] == DENIED_MESSAGE.format(f"read-only on {bucket}/team/*")
+            assert s3.get_object(Bucket=bucket, Key="team/0-0")["Body"].read() == b"x"
+            listed = s3.list_objects_v2(Bucket=bucket, Prefix="team/")["Contents"]
+            assert len(listed) == 6
+            assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == [bucket]
