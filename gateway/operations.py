@@ -4,8 +4,9 @@ touches.
 Django-free. ``classify()`` reads the raw request target, the ``Host`` header and the
 headers that change an operation's meaning, and answers an ``Operation``: its name as
 S3 names it, and one ``Touch`` (bucket, object, access) per name it reads or changes.
-``gateway.authority.authorize()`` decides from the Operation and nothing else, and the
-proxy forwards the bucket and object held here, never the raw path again.
+``gateway.authority.authorize()`` decides from the Operation and the request's source
+address and nothing else (a key's scope included), and the proxy forwards the bucket and
+object held here, never the raw path again.
 
 Routing is not canonicalisation: the target is split on literal ``/`` before anything
 is decoded, so ``%2F`` in the bucket segment is part of an (invalid) bucket name, never

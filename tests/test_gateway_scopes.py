@@ -570,3 +570,27 @@ def test_narrowing_a_key_takes_effect_on_the_next_request_at_every_gateway(store
             listed = s3.list_objects_v2(Bucket=bucket, Prefix="team/")["Contents"]
             assert len(listed) == 6
             assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == [bucket]
+
+
+def test_a_browser_upload_and_a_presigned_url_are_decided_by_the_scope(gw, owner):
+    admin = s3_client(gw.url, *scoped_key(owner, "setup"))
+    bucket = bucket_name()
+    admin.create_bucket(Bucket=bucket)
+    admin.put_object(Bucket=bucket, Key="private/secret.txt", Body=b"secret")
+    s3 = s3_client(
+        gw.url, *scoped_key(owner, "uploads", permission=READ_WRITE, buckets=[(bucket, "up/")])
+    )
+    for name, allowed in (("up/photo.jpg", True), ("private/photo.jpg", False)):
+        post = s3.generate_presigned_post(bucket, name, ExpiresIn=300)
+        answer = httpx.post(
+            post["url"], data=post["fields"], files={"file": ("photo.jpg", b"jpeg")}, timeout=10
+        )
+        if allowed:
+            assert answer.status_code == 204, answer.text
+        else:
+            assert (answer.status_code, _code(answer)) == (403, "AccessDenied"), answer.text
+    listed = {item["Key"] for item in admin.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert listed == {"up/photo.jpg", "private/secret.txt"}
+    for name, status in (("up/photo.jpg", 200), ("private/secret.txt", 403)):
+        url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": name})
+        assert httpx.get(url, timeout=10).status_code == status, name
