@@ -149,8 +149,8 @@ SUBJECTS = [
     ),
 ]
 
-# A few dozen mutants of the two checks that matter most, for every change: the
-# signature comparison and the tenant check. Their own fastest tests only.
+# A hundred-odd mutants of the two checks that matter most, for every change: the
+# signature comparison and the tenant and scope check. Their own fastest tests only.
 SMOKE = [
     Subject(
         "gateway/sigv4/verification.py",
