@@ -103,7 +103,7 @@ def test_it_serves_s3_on_the_embedded_default(stack, tmp_path):
     assert excinfo.value.response["Error"]["Code"] == "InvalidAccessKeyId"
 
 
-def test_a_narrowed_scope_holds_from_the_next_request_on_the_embedded_default(stack):
+def test_it_applies_a_narrowed_scope_from_the_next_request_on_the_embedded_default(stack):
     url, key_id, secret, email = _serve(stack)
     s3 = s3_client(url, key_id, secret)
     for bucket in ("narrow-bucket", "other-bucket"):

@@ -240,7 +240,7 @@ MATRIX = {
 }
 
 
-def test_the_table_covers_every_supported_operation():
+def test_it_tables_every_supported_operation():
     assert set(MATRIX) == set(CALLS) == {rule.name for rule in RULES}
     assert all(len(row) == len(ORDER) for row in MATRIX.values())
 
@@ -260,7 +260,7 @@ def _outcome(call: Callable[[], object]) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize("column", ORDER)
-def test_each_operation_is_allowed_or_denied_by_each_kind_of_scope(gw, owner, column):
+def test_it_allows_or_denies_each_operation_by_each_kind_of_scope(gw, owner, column):
     admin = s3_client(gw.url, *scoped_key(owner, "setup"))
     bucket, other = bucket_name(), bucket_name()
     for name in (bucket, other):
@@ -308,7 +308,7 @@ def test_each_operation_is_allowed_or_denied_by_each_kind_of_scope(gw, owner, co
 # Bodies and sources
 
 
-def test_delete_objects_with_one_name_outside_the_prefix_is_refused_whole(gw, owner):
+def test_it_refuses_delete_objects_whole_when_one_name_lies_outside(gw, owner):
     admin = s3_client(gw.url, *scoped_key(owner, "setup"))
     bucket = bucket_name()
     admin.create_bucket(Bucket=bucket)
@@ -333,7 +333,7 @@ def test_delete_objects_with_one_name_outside_the_prefix_is_refused_whole(gw, ow
     assert listed == {"else/c"}
 
 
-def test_a_copy_whose_source_lies_outside_the_scope_is_refused(gw, owner):
+def test_it_refuses_a_copy_whose_source_lies_outside_the_scope(gw, owner):
     admin = s3_client(gw.url, *scoped_key(owner, "setup"))
     bucket, other = bucket_name(), bucket_name()
     for name in (bucket, other):
@@ -379,7 +379,7 @@ def _rclone(tmp_path: Path, url: str, key_id: str, secret: str, *args: str):
     )
 
 
-def test_a_read_only_key_reads_and_lists_with_aws_cli_and_rclone_but_changes_nothing(
+def test_it_lets_a_read_only_key_read_with_aws_cli_and_rclone_but_change_nothing(
     gw, owner, tmp_path
 ):
     admin = s3_client(gw.url, *scoped_key(owner, "setup"))
@@ -423,7 +423,7 @@ def test_a_read_only_key_reads_and_lists_with_aws_cli_and_rclone_but_changes_not
     assert kept == {"docs/readme.txt", "top.txt"}
 
 
-def test_a_prefix_scoped_key_syncs_inside_its_prefix_and_is_refused_outside(gw, owner, tmp_path):
+def test_it_lets_a_prefix_scoped_key_sync_inside_its_prefix_only(gw, owner, tmp_path):
     admin = s3_client(gw.url, *scoped_key(owner, "setup"))
     bucket = bucket_name()
     admin.create_bucket(Bucket=bucket)
@@ -460,7 +460,7 @@ def test_a_prefix_scoped_key_syncs_inside_its_prefix_and_is_refused_outside(gw, 
     assert listed == {"private/secret.txt", "team/a.txt", "team/sub/b.txt"}
 
 
-def test_a_bucket_scoped_key_lists_only_its_buckets(gw, owner, tmp_path):
+def test_it_lists_only_the_buckets_of_a_bucket_scoped_key(gw, owner, tmp_path):
     admin = s3_client(gw.url, *scoped_key(owner, "setup"))
     mine, also, other = bucket_name(), bucket_name(), bucket_name()
     for name in (mine, also, other):
@@ -495,7 +495,7 @@ def _code(response: httpx.Response) -> str | None:
     return found.group(1) if found else None
 
 
-def test_x_forwarded_for_counts_only_from_a_trusted_proxy(gw, store, owner, tmp_path):
+def test_it_believes_x_forwarded_for_only_from_a_trusted_proxy(gw, store, owner, tmp_path):
     admin = s3_client(gw.url, *scoped_key(owner, "setup"))
     bucket = bucket_name()
     admin.create_bucket(Bucket=bucket)
@@ -531,7 +531,7 @@ def test_x_forwarded_for_counts_only_from_a_trusted_proxy(gw, store, owner, tmp_
 
 
 @pytest.mark.skipif(not settings.REDIS_URL, reason="needs REDIS_URL")
-def test_narrowing_a_key_takes_effect_on_the_next_request_at_every_gateway(store, owner, tmp_path):
+def test_it_applies_a_narrowed_scope_on_the_next_request_at_every_gateway(store, owner, tmp_path):
     with (
         gateway(tmp_path, store, redis_url=settings.REDIS_URL) as first,
         gateway(tmp_path, store, redis_url=settings.REDIS_URL) as second,
@@ -572,7 +572,7 @@ def test_narrowing_a_key_takes_effect_on_the_next_request_at_every_gateway(store
             assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == [bucket]
 
 
-def test_a_browser_upload_and_a_presigned_url_are_decided_by_the_scope(gw, owner):
+def test_it_decides_browser_uploads_and_presigned_urls_by_the_scope(gw, owner):
     admin = s3_client(gw.url, *scoped_key(owner, "setup"))
     bucket = bucket_name()
     admin.create_bucket(Bucket=bucket)

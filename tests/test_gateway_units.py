@@ -256,12 +256,14 @@ def _denial(key: KeyInfo, operation: Operation, address: str | None = "10.0.0.1"
         ("GET", "/", {}, True),
     ],
 )
-def test_a_prefix_scoped_key_reaches_names_inside_its_grants_only(method, target, headers, allowed):
+def test_it_lets_a_prefix_scoped_key_reach_names_inside_its_grants_only(
+    method, target, headers, allowed
+):
     denial = _denial(PREFIXED, _operation(method, target, **headers))
     assert (denial is None) == allowed
 
 
-def test_delete_objects_is_refused_whole_when_one_name_lies_outside():
+def test_it_refuses_delete_objects_whole_when_one_name_lies_outside():
     asked = _operation("POST", "/bkt?delete")
     inside = (
         b"<Delete><Object><Key>team/a</Key></Object><Object><Key>team/b</Key></Object></Delete>"
@@ -282,7 +284,7 @@ def test_delete_objects_is_refused_whole_when_one_name_lies_outside():
         ),
     ],
 )
-def test_a_permission_allows_its_operations_only(permission, allowed):
+def test_it_allows_each_permission_its_operations_only(permission, allowed):
     key = _scoped(permission=permission)
     for request in [
         "GET /bkt/k",
@@ -308,7 +310,7 @@ def test_a_permission_allows_its_operations_only(permission, allowed):
     )
 
 
-def test_a_bucket_scoped_key_is_denied_other_buckets_before_their_owners_are_asked():
+def test_it_denies_a_bucket_scoped_key_other_buckets_before_asking_their_owners():
     key = _scoped(buckets=["bkt"])
     # No org holds "gone": a key scoped elsewhere is told AccessDenied, not NoSuchBucket.
     error = refusal(key, _operation("GET", "/gone/k"), {"gone": None}, None)
@@ -334,7 +336,7 @@ def test_a_bucket_scoped_key_is_denied_other_buckets_before_their_owners_are_ask
         (None, False),
     ],
 )
-def test_a_key_limited_to_networks_is_refused_elsewhere(address, allowed):
+def test_it_refuses_a_key_limited_to_networks_elsewhere(address, allowed):
     key = _scoped(networks=["10.0.0.0/8", "2001:db8::/32"])
     for request in [("GET", "/bkt/k"), ("GET", "/"), ("HEAD", "/bkt")]:
         denial = refusal(key, _operation(*request), OWNED, address)
@@ -343,7 +345,7 @@ def test_a_key_limited_to_networks_is_refused_elsewhere(address, allowed):
     assert refusal(KEY, _operation("GET", "/bkt/k"), OWNED, None) is None
 
 
-def test_an_operation_the_classifier_does_not_know_is_denied():
+def test_it_denies_operations_the_classifier_does_not_know():
     unknown = Operation(
         "SelectObjectContent",
         operations.OBJECT,
@@ -395,7 +397,7 @@ def test_an_operation_the_classifier_does_not_know_is_denied():
         ({"action": "DeleteBucket", "bucket": "src"}, False),
     ],
 )
-def test_the_verify_apis_questions_are_decided_alike(names, allowed):
+def test_it_decides_the_verify_apis_questions_alike(names, allowed):
     operation = operations.for_verify_action(
         names["action"],
         names["bucket"],
