@@ -216,14 +216,14 @@ class Gateway:
         )
         key = exchange.key
         assert key is not None
-        auth_module.check_access(key, operation, exchange.owners)
+        auth_module.check_access(key, operation, exchange.owners, exchange.ip)
         if operation.reads_body_first:
             exchange.body = await self._read_small_body(exchange)
         if operation.name == "DeleteObjects":
             operation = exchange.operation = operations.with_deleted_objects(
                 operation, exchange.body
             )
-            auth_module.check_access(key, operation, exchange.owners)
+            auth_module.check_access(key, operation, exchange.owners, exchange.ip)
         if operation.answered_here:
             await self._answer_cors_configuration(exchange)
             return
@@ -291,7 +291,7 @@ class Gateway:
         )
         key = exchange.key
         assert key is not None
-        auth_module.check_access(key, operation, exchange.owners)
+        auth_module.check_access(key, operation, exchange.owners, exchange.ip)
         length = policy.check(fields, bucket)
         etag = await post_object.store(
             self.store.ask,
@@ -496,7 +496,10 @@ class Gateway:
             body = await listing.org_buckets(
                 response,
                 request.query,
-                lambda names: self.authority.org_bucket_names(key.org_id, names),
+                # Only the org's buckets, and of those only the ones the key's scope names.
+                lambda names: self.authority.org_bucket_names(
+                    key.org_id, [name for name in names if key.scope.sees_bucket(name)]
+                ),
             )
             await proxy.send_whole(exchange.send, status, headers, body)
             return

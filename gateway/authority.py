@@ -67,6 +67,7 @@ from audit.trail import Actor  # noqa: E402
 from excloud_portal import celery_app  # noqa: E402, F401 - binds shared tasks to our broker
 from keys import credentials  # noqa: E402
 from keys.models import AccessKey, CacheChange, CachedKind, KeyStatus  # noqa: E402
+from keys.scope import DEFAULT_SCOPE, Scope  # noqa: E402
 
 from . import freshness, operations, s3errors, services, sigv4  # noqa: E402
 from .freshness import Freshness  # noqa: E402
@@ -76,6 +77,7 @@ from .tasks import record_usage  # noqa: E402
 from .usage import ANY_KEY  # noqa: E402
 
 CREATE_BUCKET = "CreateBucket"
+DELETE_OBJECTS = "DeleteObjects"
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,8 @@ class KeyInfo:
     kek_id: str
     sealed: bytes
     org_slug: str = ""
+    # What the key may do, where and from where (keys/scope.py).
+    scope: Scope = DEFAULT_SCOPE
 
     def usable(self, now: float | None = None) -> bool:
         if self.status != KeyStatus.ACTIVE:
@@ -111,19 +115,27 @@ class KeyInfo:
 
 
 def refusal(
-    key: KeyInfo, operation: Operation, owners: Mapping[str, int | None]
+    key: KeyInfo,
+    operation: Operation,
+    owners: Mapping[str, int | None],
+    address: str | None = None,
 ) -> sigv4.S3Error | None:
-    """Why this (usable) key may not perform ``operation``, as S3 answers it, or None when
-    it may. The one place that decides.
+    """Why this (usable) key may not perform ``operation`` from ``address`` (the
+    request's source address), as S3 answers it, or None when it may. The one place that
+    decides.
 
-    ``owners`` maps each bucket the operation touches to the org that holds it (None: no
-    org, whether or not the store has it). Keys have full read-write on every bucket
-    their org owns. A name no org holds is NoSuchBucket, which tells nothing (anyone may
-    try to create it); another org's bucket is AccessDenied. CreateBucket needs a name no
-    org holds. ListBuckets touches no bucket (its answer is filtered to the org's).
+    The key's scope is asked first (scope_refusal()), so a key learns nothing of buckets
+    outside it. Then ``owners``, which maps each bucket the operation touches to the org
+    that holds it (None: no org, whether or not the store has it): a name no org holds is
+    NoSuchBucket, which tells nothing (anyone may try to create it); another org's bucket
+    is AccessDenied. CreateBucket needs a name no org holds. ListBuckets touches no bucket
+    (its answer is filtered to the org's, and to the buckets the key's scope names).
     """
     if operation.level != operations.SERVICE and not operation.touches:
         return s3errors.access_denied()
+    scoped = scope_refusal(key.scope, operation, address)
+    if scoped is not None:
+        return scoped
     for touch in operation.touches:
         owner = owners.get(touch.bucket)
         if operation.name == CREATE_BUCKET and touch.access == operations.ADMIN:
@@ -138,14 +150,63 @@ def refusal(
     return None
 
 
-def authorize(key: KeyInfo, operation: Operation, owners: Mapping[str, int | None]) -> bool:
+# Bucket reads any key that can see the bucket may make, whatever part of it it may read.
+SEEN_WITH_THE_BUCKET = frozenset({"HeadBucket", "GetBucketLocation"})
+
+
+def scope_refusal(scope: Scope, operation: Operation, address: str | None) -> sigv4.S3Error | None:
+    """AccessDenied naming what the key may do, when its scope does not allow
+    ``operation`` from ``address``; None when it does (the default scope allows every
+    operation the classifier knows on any name).
+
+    A key may perform only operations the classifier knows, from an allowed
+    address, with the permission each touch needs, on names inside its grants: an object
+    inside its bucket's prefix; a listing whose prefix lies inside it; HeadBucket and
+    GetBucketLocation on any bucket it names; DeleteObjects' bucket (each object named in
+    the body is a touch of its own); any other bucket operation, or an object touch that
+    names no object (the verify API's), only on a bucket granted whole.
+    """
+    allowed = (
+        operation.name in operations.SUPPORTED
+        and scope.allows_address(address)
+        # An operation's access is the most any of its touches needs.
+        and scope.allows_access(operation.access)
+        and all(_touch_in_scope(scope, operation, touch) for touch in operation.touches)
+    )
+    if allowed:
+        return None
+    return s3errors.access_denied(f"Access Denied. This access key may do {scope.describe()}.")
+
+
+def _touch_in_scope(scope: Scope, operation: Operation, touch: operations.Touch) -> bool:
+    if touch.key is not None:
+        return scope.covers_object(touch.bucket, touch.key)
+    if operation.name in operations.LISTINGS:
+        prefix = operation.list_prefix
+        return prefix is not None and scope.covers_prefix(touch.bucket, prefix)
+    if operation.name in SEEN_WITH_THE_BUCKET or operation.name == DELETE_OBJECTS:
+        return scope.sees_bucket(touch.bucket)
+    return scope.covers_whole_bucket(touch.bucket)
+
+
+def authorize(
+    key: KeyInfo,
+    operation: Operation,
+    owners: Mapping[str, int | None],
+    address: str | None = None,
+) -> bool:
     """May this (usable) key perform ``operation``? (refusal() is None.)"""
-    return refusal(key, operation, owners) is None
+    return refusal(key, operation, owners, address) is None
 
 
-def check_access(key: KeyInfo, operation: Operation, owners: Mapping[str, int | None]) -> None:
+def check_access(
+    key: KeyInfo,
+    operation: Operation,
+    owners: Mapping[str, int | None],
+    address: str | None = None,
+) -> None:
     """refusal(), raised."""
-    error = refusal(key, operation, owners)
+    error = refusal(key, operation, owners, address)
     if error is not None:
         raise error
 
@@ -200,14 +261,29 @@ def _load_key(access_key_id: str) -> KeyInfo | None:
     row = (
         AccessKey.objects.filter(pk=access_key_id)
         .values_list(
-            "org_id", "status", "expires_at", "secret_kek_id", "secret_sealed", "org__slug"
+            "org_id",
+            "status",
+            "expires_at",
+            "secret_kek_id",
+            "secret_sealed",
+            "org__slug",
+            "scope",
         )
         .first()
     )
     if row is None:
         return None
-    org_id, status, expires_at, kek_id, sealed, org_slug = row
-    return KeyInfo(access_key_id, org_id, status, expires_at, kek_id, bytes(sealed), org_slug)
+    org_id, status, expires_at, kek_id, sealed, org_slug, scope = row
+    return KeyInfo(
+        access_key_id,
+        org_id,
+        status,
+        expires_at,
+        kek_id,
+        bytes(sealed),
+        org_slug,
+        Scope.from_json(scope),
+    )
 
 
 def read(access_key_id: str, names: tuple[str, ...]) -> tuple[KeyInfo | None, dict[str, int]]:

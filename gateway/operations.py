@@ -4,8 +4,9 @@ touches.
 Django-free. ``classify()`` reads the raw request target, the ``Host`` header and the
 headers that change an operation's meaning, and answers an ``Operation``: its name as
 S3 names it, and one ``Touch`` (bucket, object, access) per name it reads or changes.
-``gateway.authority.authorize()`` decides from the Operation and nothing else, and the
-proxy forwards the bucket and object held here, never the raw path again.
+``gateway.authority.authorize()`` decides from the Operation and the request's source
+address and nothing else (a key's scope included), and the proxy forwards the bucket and
+object held here, never the raw path again.
 
 Routing is not canonicalisation: the target is split on literal ``/`` before anything
 is decoded, so ``%2F`` in the bucket segment is part of an (invalid) bucket name, never
@@ -213,6 +214,8 @@ RULES: tuple[Rule, ...] = (
     ),
 )
 GATEWAY_OPERATIONS = frozenset({"GetBucketCors", "PutBucketCors", "DeleteBucketCors"})
+# Bucket reads that list object names: every name listed starts with the request's prefix.
+LISTINGS = frozenset({"ListObjects", "ListObjectsV2", "ListObjectVersions", "ListMultipartUploads"})
 SUPPORTED = frozenset(name for rule in RULES for name in (rule.name, *rule.aliases))
 _BY_SHAPE: dict[tuple[str, str], list[Rule]] = {}
 for _each in RULES:
@@ -261,6 +264,7 @@ class Operation:
     key: str | None = None
     copy_source: CopySource | None = None
     touches: tuple[Touch, ...] = ()
+    list_prefix: str | None = None
 
     @property
     def buckets(self) -> tuple[str, ...]:
@@ -467,7 +471,10 @@ def classify(
         touches.append(Touch(bucket, key, rule.access))
     if copy_source is not None:
         touches.append(Touch(copy_source.bucket, copy_source.key, READ))
-    return Operation(rule.name, level, rule.access, bucket, key, copy_source, tuple(touches))
+    list_prefix = params.get("prefix", "") if rule.name in LISTINGS else None
+    return Operation(
+        rule.name, level, rule.access, bucket, key, copy_source, tuple(touches), list_prefix
+    )
 
 
 def with_deleted_objects(operation: Operation, body: bytes) -> Operation:
@@ -538,15 +545,48 @@ VERIFY_ACTIONS = {
 }
 
 
-def for_verify_action(action: str, bucket: str | None, copy_source_bucket: str | None) -> Operation:
-    """The operation a verify API call describes, with its names validated."""
+def for_verify_action(
+    action: str,
+    bucket: str | None,
+    copy_source_bucket: str | None,
+    key: str | None = None,
+    copy_source_key: str | None = None,
+    prefix: str | None = None,
+) -> Operation:
+    """The operation a verify API call describes, with its names validated.
+
+    ``read`` with ``key`` is GetObject of that object, with ``prefix`` a listing of the
+    names under it (ListObjectsV2), with neither a read of anything in the bucket;
+    ``write`` with ``key`` is PutObject of that object (CopyObject with a copy source,
+    whose object is ``copy_source_key``). A touch with no object name stands for every
+    object of its bucket, so a key scoped to part of a bucket is refused it.
+    """
     name, level, access = VERIFY_ACTIONS[action]
     if (level == SERVICE) != (bucket is None):
         # ListBuckets with a bucket, or a bucket action without one: nothing to allow.
         raise s3errors.access_denied()
+    if key is not None and level != OBJECT:
+        raise s3errors.access_denied()
+    if (prefix is not None and (action != "read" or key is not None)) or (
+        copy_source_key is not None and copy_source_bucket is None
+    ):
+        raise s3errors.access_denied()
+    if key is not None:
+        check_object_name(key)
+    if copy_source_key is not None:
+        check_object_name(copy_source_key)
+    list_prefix = None
+    if prefix is not None:
+        name, level, list_prefix = "ListObjectsV2", BUCKET, prefix
+    elif copy_source_bucket is not None:
+        name = "CopyObject"
     touches: list[Touch] = []
     if bucket is not None:
-        touches.append(Touch(check_bucket_name(bucket), None, access))
+        touches.append(Touch(check_bucket_name(bucket), key, access))
+    copy_source = None
     if copy_source_bucket is not None:
-        touches.append(Touch(check_bucket_name(copy_source_bucket), None, READ))
-    return Operation(name, level, access, bucket, None, None, tuple(touches))
+        check_bucket_name(copy_source_bucket)
+        touches.append(Touch(copy_source_bucket, copy_source_key, READ))
+        if copy_source_key is not None:
+            copy_source = CopySource(copy_source_bucket, copy_source_key, None)
+    return Operation(name, level, access, bucket, key, copy_source, tuple(touches), list_prefix)

@@ -5,8 +5,9 @@ each request and asks here, authenticated by a service token from
 ``EXCLOUD_VERIFY_SERVICE_TOKENS`` (``Authorization: Bearer <token>``; a user's API token
 is refused). The answer runs through the gateway's own steps, in the gateway's order:
 the scope in the string to sign (gateway.sigv4), the key (gateway.authority.read, a
-database read per call, so a revoke is seen by the next call), the clock and the
-signature, whether the key is usable, then check_access() on the bucket.
+database read per call, so a revoke or a narrowed scope is seen by the next call), the
+clock and the signature, whether the key is usable, then check_access() on the names and
+the source address, which also decides the key's own scope (keys/scope.py).
 
 A token may be limited to some orgs (``TOKEN@acme|globex``): for a key of any other org
 it gets the answer an unknown key gets, decided before the signature is looked at, so it
@@ -17,11 +18,20 @@ Request, JSON::
     {"access_key_id": "EXC...", "string_to_sign": "AWS4-HMAC-SHA256\\n<x-amz-date>\\n"
      "<date>/<region>/s3/aws4_request\\n<hex sha256 of the canonical request>",
      "signature": "<hex>", "action": "read", "bucket": "photos" or null,
-     "copy_source_bucket": null, "source_ip": "203.0.113.7" or null}
+     "copy_source_bucket": null, "source_ip": "203.0.113.7" or null,
+     "key": "2024/cat.jpg" or null, "copy_source_key": null, "prefix": null}
 
 ``string_to_sign`` is the text itself (it is ASCII by construction), not base64 as
 Keystone takes it. ``action`` is what gateway.authority.authorize() decides on:
 ``ListBuckets``, ``CreateBucket``, ``DeleteBucket``, ``read`` or ``write``.
+
+The last three fields are optional, and narrow the question for keys whose scope is
+limited (gateway.operations.for_verify_action): ``key`` is the object read or written;
+``copy_source_key`` the object a write copies from (with ``copy_source_bucket``);
+``prefix``, with ``read`` and no ``key``, asks about listing the names under it. A
+``read`` or ``write`` without ``key`` asks about every object of the bucket, and a key
+limited to a prefix of it is refused; a key limited to some networks is refused when
+``source_ip`` is missing. Keys of the default scope are answered as before.
 
 Answers (never the secret; always ``Cache-Control: no-store``):
 
@@ -78,6 +88,9 @@ MAX_LENGTHS = {
     "bucket": BUCKET_NAME_MAX_LENGTH,
     "copy_source_bucket": BUCKET_NAME_MAX_LENGTH,
     "source_ip": 64,
+    "key": 1024,
+    "copy_source_key": 1024,
+    "prefix": 1024,
 }
 UNAUTHORIZED_MESSAGE = (
     "Missing or wrong service token. Send one of EXCLOUD_VERIFY_SERVICE_TOKENS as "
@@ -115,6 +128,9 @@ class Call:
     bucket: str | None
     copy_source_bucket: str | None
     source_ip: str | None
+    key: str | None = None
+    copy_source_key: str | None = None
+    prefix: str | None = None
 
 
 def _answer(status: int, body: dict[str, Any]) -> JsonResponse:
@@ -194,6 +210,15 @@ def parse_call(body: bytes) -> Call:
             source_ip = str(ipaddress.ip_address(source_ip))
         except ValueError:
             raise BadCall("'source_ip' must be an IPv4 or IPv6 address.") from None
+    key = _text(data, "key", required=False)
+    copy_source_key = _text(data, "copy_source_key", required=False)
+    prefix = _text(data, "prefix", required=False)
+    if key is not None and action not in ("read", "write"):
+        raise BadCall("'key' goes with the actions read and write.")
+    if prefix is not None and (action != "read" or key is not None):
+        raise BadCall("'prefix' goes with the action read, without 'key'.")
+    if copy_source_key is not None and data.get("copy_source_bucket") is None:
+        raise BadCall("'copy_source_key' goes with 'copy_source_bucket'.")
     return Call(
         access_key_id=access_key_id,
         string_to_sign=string_to_sign,
@@ -202,6 +227,9 @@ def parse_call(body: bytes) -> Call:
         bucket=_text(data, "bucket", required=False),
         copy_source_bucket=_text(data, "copy_source_bucket", required=False),
         source_ip=source_ip,
+        key=key,
+        copy_source_key=copy_source_key,
+        prefix=prefix,
     )
 
 
@@ -241,7 +269,14 @@ def decide(call: Call, caller: Caller, now: float | None = None) -> JsonResponse
         signed = sigv4.parse_string_to_sign(
             call.string_to_sign, call.access_key_id, region=settings.EXCLOUD_S3_REGION
         )
-        operation = operations.for_verify_action(call.action, call.bucket, call.copy_source_bucket)
+        operation = operations.for_verify_action(
+            call.action,
+            call.bucket,
+            call.copy_source_bucket,
+            call.key,
+            call.copy_source_key,
+            call.prefix,
+        )
         found, owners = authority.read(call.access_key_id, operation.buckets)
         named = True
         # A key of an org this front end does not serve is an unknown key to it: refused
@@ -260,7 +295,7 @@ def decide(call: Call, caller: Caller, now: float | None = None) -> JsonResponse
         signer = key
         authority.require_usable(key)
         authenticated = True
-        authority.check_access(key, operation, owners)
+        authority.check_access(key, operation, owners, call.source_ip)
     except sigv4.S3Error as error:
         if named:
             _record(call, signer, error.status, authenticated, at)

@@ -111,8 +111,14 @@ SUBJECTS = [
     Subject(
         "gateway/authority.py",
         ("tests/test_gateway_units.py",),
-        functions=("*.x_refusal_*", "*.x_authorize_*", "*.x_check_access_*"),
-        note="the refusal part: refusal(), authorize(), check_access()",
+        functions=(
+            "*.x_refusal_*",
+            "*.x_scope_refusal_*",
+            "*.x__touch_in_scope_*",
+            "*.x_authorize_*",
+            "*.x_check_access_*",
+        ),
+        note="the refusal part: refusal() with the key's scope, authorize(), check_access()",
     ),
     Subject(
         "accounts/models.py",
@@ -143,8 +149,8 @@ SUBJECTS = [
     ),
 ]
 
-# A few dozen mutants of the two checks that matter most, for every change: the
-# signature comparison and the tenant check. Their own fastest tests only.
+# A hundred-odd mutants of the two checks that matter most, for every change: the
+# signature comparison and the tenant and scope check. Their own fastest tests only.
 SMOKE = [
     Subject(
         "gateway/sigv4/verification.py",
@@ -159,7 +165,7 @@ SMOKE = [
     Subject(
         "gateway/authority.py",
         ("tests/test_gateway_units.py",),
-        functions=("*.x_refusal_*",),
+        functions=("*.x_refusal_*", "*.x_scope_refusal_*", "*.x__touch_in_scope_*"),
     ),
 ]
 

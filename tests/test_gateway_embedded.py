@@ -26,6 +26,17 @@ membership = Membership.objects.get(user=user, org__slug="demo")
 created = create_key(membership, Actor.for_user(user), "gateway-smoke")
 print("KEY", created.key.id, created.secret)
 """
+NARROW_KEY = """
+from accounts.models import Membership
+from audit.trail import Actor
+from keys.models import AccessKey
+from keys.scope import Scope
+from keys.services import narrow_key_scope
+key = AccessKey.objects.get(pk="{key_id}")
+membership = Membership.objects.get(user__email="{email}", org=key.org)
+scope = Scope.build(permission="read-only", buckets=["{bucket}"])
+narrow_key_scope(membership, Actor.for_user(membership.user), key, scope)
+"""
 REVOKE_KEY = """
 from accounts.models import Membership
 from audit.trail import Actor
@@ -47,8 +58,9 @@ def _procfile_command(name: str) -> list[str]:
     raise AssertionError(f"no {name} in Procfile.dev")
 
 
-def test_it_serves_s3_on_the_embedded_default(stack, tmp_path):
-    var = tmp_path / "var"
+def _serve(stack) -> tuple[str, str, str, str]:
+    """The embedded stack's gateway and store started as `make run` starts them, with a
+    key made in the portal: (gateway URL, key ID, secret, the demo user's email)."""
     stack.run(PYTHON, MANAGE, "migrate", "--noinput")
     demo = stack.run(PYTHON, MANAGE, "demo_setup")
     email = re.search(r"Sign in as:\s+(\S+)", demo).group(1)
@@ -69,7 +81,12 @@ def test_it_serves_s3_on_the_embedded_default(stack, tmp_path):
         stack,
         gateway,
     )
+    return url, key_id, secret, email
 
+
+def test_it_serves_s3_on_the_embedded_default(stack, tmp_path):
+    var = tmp_path / "var"
+    url, key_id, secret, email = _serve(stack)
     s3 = s3_client(url, key_id, secret)
     s3.create_bucket(Bucket="smoke-bucket")
     s3.put_object(Bucket="smoke-bucket", Key="hello.txt", Body=b"embedded")
@@ -84,3 +101,25 @@ def test_it_serves_s3_on_the_embedded_default(stack, tmp_path):
     with pytest.raises(ClientError) as excinfo:
         s3.get_object(Bucket="smoke-bucket", Key="hello.txt")
     assert excinfo.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+
+
+def test_it_applies_a_narrowed_scope_from_the_next_request_on_the_embedded_default(stack):
+    url, key_id, secret, email = _serve(stack)
+    s3 = s3_client(url, key_id, secret)
+    for bucket in ("narrow-bucket", "other-bucket"):
+        s3.create_bucket(Bucket=bucket)
+    # Served from the gateway's cache after the first request.
+    for index in range(3):
+        s3.put_object(Bucket="narrow-bucket", Key=f"k{index}", Body=b"before")
+
+    narrow = NARROW_KEY.format(key_id=key_id, email=email, bucket="narrow-bucket")
+    stack.run(PYTHON, MANAGE, "shell", "-c", narrow)
+    with pytest.raises(ClientError) as excinfo:
+        s3.put_object(Bucket="narrow-bucket", Key="k9", Body=b"after")
+    assert excinfo.value.response["Error"]["Code"] == "AccessDenied"
+    assert "read-only on narrow-bucket" in excinfo.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as excinfo:
+        s3.head_bucket(Bucket="other-bucket")
+    assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert s3.get_object(Bucket="narrow-bucket", Key="k0")["Body"].read() == b"before"
+    assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["narrow-bucket"]

@@ -740,7 +740,7 @@ def test_it_refuses_elements_inside_a_key(key_xml: bytes) -> None:
             "write",
             "b-1",
             "src-b",
-            "PutObject",
+            "CopyObject",
             (Touch("b-1", None, WRITE), Touch("src-b", None, READ)),
         ),
     ],
@@ -750,6 +750,78 @@ def test_it_describes_verify_actions_as_operations(
 ) -> None:
     operation = for_verify_action(action, bucket, source)
     assert (operation.name, operation.bucket, operation.touches) == (name, bucket, touches)
+    assert operation.list_prefix is None
+
+
+@pytest.mark.parametrize(
+    ("action", "names", "name", "level", "touches", "list_prefix"),
+    [
+        ("read", {"key": "a/b.txt"}, "GetObject", OBJECT, (Touch("b-1", "a/b.txt", READ),), None),
+        ("read", {"prefix": "a/"}, "ListObjectsV2", BUCKET, (Touch("b-1", None, READ),), "a/"),
+        ("write", {"key": "a/b.txt"}, "PutObject", OBJECT, (Touch("b-1", "a/b.txt", WRITE),), None),
+        (
+            "write",
+            {"key": "a/c.txt", "copy_source_bucket": "src-b", "copy_source_key": "s/d.txt"},
+            "CopyObject",
+            OBJECT,
+            (Touch("b-1", "a/c.txt", WRITE), Touch("src-b", "s/d.txt", READ)),
+            None,
+        ),
+    ],
+)
+def test_it_describes_verify_actions_on_objects_and_prefixes(
+    action, names, name, level, touches, list_prefix
+) -> None:
+    operation = for_verify_action(
+        action,
+        "b-1",
+        names.get("copy_source_bucket"),
+        names.get("key"),
+        names.get("copy_source_key"),
+        names.get("prefix"),
+    )
+    assert (operation.name, operation.level, operation.touches) == (name, level, touches)
+    assert operation.list_prefix == list_prefix
+
+
+@pytest.mark.parametrize(
+    ("action", "bucket", "names", "code"),
+    [
+        ("CreateBucket", "b-1", {"key": "a.txt"}, "AccessDenied"),
+        ("write", "b-1", {"prefix": "a/"}, "AccessDenied"),
+        ("read", "b-1", {"prefix": "a/", "key": "a/b"}, "AccessDenied"),
+        ("read", "b-1", {"copy_source_key": "a/b"}, "AccessDenied"),
+        ("read", "b-1", {"key": "a//b"}, "InvalidArgument"),
+        ("write", "b-1", {"source": "src-b", "copy_source_key": "../x"}, "InvalidArgument"),
+    ],
+)
+def test_it_refuses_verify_names_that_do_not_fit_the_action(action, bucket, names, code) -> None:
+    with pytest.raises(S3Error) as caught:
+        for_verify_action(
+            action,
+            bucket,
+            names.get("source"),
+            names.get("key"),
+            names.get("copy_source_key"),
+            names.get("prefix"),
+        )
+    assert caught.value.code == code
+
+
+@pytest.mark.parametrize(
+    ("target", "prefix"),
+    [
+        ("/b-1", ""),
+        ("/b-1?prefix=a%2Fb%20c", "a/b c"),
+        ("/b-1?list-type=2&prefix=x/", "x/"),
+        ("/b-1?versions&prefix=v", "v"),
+        ("/b-1?uploads&prefix=u", "u"),
+        ("/b-1?location", None),
+        ("/b-1/a.txt", None),
+    ],
+)
+def test_it_keeps_the_prefix_a_listing_asks_for(target: str, prefix: str | None) -> None:
+    assert _classify("GET", target).list_prefix == prefix
 
 
 @pytest.mark.parametrize(

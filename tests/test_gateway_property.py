@@ -544,8 +544,8 @@ def world(settings, monkeypatch, owner, outsider, recorder) -> Iterator[World]:
     world = World(Gateway(), loop, recorder, owner.org, key.id, secret)
     real_check_access = authority.check_access
 
-    def spying_check_access(key_info, operation, owners) -> None:
-        real_check_access(key_info, operation, owners)
+    def spying_check_access(key_info, operation, owners, address=None) -> None:
+        real_check_access(key_info, operation, owners, address)
         world.approvals.append(Approval(operation, dict(owners)))
 
     monkeypatch.setattr(authority, "check_access", spying_check_access)

@@ -4,6 +4,7 @@ the ListBuckets filter."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -13,6 +14,7 @@ from gateway.listing import filter_list_buckets
 from gateway.operations import Operation, classify
 from gateway.proxy import forwarded_query
 from gateway.upstream import Signer
+from keys.scope import ADMIN, READ_ONLY, READ_WRITE, Scope
 
 KEY = KeyInfo("EXC" + "A" * 17, org_id=1, status="active", expires_at=None, kek_id="", sealed=b"")
 
@@ -179,3 +181,229 @@ def test_it_filters_list_buckets_to_the_orgs_buckets():
     assert b"theirs" not in filtered
     assert b"ContinuationToken" not in filtered
     assert b'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"' in filtered
+
+
+# ---------------------------------------------------------------------------------------
+# Scoped keys: refusal() asks the key's scope before the owners
+
+
+def _scoped(**parts) -> KeyInfo:
+    return replace(KEY, scope=Scope.build(**parts))
+
+
+PREFIXED = _scoped(permission=READ_WRITE, buckets=[("bkt", "team/"), "src"])
+OWNED = {"bkt": 1, "src": 1, "other": 1}
+COPY_INSIDE = {"x-amz-copy-source": "/bkt/team/a"}
+
+
+def _denial(key: KeyInfo, operation: Operation, address: str | None = "10.0.0.1") -> str | None:
+    error = refusal(key, operation, OWNED, address)
+    if error is None:
+        return None
+    assert (error.status, error.code) == (403, "AccessDenied")
+    assert error.message == f"Access Denied. This access key may do {key.scope.describe()}."
+    return error.message
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "headers", "allowed"),
+    [
+        # Objects: inside the prefix only, the copy's source included.
+        ("GET", "/bkt/team/a", {}, True),
+        ("GET", "/bkt/teamwork", {}, False),
+        ("GET", "/bkt/other/a", {}, False),
+        ("PUT", "/bkt/team/b", {}, True),
+        ("PUT", "/bkt/other/b", {}, False),
+        ("PUT", "/bkt/team/b", COPY_INSIDE, True),
+        ("PUT", "/bkt/team/b", {"x-amz-copy-source": "/bkt/other/a"}, False),
+        ("PUT", "/bkt/other/b", COPY_INSIDE, False),
+        ("PUT", "/src/any/b", COPY_INSIDE, True),
+        ("PUT", "/bkt/team/b", {"x-amz-copy-source": "/other/a"}, False),
+        ("PUT", "/other/a", COPY_INSIDE, False),
+        ("PUT", "/bkt/team/b?partNumber=1&uploadId=u", {"x-amz-copy-source": "/bkt/x/a"}, False),
+        ("DELETE", "/bkt/team/a", {}, True),
+        ("DELETE", "/bkt/tea", {}, False),
+        # Listings: only under a prefix inside the grant.
+        ("GET", "/bkt?list-type=2&prefix=team/", {}, True),
+        ("GET", "/bkt?list-type=2&prefix=team/sub", {}, True),
+        ("GET", "/bkt?list-type=2&prefix=tea", {}, False),
+        ("GET", "/bkt?list-type=2", {}, False),
+        ("GET", "/bkt?prefix=team/", {}, True),
+        ("GET", "/bkt", {}, False),
+        ("GET", "/bkt?versions&prefix=team/", {}, True),
+        ("GET", "/bkt?versions", {}, False),
+        ("GET", "/bkt?uploads&prefix=team/x", {}, True),
+        ("GET", "/bkt?uploads", {}, False),
+        ("GET", "/src?list-type=2", {}, True),
+        ("GET", "/other?list-type=2&prefix=team/", {}, False),
+        # Seen with the bucket: any key that names it.
+        ("HEAD", "/bkt", {}, True),
+        ("GET", "/bkt?location", {}, True),
+        ("HEAD", "/other", {}, False),
+        ("GET", "/other?location", {}, False),
+        # DeleteObjects' bucket before its body is read: each name is checked once it is.
+        ("POST", "/bkt?delete", {}, True),
+        ("POST", "/other?delete", {}, False),
+        # Other bucket operations need the whole bucket.
+        ("GET", "/bkt?acl", {}, False),
+        ("GET", "/src?acl", {}, True),
+        ("GET", "/bkt?cors", {}, False),
+        ("GET", "/src?versioning", {}, True),
+        # Admin operations need admin.
+        ("DELETE", "/src", {}, False),
+        ("PUT", "/src?cors", {}, False),
+        # ListBuckets is answered filtered to the scope's buckets.
+        ("GET", "/", {}, True),
+    ],
+)
+def test_it_lets_a_prefix_scoped_key_reach_names_inside_its_grants_only(
+    method, target, headers, allowed
+):
+    denial = _denial(PREFIXED, _operation(method, target, **headers))
+    assert (denial is None) == allowed
+
+
+def test_it_refuses_delete_objects_whole_when_one_name_lies_outside():
+    asked = _operation("POST", "/bkt?delete")
+    inside = (
+        b"<Delete><Object><Key>team/a</Key></Object><Object><Key>team/b</Key></Object></Delete>"
+    )
+    outside = inside.replace(b"team/b", b"else/b")
+    assert _denial(PREFIXED, operations.with_deleted_objects(asked, inside)) is None
+    assert _denial(PREFIXED, operations.with_deleted_objects(asked, outside)) is not None
+
+
+@pytest.mark.parametrize(
+    ("permission", "allowed"),
+    [
+        (READ_ONLY, {"GET /bkt/k", "HEAD /bkt/k", "GET /bkt?list-type=2", "GET /", "HEAD /bkt"}),
+        (
+            READ_WRITE,
+            {"GET /bkt/k", "HEAD /bkt/k", "GET /bkt?list-type=2", "GET /", "HEAD /bkt"}
+            | {"PUT /bkt/k", "DELETE /bkt/k", "POST /bkt?delete", "POST /bkt/k?uploads"},
+        ),
+    ],
+)
+def test_it_allows_each_permission_its_operations_only(permission, allowed):
+    key = _scoped(permission=permission)
+    for request in [
+        "GET /bkt/k",
+        "HEAD /bkt/k",
+        "GET /bkt?list-type=2",
+        "GET /",
+        "HEAD /bkt",
+        "PUT /bkt/k",
+        "DELETE /bkt/k",
+        "POST /bkt?delete",
+        "POST /bkt/k?uploads",
+        "PUT /bkt?cors",
+        "DELETE /bkt",
+        "PUT /bkt?tagging",
+    ]:
+        method, target = request.split(" ")
+        assert (_denial(key, _operation(method, target)) is None) == (request in allowed), request
+    # Creating a bucket needs admin (and then a name no org holds).
+    create = _operation("PUT", "/new")
+    assert refusal(key, create, {"new": None}, None) is not None
+    assert (
+        refusal(_scoped(permission=ADMIN, networks=["10.0.0.0/8"]), create, {}, "10.0.0.9") is None
+    )
+
+
+def test_it_denies_a_bucket_scoped_key_other_buckets_before_asking_their_owners():
+    key = _scoped(buckets=["bkt"])
+    # No org holds "gone": a key scoped elsewhere is told AccessDenied, not NoSuchBucket.
+    error = refusal(key, _operation("GET", "/gone/k"), {"gone": None}, None)
+    assert (error.code, error.message) == (
+        "AccessDenied",
+        f"Access Denied. This access key may do {key.scope.describe()}.",
+    )
+    assert refusal(key, _operation("GET", "/bkt/k"), {"bkt": None}, None).code == "NoSuchBucket"
+    assert refusal(key, _operation("GET", "/bkt/k"), {"bkt": 2}, None).code == "AccessDenied"
+    assert refusal(key, _operation("PUT", "/bkt"), {"bkt": None}, None) is None
+    assert refusal(key, _operation("PUT", "/new"), {"new": None}, None).code == "AccessDenied"
+
+
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ("10.1.2.3", True),
+        ("::ffff:10.1.2.3", True),
+        ("2001:db8::7", True),
+        ("192.0.2.1", False),
+        ("2001:db9::1", False),
+        ("not an address", False),
+        (None, False),
+    ],
+)
+def test_it_refuses_a_key_limited_to_networks_elsewhere(address, allowed):
+    key = _scoped(networks=["10.0.0.0/8", "2001:db8::/32"])
+    for request in [("GET", "/bkt/k"), ("GET", "/"), ("HEAD", "/bkt")]:
+        denial = refusal(key, _operation(*request), OWNED, address)
+        assert (denial is None) == allowed
+    # The default scope allows any address, an unknown one included.
+    assert refusal(KEY, _operation("GET", "/bkt/k"), OWNED, None) is None
+
+
+def test_it_denies_operations_the_classifier_does_not_know():
+    unknown = Operation(
+        "SelectObjectContent",
+        operations.OBJECT,
+        operations.READ,
+        "bkt",
+        "team/a",
+        None,
+        (operations.Touch("bkt", "team/a", operations.READ),),
+    )
+    assert _denial(PREFIXED, unknown) is not None
+    assert refusal(KEY, unknown, OWNED, None).code == "AccessDenied"
+    # A listing that lost its prefix (never classified so) lists nothing.
+    bare = replace(_operation("GET", "/src?list-type=2"), list_prefix=None)
+    assert _denial(PREFIXED, bare) is not None
+
+
+@pytest.mark.parametrize(
+    ("names", "allowed"),
+    [
+        ({"action": "read", "bucket": "src"}, True),
+        ({"action": "read", "bucket": "bkt"}, False),
+        ({"action": "read", "bucket": "bkt", "key": "team/a"}, True),
+        ({"action": "read", "bucket": "bkt", "key": "else/a"}, False),
+        ({"action": "read", "bucket": "bkt", "prefix": "team/"}, True),
+        ({"action": "read", "bucket": "bkt", "prefix": "te"}, False),
+        ({"action": "write", "bucket": "bkt", "key": "team/a"}, True),
+        ({"action": "write", "bucket": "bkt", "key": "team/a", "copy_source_bucket": "bkt"}, False),
+        (
+            {
+                "action": "write",
+                "bucket": "bkt",
+                "key": "team/a",
+                "copy_source_bucket": "bkt",
+                "copy_source_key": "team/b",
+            },
+            True,
+        ),
+        (
+            {
+                "action": "write",
+                "bucket": "bkt",
+                "key": "team/a",
+                "copy_source_bucket": "bkt",
+                "copy_source_key": "x/b",
+            },
+            False,
+        ),
+        ({"action": "ListBuckets", "bucket": None}, True),
+        ({"action": "DeleteBucket", "bucket": "src"}, False),
+    ],
+)
+def test_it_decides_the_verify_apis_questions_alike(names, allowed):
+    operation = operations.for_verify_action(
+        names["action"],
+        names["bucket"],
+        names.get("copy_source_bucket"),
+        names.get("key"),
+        names.get("copy_source_key"),
+        names.get("prefix"),
+    )
+    assert (_denial(PREFIXED, operation) is None) == allowed

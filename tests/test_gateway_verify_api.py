@@ -26,7 +26,8 @@ from gateway.models import Bucket, SigningKeyGrant
 from gateway.sigv4 import derive_signing_key, signature
 from gateway.tasks import record_usage
 from keys.models import AccessKey, KeyUsage
-from keys.services import deactivate_key, revoke_key
+from keys.scope import Scope
+from keys.services import create_key, deactivate_key, narrow_key_scope, revoke_key
 from tests.conftest import new_key
 
 URL = "/internal/v1/s3/verify"
@@ -575,3 +576,128 @@ def test_it_counts_a_wrong_signature_as_a_denied_attempt_not_as_the_keys_use(own
     assert (batch["counts"], batch["last_used"], batch["signing_keys"]) == ([], [], [])
     [[key_id, ip, _hour, count]] = batch["denied_attempts"]
     assert (key_id, ip, count) == (key.id, "203.0.113.7", 1)
+
+
+# ---------------------------------------------------------------------------------------
+# Scoped keys: decided by the gateway's own refusal(), with the names the call gives
+
+
+def scoped_key(owner, name: str = "scoped", **scope):
+    created = create_key(owner, Actor.for_user(owner.user), name, scope=Scope.build(**scope))
+    return created.key, created.secret
+
+
+SCOPED_MESSAGE = (
+    f"Access Denied. This access key may do read-write on {BUCKET}/photos/*, "
+    "from 203.0.113.0/24, 2001:db8::/32."
+)
+
+
+@pytest.mark.parametrize(
+    ("fields", "allowed"),
+    [
+        ({"key": "photos/cat.jpg"}, True),
+        ({"key": "photos/cat.jpg", "source_ip": "2001:db8::1"}, True),
+        ({"key": "other/cat.jpg"}, False),
+        ({"key": "photos/cat.jpg", "source_ip": "198.51.100.7"}, False),
+        ({"key": "photos/cat.jpg", "source_ip": None}, False),
+        # Without the object, the question is about every object of the bucket.
+        ({}, False),
+        ({"prefix": "photos/"}, True),
+        ({"prefix": "photos/2024/"}, True),
+        ({"prefix": "pho"}, False),
+        ({"action": "write", "key": "photos/new.jpg"}, True),
+        ({"action": "write", "key": "secret/new.jpg"}, False),
+        ({"action": "write"}, False),
+        (
+            {
+                "action": "write",
+                "key": "photos/copy.jpg",
+                "copy_source_bucket": BUCKET,
+                "copy_source_key": "photos/cat.jpg",
+            },
+            True,
+        ),
+        (
+            {
+                "action": "write",
+                "key": "photos/copy.jpg",
+                "copy_source_bucket": BUCKET,
+                "copy_source_key": "secret/cat.jpg",
+            },
+            False,
+        ),
+        ({"action": "write", "key": "photos/copy.jpg", "copy_source_bucket": BUCKET}, False),
+        ({"action": "DeleteBucket", "key": None}, False),
+        ({"action": "ListBuckets", "bucket": None}, True),
+    ],
+)
+def test_it_decides_a_scoped_key_on_the_names_and_address_it_is_given(
+    owner, bucket, fields, allowed
+):
+    key, secret = scoped_key(
+        owner,
+        permission="read-write",
+        buckets=[(BUCKET, "photos/")],
+        networks=["203.0.113.0/24", "2001:db8::/32"],
+    )
+    body = {k: v for k, v in {**request_for(key.id, secret), **fields}.items() if v is not None}
+
+    response = call(body)
+
+    if allowed:
+        assert response.status_code == 200, response.content
+        assert response.json()["allow"] is True
+    else:
+        answer = assert_denied(response, 403, "AccessDenied")
+        assert answer["message"] == SCOPED_MESSAGE
+
+
+def test_it_answers_a_key_of_the_default_scope_as_before(owner, bucket):
+    key, secret = new_key(owner)
+    for fields in ({}, {"key": "any/thing"}, {"prefix": "x"}, {"source_ip": None}):
+        body = {k: v for k, v in {**request_for(key.id, secret), **fields}.items() if v is not None}
+        assert call(body).status_code == 200, fields
+
+
+def test_it_sees_a_narrowed_scope_on_the_next_call(owner, bucket):
+    key, secret = new_key(owner)
+    body = request_for(key.id, secret, action="write", key="photos/a.jpg")
+    assert call(body).status_code == 200
+
+    narrow_key_scope(owner, Actor.for_user(owner.user), key, Scope.build(permission="read-only"))
+
+    answer = assert_denied(call(body), 403, "AccessDenied")
+    assert answer["message"] == (
+        "Access Denied. This access key may do read-only on all of the organisation's buckets."
+    )
+    assert call({**body, "action": "read"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"action": "ListBuckets", "bucket": None, "key": "a"},
+        {"action": "CreateBucket", "key": "a"},
+        {"action": "write", "prefix": "a/"},
+        {"key": "a", "prefix": "a/"},
+        {"copy_source_key": "a"},
+        {"key": ""},
+        {"key": "k" * 1025},
+        {"prefix": 5},
+        {"copy_source_bucket": BUCKET, "copy_source_key": ["a"]},
+    ],
+)
+def test_it_answers_400_for_names_that_do_not_fit_the_action(owner, bucket, fields):
+    key, secret = new_key(owner)
+    body = {k: v for k, v in {**request_for(key.id, secret), **fields}.items() if v is not None}
+
+    assert_denied(call(body), 400, "bad_request")
+
+
+def test_it_answers_an_object_name_s3_refuses_as_the_gateway_does(owner, bucket):
+    key, secret = new_key(owner)
+
+    response = call(request_for(key.id, secret, key="a/../b"))
+
+    assert_denied(response, 400, "InvalidArgument")
