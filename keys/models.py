@@ -215,9 +215,38 @@ class KeyUsage(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["access_key", "hour"], name="keyusage_key_hour_unique")
         ]
+        # The rollup (keys.rollups) finds the rows older than its cutoff by hour alone.
+        indexes = [models.Index(fields=["hour"], name="keyusage_hour_idx")]
 
     def __str__(self) -> str:
         return f"{self.access_key_id} {self.hour:%Y-%m-%d %H}:00"
+
+
+class KeyUsageDay(models.Model):
+    """What one access key did in one UTC day: the hourly rows (KeyUsage) of days older
+    than two days, added up by keys.rollups, so a year of traffic is 365 rows per key.
+
+    A day can have both a daily row and hourly rows (an hourly total that arrived late,
+    after its day was rolled up, until the next rollup); the readers in keys.usage add
+    both, so a day counts the same before, during and after its rollup.
+    """
+
+    access_key = models.ForeignKey("keys.AccessKey", models.CASCADE, related_name="daily_usage")
+    day = models.DateField()
+    requests = models.BigIntegerField(default=0)
+    bytes_in = models.BigIntegerField(default=0)
+    bytes_out = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    denied = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["access_key", "day"], name="keyusageday_key_day_unique")
+        ]
+        indexes = [models.Index(fields=["day"], name="keyusageday_day_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.access_key_id} {self.day:%Y-%m-%d}"
 
 
 class CachedKind(models.TextChoices):

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from accounts.models import Membership, Role
 
-from . import expiry, revocation
+from . import expiry, revocation, rollups
 from .models import KeyWarning
 
 WARNING_RETRIES = 5
@@ -32,6 +32,13 @@ def expire_due_keys() -> int:
     change records that no gateway can need any more."""
     revocation.forget_old_changes(timezone.now())
     return expiry.expire_due_keys()
+
+
+@shared_task(name="keys.tasks.roll_up_usage")
+def roll_up_usage() -> int:
+    """Add the hourly usage rows older than two days into daily rows; returns how many
+    hourly rows it rolled. Safe to run twice or at once (keys/rollups.py)."""
+    return rollups.roll_up()
 
 
 @shared_task(name="keys.tasks.warn_expiring_keys")

@@ -1,0 +1,110 @@
+"""What the pages read about usage: per-day totals of access keys, from the daily rows
+(KeyUsageDay) and the hourly rows not rolled up yet (KeyUsage) together.
+
+Every reader here costs the same few queries whatever the number of keys or days asked
+for, and reads days through both tables, so a day counts the same before, during and
+after its rollup (keys.rollups).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+
+from django.db.models import QuerySet, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from .models import AccessKey, KeyUsage, KeyUsageDay
+
+COUNTERS = ("requests", "bytes_in", "bytes_out", "errors", "denied")
+# The period the pages show.
+PERIOD_DAYS = 30
+RECENT_DAYS = 7
+
+
+@dataclass(slots=True)
+class DayUsage:
+    day: date
+    requests: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    errors: int = 0
+    denied: int = 0
+
+    def add(self, values: Iterable[int]) -> None:
+        for name, value in zip(COUNTERS, values, strict=True):
+            setattr(self, name, getattr(self, name) + (value or 0))
+
+
+@dataclass(slots=True)
+class KeyPeriod:
+    """One key's days over a period, oldest first, every day present (zero when idle)."""
+
+    days: list[DayUsage] = field(default_factory=list)
+
+    def total(self, counter: str = "requests", last: int | None = None) -> int:
+        days = self.days if last is None else self.days[-last:]
+        return sum(getattr(day, counter) for day in days)
+
+    @property
+    def requests(self) -> list[int]:
+        return [day.requests for day in self.days]
+
+
+class PeriodTotals(dict[str, KeyPeriod]):
+    """Key ID → KeyPeriod; a key with no traffic in the period reads as all zeros."""
+
+    def __init__(self, dates: list[date]) -> None:
+        super().__init__()
+        self.dates = dates
+
+    def __missing__(self, key_id: str) -> KeyPeriod:
+        return KeyPeriod([DayUsage(day) for day in self.dates])
+
+
+def period(days: int = PERIOD_DAYS, now: datetime | None = None) -> list[date]:
+    """The last ``days`` UTC days, today included, oldest first."""
+    today = (now or timezone.now()).astimezone(UTC).date()
+    return [today - timedelta(days=back) for back in range(days - 1, -1, -1)]
+
+
+def daily_totals(
+    keys: QuerySet[AccessKey] | Iterable[str], days: int = PERIOD_DAYS, now: datetime | None = None
+) -> PeriodTotals:
+    """Each key's totals per day over the last ``days`` days, in two queries: ``keys`` is
+    a queryset of keys (read as a subquery) or their IDs."""
+    dates = period(days, now)
+    first = dates[0]
+    if isinstance(keys, QuerySet):
+        selector = {"access_key__in": keys.values("pk")}
+    else:
+        selector = {"access_key__in": list(keys)}
+    since = datetime.combine(first, time.min, tzinfo=UTC)
+    rolled = KeyUsageDay.objects.filter(**selector, day__gte=first).values_list(
+        "access_key_id", "day", *COUNTERS
+    )
+    hourly = (
+        KeyUsage.objects.filter(**selector, hour__gte=since)
+        .annotate(day=TruncDate("hour", tzinfo=UTC))
+        .values("access_key_id", "day")
+        .annotate(**{name: Sum(name) for name in COUNTERS})
+        .values_list("access_key_id", "day", *COUNTERS)
+        .order_by()
+    )
+    index = {day: position for position, day in enumerate(dates)}
+    result = PeriodTotals(dates)
+    for key_id, day, *values in [*rolled, *hourly]:
+        position = index.get(day)
+        if position is None:
+            continue
+        if key_id not in result:
+            result[key_id] = result[key_id]
+        result[key_id].days[position].add(values)
+    return result
+
+
+def key_days(key_id: str, days: int = PERIOD_DAYS, now: datetime | None = None) -> KeyPeriod:
+    """One key's totals per day over the last ``days`` days (two queries)."""
+    return daily_totals([key_id], days, now)[key_id]
