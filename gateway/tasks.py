@@ -10,10 +10,10 @@ from django.db import IntegrityError, InterfaceError, OperationalError, transact
 from django.db.models import F
 from django.utils import timezone
 
-from keys.models import AccessKey, KeyUsage
+from keys.models import AccessKey, DeniedAttempt, KeyUsage
 from keys.services import note_last_use
 
-from .models import DeniedAttempt, SigningKeyGrant, UsageBatch
+from .models import SigningKeyGrant, UsageBatch
 from .usage import ANY_KEY, COUNTERS
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,10 @@ def record_usage(batch: dict[str, Any]) -> int:
     counts = batch.get("counts") or []
     last_used = batch.get("last_used") or []
     denied = batch.get("denied_attempts") or []
+    refused = batch.get("refused_uses") or []
     signing_keys = batch.get("signing_keys") or []
     ids = {row[0] for row in counts} | {row[0] for row in last_used} | {row[0] for row in denied}
+    ids |= {row[0] for row in refused}
     ids |= {row[1] for row in signing_keys}
     changed = 0
     with transaction.atomic():
@@ -75,9 +77,24 @@ def record_usage(batch: dict[str, Any]) -> int:
                     "access_key_id": key_id,
                     "source_ip": ip or "",
                     "hour": datetime.fromtimestamp(hour, UTC),
+                    "signed": False,
                 },
                 {"count": count},
                 org_id=orgs.get(key_id),
+            )
+        for key_id, ip, hour, count in refused:
+            if key_id not in known:
+                continue
+            _add_up(
+                DeniedAttempt,
+                {
+                    "access_key_id": key_id,
+                    "source_ip": ip or "",
+                    "hour": datetime.fromtimestamp(hour, UTC),
+                    "signed": True,
+                },
+                {"count": count},
+                org_id=orgs[key_id],
             )
         for label, key_id, hour, count in signing_keys:
             hour_at = datetime.fromtimestamp(hour, UTC)

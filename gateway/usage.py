@@ -23,7 +23,9 @@ HOUR = 3600
 COUNTERS = ("requests", "bytes_in", "bytes_out", "errors", "denied")
 # Distinct (key ID, source IP, hour) denied attempts kept between two drains; past that,
 # further attempts are added to one row per hour with neither key nor IP, so a flood of
-# made-up IDs cannot grow the gateway's memory.
+# made-up IDs cannot grow the gateway's memory. Refused uses of a known key (signed with
+# its secret while it was not usable) are bounded the same way, past which they keep
+# their key and lose their IP.
 MAX_DENIED_ENTRIES = 10_000
 ANY_KEY = ""
 # Access key IDs are 20 characters; what a client claims is cut to this before counting.
@@ -52,7 +54,10 @@ class UsageRecorder:
     Only requests whose signature verified count toward a key (``record``); a request
     that names a key but fails to authenticate is a denied attempt, counted apart by the
     key ID it named and its source IP (``record_denied_attempt``), so nobody can add to
-    another org's usage by naming its key.
+    another org's usage by naming its key. A verified request refused because the key was
+    revoked, inactive or expired counts toward the key's ``denied`` total and also per
+    source IP ("refused_uses" in a batch), so admins can find the machine that still
+    holds the key. A batch carries key IDs, addresses and counts, never a secret.
     """
 
     def __init__(self) -> None:
@@ -60,6 +65,7 @@ class UsageRecorder:
         self._counts: dict[tuple[str, int], list[int]] = {}
         self._last: dict[str, LastUse] = {}
         self._denied: dict[tuple[str, str | None, int], int] = {}
+        self._refused: dict[tuple[str, str | None, int], int] = {}
         self._signing_keys: dict[tuple[str, str, int], int] = {}
         self._unsent: deque[dict[str, Any]] = deque()
 
@@ -89,6 +95,8 @@ class UsageRecorder:
             counts[2] += bytes_out
             counts[3] += status >= 400
             counts[4] += denied
+            if denied:
+                self._add_refused((access_key_id, ip, hour), 1)
             if authenticated:
                 self._last[access_key_id] = LastUse(at, ip, operation, bucket)
 
@@ -100,6 +108,11 @@ class UsageRecorder:
             if entry not in self._denied and len(self._denied) >= MAX_DENIED_ENTRIES:
                 entry = (ANY_KEY, None, hour)
             self._denied[entry] = self._denied.get(entry, 0) + 1
+
+    def _add_refused(self, entry: tuple[str, str | None, int], count: int) -> None:
+        if entry not in self._refused and len(self._refused) >= MAX_DENIED_ENTRIES:
+            entry = (entry[0], None, entry[2])
+        self._refused[entry] = self._refused.get(entry, 0) + count
 
     def record_signing_key(self, token_label: str, access_key_id: str, *, at: float) -> None:
         """Count a signing key of ``access_key_id`` handed to the service token labelled
@@ -145,8 +158,9 @@ class UsageRecorder:
         counts, self._counts = self._counts, {}
         last, self._last = self._last, {}
         denied, self._denied = self._denied, {}
+        refused, self._refused = self._refused, {}
         signing_keys, self._signing_keys = self._signing_keys, {}
-        if not counts and not denied and not signing_keys:
+        if not counts and not denied and not refused and not signing_keys:
             return None
         return {
             "counts": [[key_id, hour, *values] for (key_id, hour), values in counts.items()],
@@ -155,6 +169,9 @@ class UsageRecorder:
             ],
             "denied_attempts": [
                 [key_id, ip, hour, count] for (key_id, ip, hour), count in denied.items()
+            ],
+            "refused_uses": [
+                [key_id, ip, hour, count] for (key_id, ip, hour), count in refused.items()
             ],
             "signing_keys": [
                 [label, key_id, hour, count]
@@ -177,6 +194,8 @@ class UsageRecorder:
             if entry not in self._denied and len(self._denied) >= MAX_DENIED_ENTRIES:
                 entry = (ANY_KEY, None, hour)
             self._denied[entry] = self._denied.get(entry, 0) + count
+        for key_id, ip, hour, count in batch.get("refused_uses", ()):
+            self._add_refused((key_id, ip, hour), count)
         for label, key_id, hour, count in batch.get("signing_keys", ()):
             self._add_signing_keys((label, key_id, hour), count)
 
@@ -191,6 +210,7 @@ def merge(older: dict[str, Any], newer: dict[str, Any]) -> dict[str, Any]:
             "counts": [],
             "last_used": [],
             "denied_attempts": [],
+            "refused_uses": [],
             "signing_keys": [],
         }
     merged["id"] = older.get("id") or uuid.uuid4().hex

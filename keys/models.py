@@ -249,6 +249,44 @@ class KeyUsageDay(models.Model):
         return f"{self.access_key_id} {self.day:%Y-%m-%d}"
 
 
+class DeniedAttempt(models.Model):
+    """Requests that named an access key ID and were refused, per claimed ID, source IP,
+    hour, and whether they were signed with the key's secret.
+
+    ``signed`` False: the request did not authenticate (unknown key or bad signature);
+    naming a key proves nothing, so these never count as the key's use. ``signed`` True:
+    the request carried a correct signature for a key that was revoked, inactive or
+    expired, so whoever sent it holds the key's secret. ``org`` is the org of the named
+    key when such a key exists; an empty ``access_key_id`` gathers what a gateway could
+    not keep apart under a flood. The gateway writes the rows (gateway.tasks); they live
+    here, beside KeyUsage, because the keys pages show them.
+    """
+
+    access_key_id = models.CharField(max_length=32, blank=True)
+    org = models.ForeignKey(
+        "accounts.Organization", models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    source_ip = models.CharField(max_length=45, blank=True)
+    hour = models.DateTimeField()
+    signed = models.BooleanField(default=False)
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        # The table keeps the name it had when the model lived in the gateway app.
+        db_table = "gateway_deniedattempt"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["access_key_id", "source_ip", "hour", "signed"],
+                name="deniedattempt_unique_signed",
+            )
+        ]
+        indexes = [models.Index(fields=["org", "hour"], name="deniedattempt_org_hour_idx")]
+
+    def __str__(self) -> str:
+        who = f"{self.access_key_id or '?'} from {self.source_ip or '?'}"
+        return f"{who} {self.hour:%Y-%m-%d %H}:00"
+
+
 class CachedKind(models.TextChoices):
     KEY = "key", "Access key"
     BUCKET = "bucket", "Bucket"

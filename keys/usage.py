@@ -12,11 +12,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
-from django.db.models import QuerySet, Sum
+from django.db.models import BooleanField, Case, Max, Min, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from .models import AccessKey, KeyUsage, KeyUsageDay
+from .models import AccessKey, DeniedAttempt, KeyStatus, KeyUsage, KeyUsageDay
 
 COUNTERS = ("requests", "bytes_in", "bytes_out", "errors", "denied")
 # The period the pages show.
@@ -108,3 +108,93 @@ def daily_totals(
 def key_days(key_id: str, days: int = PERIOD_DAYS, now: datetime | None = None) -> KeyPeriod:
     """One key's totals per day over the last ``days`` days (two queries)."""
     return daily_totals([key_id], days, now)[key_id]
+
+
+# How the detail page says when a key stopped being usable, by its status.
+STOPPED = {
+    KeyStatus.REVOKED: "revoked",
+    KeyStatus.INACTIVE: "deactivated",
+    KeyStatus.EXPIRED: "expired",
+}
+
+
+@dataclass(slots=True)
+class DeniedSource:
+    """Refused requests naming one key from one source IP over a period.
+
+    ``since_stopped``: the requests came after the key was revoked, deactivated or
+    expired (from the hour it happened); otherwise they came while it was active, so
+    only a bad signature refused them. ``signed``: how many carried the key's correct
+    signature, so their sender holds the secret.
+    """
+
+    source_ip: str
+    since_stopped: bool
+    count: int
+    signed: int
+    first: datetime
+    last: datetime
+
+
+def _stopped_hour(key: AccessKey) -> datetime | None:
+    """The hour from which refused requests count as uses of a stopped key."""
+    if key.status == KeyStatus.ACTIVE:
+        return None
+    at = key.status_changed_at or key.expires_at or key.created_at
+    return at.replace(minute=0, second=0, microsecond=0)
+
+
+def denied_sources(
+    key: AccessKey, days: int = PERIOD_DAYS, now: datetime | None = None
+) -> list[DeniedSource]:
+    """The key's refused requests over the last ``days`` days per source IP, most first
+    (one query)."""
+    since = datetime.combine(period(days, now)[0], time.min, tzinfo=UTC)
+    stopped = _stopped_hour(key)
+    after = (
+        Case(
+            When(hour__gte=stopped, then=Value(True)),
+            default=Value(False),
+            output_field=BooleanField(),
+        )
+        if stopped is not None
+        else Value(False, output_field=BooleanField())
+    )
+    rows = (
+        DeniedAttempt.objects.filter(access_key_id=key.pk, hour__gte=since)
+        .annotate(since_stopped=after)
+        .values("source_ip", "since_stopped")
+        .annotate(
+            total=Sum("count"),
+            signed_total=Sum("count", filter=Q(signed=True), default=0),
+            first=Min("hour"),
+            last=Max("hour"),
+        )
+        .order_by("-since_stopped", "-total", "source_ip")
+    )
+    return [
+        DeniedSource(
+            source_ip=row["source_ip"],
+            since_stopped=row["since_stopped"],
+            count=row["total"],
+            signed=row["signed_total"],
+            first=row["first"],
+            last=row["last"],
+        )
+        for row in rows
+    ]
+
+
+def denied_counts(
+    key_ids: Iterable[str], days: int = RECENT_DAYS, now: datetime | None = None
+) -> dict[str, int]:
+    """Refused requests naming each key over the last ``days`` days (one query); keys
+    with none are left out."""
+    since = datetime.combine(period(days, now)[0], time.min, tzinfo=UTC)
+    rows = (
+        DeniedAttempt.objects.filter(access_key_id__in=list(key_ids), hour__gte=since)
+        .values("access_key_id")
+        .annotate(total=Sum("count"))
+        .order_by()
+    )
+    return {row["access_key_id"]: row["total"] for row in rows}

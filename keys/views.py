@@ -21,7 +21,7 @@ from audit.trail import Actor
 from excloud_portal.redirects import safe_next
 from mfa.reauth import reauth_required
 
-from . import expiry, services, snippets
+from . import expiry, services, snippets, usage
 from .credentials import ACCESS_KEY_ID_RE
 from .cursors import InvalidCursor, page_of
 from .forms import CreateKeyForm, RevokeKeyForm, RotateKeyForm
@@ -39,6 +39,14 @@ def _get_key(membership: Membership, key_id: str) -> AccessKey:
     if not ACCESS_KEY_ID_RE.match(key_id):
         raise Http404
     return get_object_or_404(AccessKey.objects.for_table(), org=membership.org, pk=key_id)
+
+
+def _with_denied_counts(keys):
+    """Each key with ``denied_recent``: refused requests naming it in the last week."""
+    counts = usage.denied_counts([key.pk for key in keys])
+    for key in keys:
+        key.denied_recent = counts.get(key.pk, 0)
+    return keys
 
 
 def _with_permissions(keys, membership: Membership):
@@ -70,7 +78,10 @@ def key_list(request: HttpRequest, slug: str) -> HttpResponse:
     context = {
         "membership": membership,
         "org": membership.org,
-        "keys": expiry.add_hints(_with_permissions(page.keys, membership), policy, now),
+        "keys": _with_denied_counts(
+            expiry.add_hints(_with_permissions(page.keys, membership), policy, now)
+        ),
+        "denied_days": usage.RECENT_DAYS,
         "due_soon_count": expiry.count_due_within_warning(membership.org, now)
         if tab == "live"
         else None,
@@ -151,7 +162,7 @@ def key_detail(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
         )
         .order_by("-seq")[:HISTORY_SIZE]
     )
-    usage = KeyUsage.objects.recent(key, USAGE_HOURS)
+    hourly = KeyUsage.objects.recent(key, USAGE_HOURS)
     return render(
         request,
         "keys/key_detail.html",
@@ -160,8 +171,11 @@ def key_detail(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
             "org": membership.org,
             "key": key,
             "history": history,
-            "usage": usage,
+            "usage": hourly,
             "usage_hours": USAGE_HOURS,
+            "denied_sources": usage.denied_sources(key),
+            "denied_days": usage.PERIOD_DAYS,
+            "stopped": usage.STOPPED.get(key.status, ""),
             # Live keys only: the snippets, with a placeholder where the secret goes.
             "snippet_tabs": snippets.tabs(key.pk) if key.is_live else None,
             "configure_command": snippets.configure_command_html(key.pk),
@@ -174,7 +188,7 @@ def _after_change(
 ) -> HttpResponse:
     """Answer a status change: the updated row for htmx, a redirect back otherwise."""
     if request.htmx:
-        key = _with_permissions([_get_key(membership, key.pk)], membership)[0]
+        key = _with_denied_counts(_with_permissions([_get_key(membership, key.pk)], membership))[0]
         return render(
             request,
             "keys/_key_change.html",
@@ -184,6 +198,7 @@ def _after_change(
                 "key": key,
                 "message": message,
                 "error": error,
+                "denied_days": usage.RECENT_DAYS,
             },
         )
     (messages.error if error else messages.success)(request, message)

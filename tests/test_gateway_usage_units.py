@@ -9,11 +9,10 @@ from datetime import UTC, datetime
 import pytest
 
 from gateway.asgi_io import Receiver
-from gateway.models import DeniedAttempt
 from gateway.operations import classify
 from gateway.tasks import record_usage
 from gateway.usage import MAX_DENIED_ENTRIES, MAX_UNSENT_BATCHES, UsageRecorder
-from keys.models import AccessKey, KeyUsage
+from keys.models import AccessKey, DeniedAttempt, KeyUsage
 from tests.conftest import new_key
 
 HOUR = 1_800_000_000 // 3600 * 3600  # an hour boundary
@@ -139,6 +138,55 @@ def test_it_counts_denied_attempts_apart_from_the_keys_usage():
     ]
     recorder.restore(batch)
     assert recorder.outgoing() == [batch]
+
+
+def test_it_counts_a_refused_use_of_a_known_key_per_source_ip():
+    recorder = UsageRecorder()
+    for ip in ("192.0.2.7", "192.0.2.7", "192.0.2.8"):
+        _record(recorder, ip=ip, status=403, denied=True, authenticated=False)
+    _record(recorder, ip="192.0.2.9")  # a use that was let in: not refused
+
+    batch = recorder.drain()
+
+    assert batch["counts"] == [["K", HOUR, 4, 40, 400, 3, 3]]
+    assert sorted(batch["refused_uses"]) == [
+        ["K", "192.0.2.7", HOUR, 2],
+        ["K", "192.0.2.8", HOUR, 1],
+    ]
+    assert batch["denied_attempts"] == []
+    # Kept through a failed send and merged with the next batch, the counts stay whole.
+    recorder.restore(batch)
+    _record(recorder, ip="192.0.2.8", status=403, denied=True, authenticated=False)
+    recorder.restore(recorder.drain())
+    for _ in range(MAX_UNSENT_BATCHES):
+        recorder.restore({"counts": [], "last_used": []})
+    [merged] = [b for b in recorder.outgoing() if b.get("refused_uses")]
+    assert sorted(merged["refused_uses"]) == [
+        ["K", "192.0.2.7", HOUR, 2],
+        ["K", "192.0.2.8", HOUR, 2],
+    ]
+
+
+@pytest.mark.django_db
+def test_it_stores_refused_uses_as_signed_denied_attempts_of_known_keys(owner):
+    key, _ = new_key(owner)
+    unknown = "EXC" + "Q" * 17
+    batch = {
+        "counts": [],
+        "last_used": [],
+        "denied_attempts": [[key.id, "192.0.2.7", HOUR, 1]],
+        "refused_uses": [[key.id, "192.0.2.7", HOUR, 3], [unknown, "192.0.2.7", HOUR, 2]],
+    }
+
+    record_usage(batch)
+
+    rows = DeniedAttempt.objects.order_by("signed").values_list(
+        "access_key_id", "source_ip", "signed", "count", "org_id"
+    )
+    assert list(rows) == [
+        (key.id, "192.0.2.7", False, 1, owner.org_id),
+        (key.id, "192.0.2.7", True, 3, owner.org_id),
+    ]
 
 
 def test_it_bounds_what_a_flood_of_made_up_key_ids_can_make_it_hold():
