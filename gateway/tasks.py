@@ -10,7 +10,7 @@ from django.db import IntegrityError, InterfaceError, OperationalError, transact
 from django.db.models import F
 from django.utils import timezone
 
-from keys.models import AccessKey, DeniedAttempt, KeyUsage
+from keys.models import AccessKey, DeniedAttempt, KeyBucketDay, KeySourceDay, KeyUsage
 from keys.services import note_last_use
 
 from .models import SigningKeyGrant, UsageBatch
@@ -47,9 +47,11 @@ def record_usage(batch: dict[str, Any]) -> int:
     last_used = batch.get("last_used") or []
     denied = batch.get("denied_attempts") or []
     refused = batch.get("refused_uses") or []
+    buckets = batch.get("buckets") or []
+    sources = batch.get("sources") or []
     signing_keys = batch.get("signing_keys") or []
     ids = {row[0] for row in counts} | {row[0] for row in last_used} | {row[0] for row in denied}
-    ids |= {row[0] for row in refused}
+    ids |= {row[0] for row in refused} | {row[0] for row in buckets} | {row[0] for row in sources}
     ids |= {row[1] for row in signing_keys}
     changed = 0
     with transaction.atomic():
@@ -67,9 +69,34 @@ def record_usage(batch: dict[str, Any]) -> int:
                 dict(zip(COUNTERS, values, strict=True)),
             )
             changed += 1
-        for key_id, at, ip, operation, bucket in last_used:
+        # A last use from a gateway older than the user agent's counting has five fields.
+        for key_id, at, ip, operation, bucket, *agent in last_used:
             if key_id in known:
-                note_last_use(key_id, datetime.fromtimestamp(at, UTC), ip, operation, bucket)
+                note_last_use(
+                    key_id, datetime.fromtimestamp(at, UTC), ip, operation, bucket, *agent[:1]
+                )
+        for key_id, bucket, day, requests, bytes_in, bytes_out in buckets:
+            if key_id in known:
+                _add_up(
+                    KeyBucketDay,
+                    {
+                        "access_key_id": key_id,
+                        "bucket": bucket,
+                        "day": datetime.fromtimestamp(day, UTC).date(),
+                    },
+                    {"requests": requests, "bytes_in": bytes_in, "bytes_out": bytes_out},
+                )
+        for key_id, ip, day, count in sources:
+            if key_id in known:
+                _add_up(
+                    KeySourceDay,
+                    {
+                        "access_key_id": key_id,
+                        "source_ip": ip or "",
+                        "day": datetime.fromtimestamp(day, UTC).date(),
+                    },
+                    {"requests": count},
+                )
         for key_id, ip, hour, count in denied:
             _add_up(
                 DeniedAttempt,

@@ -90,6 +90,7 @@ class AccessKey(models.Model):
     last_used_ip = models.GenericIPAddressField(null=True, blank=True)
     last_used_operation = models.CharField(max_length=64, blank=True)
     last_used_bucket = models.CharField(max_length=63, blank=True)
+    last_used_user_agent = models.CharField(max_length=200, blank=True)
 
     objects = AccessKeyQuerySet.as_manager()
 
@@ -247,6 +248,51 @@ class KeyUsageDay(models.Model):
 
     def __str__(self) -> str:
         return f"{self.access_key_id} {self.day:%Y-%m-%d}"
+
+
+class KeyBucketDay(models.Model):
+    """What one access key did in one bucket in one UTC day: requests let in, and bytes
+    in and out, as the gateways counted them. An empty ``bucket`` gathers what a gateway
+    could not keep apart under a flood of distinct names."""
+
+    access_key = models.ForeignKey("keys.AccessKey", models.CASCADE, related_name="+")
+    bucket = models.CharField(max_length=63, blank=True)
+    day = models.DateField()
+    requests = models.BigIntegerField(default=0)
+    bytes_in = models.BigIntegerField(default=0)
+    bytes_out = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["access_key", "bucket", "day"], name="keybucketday_unique"
+            )
+        ]
+        # The buckets page reads an org's buckets' last 30 days by name.
+        indexes = [models.Index(fields=["bucket", "day"], name="keybucketday_bucket_day_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.access_key_id} in {self.bucket or '?'} {self.day:%Y-%m-%d}"
+
+
+class KeySourceDay(models.Model):
+    """Requests one access key made from one source IP in one UTC day (let in only). An
+    empty ``source_ip`` gathers what a gateway could not keep apart."""
+
+    access_key = models.ForeignKey("keys.AccessKey", models.CASCADE, related_name="+")
+    source_ip = models.CharField(max_length=45, blank=True)
+    day = models.DateField()
+    requests = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["access_key", "source_ip", "day"], name="keysourceday_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.access_key_id} from {self.source_ip or '?'} {self.day:%Y-%m-%d}"
 
 
 class DeniedAttempt(models.Model):

@@ -16,7 +16,15 @@ from django.db.models import BooleanField, Case, Max, Min, Q, QuerySet, Sum, Val
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from .models import AccessKey, DeniedAttempt, KeyStatus, KeyUsage, KeyUsageDay
+from .models import (
+    AccessKey,
+    DeniedAttempt,
+    KeyBucketDay,
+    KeySourceDay,
+    KeyStatus,
+    KeyUsage,
+    KeyUsageDay,
+)
 
 COUNTERS = ("requests", "bytes_in", "bytes_out", "errors", "denied")
 # The period the pages show.
@@ -108,6 +116,72 @@ def daily_totals(
 def key_days(key_id: str, days: int = PERIOD_DAYS, now: datetime | None = None) -> KeyPeriod:
     """One key's totals per day over the last ``days`` days (two queries)."""
     return daily_totals([key_id], days, now)[key_id]
+
+
+# How many sources and buckets a key's page lists.
+TOP_SIZE = 5
+
+
+@dataclass(slots=True)
+class BucketUse:
+    bucket: str
+    requests: int
+    bytes_in: int
+    bytes_out: int
+    access_key_id: str = ""
+
+
+def top_sources(
+    key_id: str, days: int = PERIOD_DAYS, now: datetime | None = None, limit: int = TOP_SIZE
+) -> list[tuple[str, int]]:
+    """The source IPs the key was used from most over the last ``days`` days, with their
+    requests (one query)."""
+    rows = (
+        KeySourceDay.objects.filter(access_key_id=key_id, day__gte=period(days, now)[0])
+        .values("source_ip")
+        .annotate(total=Sum("requests"))
+        .order_by("-total", "source_ip")[:limit]
+    )
+    return [(row["source_ip"], row["total"]) for row in rows]
+
+
+def top_buckets(
+    key_id: str, days: int = PERIOD_DAYS, now: datetime | None = None, limit: int = TOP_SIZE
+) -> list[BucketUse]:
+    """The buckets the key used most over the last ``days`` days (one query)."""
+    rows = (
+        KeyBucketDay.objects.filter(access_key_id=key_id, day__gte=period(days, now)[0])
+        .values("bucket")
+        .annotate(total=Sum("requests"), total_in=Sum("bytes_in"), total_out=Sum("bytes_out"))
+        .order_by("-total", "bucket")[:limit]
+    )
+    return [
+        BucketUse(row["bucket"], row["total"], row["total_in"], row["total_out"]) for row in rows
+    ]
+
+
+def bucket_users(
+    org, buckets: Iterable[str], days: int = PERIOD_DAYS, now: datetime | None = None
+) -> dict[str, list[BucketUse]]:
+    """For each bucket, the org's keys that used it over the last ``days`` days, most
+    first (one query). Only the org's keys: a name another org held before counts
+    nothing of theirs here."""
+    rows = (
+        KeyBucketDay.objects.filter(
+            access_key__org=org, bucket__in=list(buckets), day__gte=period(days, now)[0]
+        )
+        .values("bucket", "access_key_id")
+        .annotate(total=Sum("requests"), total_in=Sum("bytes_in"), total_out=Sum("bytes_out"))
+        .order_by("bucket", "-total", "access_key_id")
+    )
+    found: dict[str, list[BucketUse]] = {}
+    for row in rows:
+        found.setdefault(row["bucket"], []).append(
+            BucketUse(
+                row["bucket"], row["total"], row["total_in"], row["total_out"], row["access_key_id"]
+            )
+        )
+    return found
 
 
 # How the detail page says when a key stopped being usable, by its status.

@@ -21,7 +21,7 @@ from audit.trail import Actor
 from excloud_portal.redirects import safe_next
 from mfa.reauth import reauth_required
 
-from . import expiry, services, snippets, usage
+from . import charts, expiry, services, snippets, usage
 from .credentials import ACCESS_KEY_ID_RE
 from .cursors import InvalidCursor, page_of
 from .forms import CreateKeyForm, RevokeKeyForm, RotateKeyForm
@@ -163,6 +163,7 @@ def key_detail(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
         .order_by("-seq")[:HISTORY_SIZE]
     )
     hourly = KeyUsage.objects.recent(key, USAGE_HOURS)
+    days = usage.key_days(key.pk)
     return render(
         request,
         "keys/key_detail.html",
@@ -173,6 +174,11 @@ def key_detail(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
             "history": history,
             "usage": hourly,
             "usage_hours": USAGE_HOURS,
+            "period": days,
+            "period_days": usage.PERIOD_DAYS,
+            "charts": charts.charts(days),
+            "top_sources": usage.top_sources(key.pk),
+            "top_buckets": usage.top_buckets(key.pk),
             "denied_sources": usage.denied_sources(key),
             "denied_days": usage.PERIOD_DAYS,
             "stopped": usage.STOPPED.get(key.status, ""),
