@@ -121,6 +121,11 @@ def test_it_shows_a_keys_traffic_exactly_as_sent(gw, store, celery_worker, owner
         ("198.51.100.5", "3"),
         ("198.51.100.6", "1"),
     ]
+    usage_page = client_for(owner).get(reverse("org_usage", args=[owner.org.slug]))
+    assert re.search(
+        rf'<tr id="usage-{key.id}">\s*<td data-label="Requests, 30 days" data-value="8">',
+        usage_page.content.decode(),
+    )
     buckets = html.split('id="buckets-title"', 1)[1].split("</section>", 1)[0]
     assert re.findall(r"<td>(b-[0-9a-f]+)</td><td>(\d+)</td>", buckets) == [
         (first, "6"),

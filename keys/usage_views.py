@@ -1,0 +1,148 @@
+"""The org's usage page (owners, admins and auditors): every key's recent traffic."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from accounts.access import membership_for
+from accounts.models import Membership
+
+from . import usage
+from .models import AccessKey
+from .policy import policy_for
+
+PAGE_SIZE = 100
+UNUSED_FLAG_DAYS = 30
+SPARK_WIDTH = 60
+SPARK_HEIGHT = 16
+# Sort name → what its column header says, in the table's column order.
+SORTS = {
+    "requests_30": "Requests, 30 days",
+    "requests_7": "Requests, 7 days",
+    "last_used": "Last used",
+    "age": "Age",
+    "name": "Name",
+    "status": "Status",
+}
+DEFAULT_SORT = "requests_30"
+
+
+@dataclass(slots=True)
+class UsageRow:
+    key: AccessKey
+    requests_7: int
+    requests_30: int
+    age_days: int
+    unused: bool
+    too_old: bool
+    spark: str = ""
+    spark_max: int = 0
+
+
+def require_usage_reader(request: HttpRequest, slug: str) -> Membership:
+    """The user's membership if it may read the org's usage; 404 for non-members, 403
+    for members without the role."""
+    membership = membership_for(request, slug)
+    if not membership.can_read_usage:
+        raise PermissionDenied("Only owners, admins and auditors can read the org's usage.")
+    return membership
+
+
+def _sort_key(sort: str):
+    never = datetime.min.replace(tzinfo=timezone.get_current_timezone())
+    return {
+        "requests_30": lambda row: (row.requests_30, row.requests_7, row.key.pk),
+        "requests_7": lambda row: (row.requests_7, row.requests_30, row.key.pk),
+        "last_used": lambda row: (row.key.last_used_at or never, row.key.pk),
+        "age": lambda row: (row.age_days, row.key.pk),
+        "name": lambda row: (row.key.name.lower(), row.key.pk),
+        "status": lambda row: (row.key.status, row.key.pk),
+    }[sort]
+
+
+def sparkline(values: list[int]) -> str:
+    """The points of an SVG polyline of ``values``, scaled to SPARK_WIDTH × SPARK_HEIGHT."""
+    top = max(values, default=0) or 1
+    step = SPARK_WIDTH / max(len(values) - 1, 1)
+    return " ".join(
+        f"{round(index * step, 1)},{round(SPARK_HEIGHT - 1 - (SPARK_HEIGHT - 2) * v / top, 1)}"
+        for index, v in enumerate(values)
+    )
+
+
+@require_GET
+@login_required
+def org_usage(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = require_usage_reader(request, slug)
+    org = membership.org
+    sort = request.GET.get("sort", DEFAULT_SORT)
+    if sort not in SORTS:
+        sort = DEFAULT_SORT
+    # Names and ages read naturally A→Z and youngest first; counts and dates most first.
+    descending = request.GET.get("order", "desc" if sort not in ("name",) else "asc") != "asc"
+    show = "all" if request.GET.get("show") == "all" else "live"
+    try:
+        page = max(1, int(request.GET.get("page", "1")))
+    except ValueError:
+        page = 1
+    now = timezone.now()
+    policy = policy_for(org)
+    keys = AccessKey.objects.for_org(org).for_table()
+    if show == "live":
+        keys = keys.live()
+    totals = usage.request_totals(keys, now)
+    unused_before = now - timedelta(days=UNUSED_FLAG_DAYS)
+    rows = []
+    for key in keys.order_by("-created_at", "-id"):
+        recent, whole = totals.get(key.pk, (0, 0))
+        age = (now - key.created_at).days
+        rows.append(
+            UsageRow(
+                key=key,
+                requests_7=recent,
+                requests_30=whole,
+                age_days=age,
+                unused=key.is_live and (key.last_used_at or key.created_at) < unused_before,
+                too_old=key.is_live and bool(policy.max_age_days) and age >= policy.max_age_days,
+            )
+        )
+    rows.sort(key=_sort_key(sort), reverse=descending)
+    pages = max(1, -(-len(rows) // PAGE_SIZE))
+    page = min(page, pages)
+    shown = rows[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+    days = usage.daily_totals([row.key.pk for row in shown], usage.PERIOD_DAYS, now)
+    for row in shown:
+        values = days[row.key.pk].requests
+        row.spark = sparkline(values)
+        row.spark_max = max(values, default=0)
+    return render(
+        request,
+        "keys/org_usage.html",
+        {
+            "membership": membership,
+            "org": org,
+            "rows": shown,
+            "count": len(rows),
+            "unused_count": sum(row.unused for row in rows),
+            "too_old_count": sum(row.too_old for row in rows),
+            "policy": policy,
+            "sorts": SORTS,
+            "sort": sort,
+            "sort_label": SORTS[sort],
+            "order": "desc" if descending else "asc",
+            "show": show,
+            "page": page,
+            "pages": pages,
+            "unused_days": UNUSED_FLAG_DAYS,
+            "spark_width": SPARK_WIDTH,
+            "spark_height": SPARK_HEIGHT,
+        },
+    )
