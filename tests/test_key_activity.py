@@ -126,6 +126,11 @@ def test_it_shows_a_keys_traffic_exactly_as_sent(gw, store, celery_worker, owner
         rf'<tr id="usage-{key.id}">\s*<td data-label="Requests, 30 days" data-value="8">',
         usage_page.content.decode(),
     )
+    bucket_page = client_for(owner).get(reverse("bucket_list", args=[owner.org.slug]))
+    bucket_html = bucket_page.content.decode()
+    for name, requests in ((first, 6), (second, 2)):
+        row = bucket_html.split(f'<tr id="bucket-{name}">', 1)[1].split("</tr>", 1)[0]
+        assert f'<span data-requests="{requests}">' in row
     buckets = html.split('id="buckets-title"', 1)[1].split("</section>", 1)[0]
     assert re.findall(r"<td>(b-[0-9a-f]+)</td><td>(\d+)</td>", buckets) == [
         (first, "6"),
