@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -331,6 +332,48 @@ class DeniedAttempt(models.Model):
     def __str__(self) -> str:
         who = f"{self.access_key_id or '?'} from {self.source_ip or '?'}"
         return f"{who} {self.hour:%Y-%m-%d %H}:00"
+
+
+class ReportStatus(models.TextChoices):
+    PENDING = "pending", "Queued"
+    RUNNING = "running", "Generating"
+    DONE = "done", "Ready"
+    FAILED = "failed", "Failed"
+
+
+class CredentialReport(models.Model):
+    """One credential report of an org: a row per access key (keys.reports), built by a
+    worker (keys.tasks.build_credential_report) with its progress in ``done`` of ``total``
+    keys, and downloaded as CSV or JSON."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    org = models.ForeignKey("accounts.Organization", models.CASCADE, related_name="+")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    requested_at = models.DateTimeField(default=timezone.now)
+    status = models.CharField(
+        max_length=10, choices=ReportStatus.choices, default=ReportStatus.PENDING
+    )
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # The report's rows, once done: a list of objects with the columns of keys.reports.
+    rows = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["org", "-requested_at"], name="credreport_org_time_idx")]
+
+    def __str__(self) -> str:
+        return f"credential report {self.id} of {self.org_id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (ReportStatus.DONE, ReportStatus.FAILED)
+
+    @property
+    def percent(self) -> int:
+        return 100 if not self.total else min(100, self.done * 100 // self.total)
 
 
 class CachedKind(models.TextChoices):

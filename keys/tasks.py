@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from accounts.models import Membership, Role
 
-from . import expiry, revocation, rollups
+from . import expiry, reports, revocation, rollups
 from .models import KeyWarning
 
 WARNING_RETRIES = 5
@@ -39,6 +39,13 @@ def roll_up_usage() -> int:
     """Add the hourly usage rows older than two days into daily rows; returns how many
     hourly rows it rolled. Safe to run twice or at once (keys/rollups.py)."""
     return rollups.roll_up()
+
+
+@shared_task(name="keys.tasks.build_credential_report", acks_late=True)
+def build_credential_report(report_id: str) -> bool:
+    """Build a queued credential report (keys/reports.py); a second delivery of the same
+    report does nothing."""
+    return reports.build_report(report_id)
 
 
 @shared_task(name="keys.tasks.warn_expiring_keys")

@@ -8,15 +8,16 @@ from datetime import datetime, timedelta
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts.access import membership_for
 from accounts.models import Membership
+from audit.trail import Actor
 
-from . import usage
-from .models import AccessKey
+from . import reports, tasks, usage
+from .models import AccessKey, CredentialReport, ReportStatus
 from .policy import policy_for
 
 PAGE_SIZE = 100
@@ -146,3 +147,49 @@ def org_usage(request: HttpRequest, slug: str) -> HttpResponse:
             "spark_height": SPARK_HEIGHT,
         },
     )
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def credential_report(request: HttpRequest, slug: str) -> HttpResponse:
+    """The org's credential reports: ask for a new one, watch it being built, download it."""
+    membership = require_usage_reader(request, slug)
+    if request.method == "POST":
+        reports.request_report(
+            membership, Actor.from_request(request), tasks.build_credential_report.delay_on_commit
+        )
+        if not request.htmx:
+            return redirect("credential_report", slug=membership.org.slug)
+    recent = reports.recent_reports(membership.org)
+    template = "keys/credential_report.html"
+    if request.htmx:
+        template += "#report-list"
+    return render(
+        request,
+        template,
+        {
+            "membership": membership,
+            "org": membership.org,
+            "reports": recent,
+            "working": any(not report.is_finished for report in recent),
+            "columns": reports.columns(),
+        },
+    )
+
+
+@require_GET
+@login_required
+def credential_report_download(
+    request: HttpRequest, slug: str, report_id: str, fmt: str
+) -> HttpResponse:
+    membership = require_usage_reader(request, slug)
+    report = get_object_or_404(
+        CredentialReport, pk=report_id, org=membership.org, status=ReportStatus.DONE
+    )
+    content_type, text = reports.download(membership, Actor.from_request(request), report, fmt)
+    response = HttpResponse(text, content_type=content_type)
+    stamp = report.finished_at.strftime("%Y%m%dT%H%M%SZ")
+    response["Content-Disposition"] = (
+        f'attachment; filename="credential-report-{membership.org.slug}-{stamp}.{fmt}"'
+    )
+    return response

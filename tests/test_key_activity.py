@@ -4,6 +4,8 @@ gateway and a Celery worker, and from rolled-up days."""
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -15,7 +17,7 @@ from django.utils import timezone
 
 from audit.trail import Actor
 from gateway.services import adopt_bucket
-from keys import rollups
+from keys import reports, rollups
 from keys.models import AccessKey, KeyUsage
 from tests.conftest import client_for, new_key
 from tests.gateway_stack import gateway, worker
@@ -126,6 +128,15 @@ def test_it_shows_a_keys_traffic_exactly_as_sent(gw, store, celery_worker, owner
         rf'<tr id="usage-{key.id}">\s*<td data-label="Requests, 30 days" data-value="8">',
         usage_page.content.decode(),
     )
+    report = reports.request_report(owner, Actor.for_user(owner.user), enqueue=lambda _id: None)
+    assert reports.build_report(str(report.pk))
+    report_csv = client_for(owner).get(
+        reverse("credential_report_csv", args=[owner.org.slug, report.pk])
+    )
+    [row] = [
+        r for r in csv.DictReader(io.StringIO(report_csv.text)) if r["access_key_id"] == key.id
+    ]
+    assert (row["requests_30_days"], row["last_used_ip"]) == ("8", "198.51.100.6")
     bucket_page = client_for(owner).get(reverse("bucket_list", args=[owner.org.slug]))
     bucket_html = bucket_page.content.decode()
     for name, requests in ((first, 6), (second, 2)):
