@@ -97,3 +97,32 @@ def test_the_chart_draws_the_numbers_of_its_table(open_page, live_server, owner)
             else:
                 expected = tallest["height"] * bar["value"] / tallest["value"]
                 assert abs(bar["height"] - expected) <= max(1.5, expected * 0.02), (measure, bar)
+
+
+def test_the_usage_pages_fit_a_phone_and_the_report_shows_its_progress(
+    open_page, live_server, owner
+):
+    key, _ = new_key(owner, "a-key-with-a-rather-long-name-for-a-phone-screen")
+    KeyUsage.objects.create(
+        access_key=key, hour=timezone.now().replace(minute=0, second=0, microsecond=0), requests=3
+    )
+    owner.user.set_password(test_browser.PASSWORD)
+    owner.user.save()
+    page = open_page(viewport=test_browser.PHONE, is_mobile=True)
+    sign_in(page, live_server.url, owner.user.email)
+    expect(page.get_by_role("heading", name="Access keys")).to_be_visible()
+    base = f"{live_server.url}/orgs/{owner.org.slug}"
+    for path, heading in [
+        (f"/keys/{key.pk}/", "Activity, last 30 days"),
+        ("/usage/", "Usage"),
+        ("/buckets/", "Buckets"),
+        ("/credential-report/", "Credential report"),
+    ]:
+        page.goto(base + path)
+        expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
+        test_browser.assert_fits_phone(page)
+
+    # Asked for with htmx, the report's entry appears queued in place; no worker runs here.
+    page.get_by_role("button", name="Generate a new report").click()
+    expect(page.locator("#report-list [data-status=pending]")).to_contain_text("0 of 1 keys")
+    assert page.url == base + "/credential-report/"
