@@ -14,6 +14,8 @@ from keys.usage_views import require_usage_reader
 from .models import Bucket
 
 PAGE_SIZE = 100
+# Keys listed per bucket, most requests first; the rest are summed up in one line.
+USERS_SHOWN = 10
 
 
 @require_GET
@@ -34,7 +36,11 @@ def bucket_list(request: HttpRequest, slug: str) -> HttpResponse:
     buckets = buckets[:PAGE_SIZE]
     users = usage.bucket_users(org, [bucket.name for bucket in buckets])
     for bucket in buckets:
-        bucket.users = users.get(bucket.name, [])
+        used_by = users.get(bucket.name, [])
+        bucket.users = used_by[:USERS_SHOWN]
+        rest = used_by[USERS_SHOWN:]
+        bucket.more_keys = len(rest)
+        bucket.more_requests = sum(use.requests for use in rest)
     return render(
         request,
         "gateway/bucket_list.html",

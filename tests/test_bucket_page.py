@@ -3,6 +3,7 @@ the org's keys that used it in the last 30 days with their requests and bytes.""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -90,3 +91,18 @@ def test_it_costs_the_same_queries_for_a_few_buckets_or_many(owner, django_asser
     with django_assert_max_num_queries(len(few.captured_queries)):
         page = client.get(_url(owner.org))
     assert "Next →" in page.content.decode()
+
+
+def test_it_lists_the_ten_busiest_keys_of_a_bucket_and_sums_up_the_rest(owner):
+    adopt_bucket(owner.org, "acme-busy", Actor.system())
+    keys = [new_key(owner, f"key-{n}")[0] for n in range(13)]
+    for n, key in enumerate(keys):
+        KeyBucketDay.objects.create(
+            access_key=key, bucket="acme-busy", day=timezone.now().date(), requests=n + 1
+        )
+
+    html = client_for(owner).get(_url(owner.org)).content.decode()
+
+    shown = re.findall(r'data-requests="(\d+)"', html)
+    assert shown == [str(n) for n in range(13, 3, -1)]
+    assert "and 3 more keys: 6 requests" in html
