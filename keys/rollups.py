@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from django.db import connection, transaction
 from django.utils import timezone
 
-from .models import KeyUsage, KeyUsageDay
+from .models import KeyBucketDay, KeySourceDay, KeyUsage, KeyUsageDay
 
 # Hourly rows are kept for the days before today back to this many; older ones roll up.
 HOURLY_DAYS = 2
@@ -23,6 +23,9 @@ HOURLY_DAYS = 2
 # parameters of one statement.
 ROLLUP_BATCH = 1000
 COUNTERS = ("requests", "bytes_in", "bytes_out", "errors", "denied")
+# Per-bucket and per-source daily rows are read for the last 30 days only (keys.usage);
+# older ones are deleted by the rollup, so they stay a bounded table.
+DETAIL_DAYS = 90
 
 
 def cutoff(now: datetime | None = None) -> datetime:
@@ -32,8 +35,21 @@ def cutoff(now: datetime | None = None) -> datetime:
     return today - timedelta(days=HOURLY_DAYS)
 
 
+def forget_old_details(now: datetime | None = None) -> int:
+    """Delete per-bucket and per-source daily rows older than DETAIL_DAYS; how many."""
+    # The last DETAIL_DAYS UTC days, today included, are kept.
+    today = (now or timezone.now()).astimezone(UTC).date()
+    oldest = today - timedelta(days=DETAIL_DAYS - 1)
+    deleted = 0
+    for model in (KeyBucketDay, KeySourceDay):
+        deleted += model.objects.filter(day__lt=oldest).delete()[0]
+    return deleted
+
+
 def roll_up(now: datetime | None = None, batch_size: int = ROLLUP_BATCH) -> int:
-    """Roll every hourly row older than cutoff() into its day; return how many rows."""
+    """Roll every hourly row older than cutoff() into its day; return how many rows.
+    Also forgets the per-bucket and per-source days past DETAIL_DAYS."""
+    forget_old_details(now)
     before = cutoff(now)
     rolled = 0
     while True:
