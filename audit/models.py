@@ -30,6 +30,10 @@ class AuditAction(models.TextChoices):
     ACCESS_KEY_RENAMED = "access_key.renamed", "Access key renamed"
     ACCESS_KEY_EXPIRED = "access_key.expired", "Access key expired"
     ACCESS_KEY_EXPIRY_WARNED = "access_key.expiry_warned", "Access key owner warned of expiry"
+    ACCESS_KEY_DENIED_USE_ALERTED = (
+        "access_key.denied_use_alerted",
+        "Admins alerted that a stopped key is still used",
+    )
     MEMBER_INVITED = "member.invited", "Member invited"
     MEMBER_JOINED = "member.joined", "Member joined"
     MEMBER_ROLE_CHANGED = "member.role_changed", "Member's role changed"

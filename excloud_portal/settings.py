@@ -122,8 +122,13 @@ KEY_EXPIRY_INTERVAL = envint("EXCLOUD_KEY_EXPIRY_SECONDS", 300)
 KEY_WARNING_INTERVAL = envint("EXCLOUD_KEY_WARNING_SECONDS", 900)
 # How often Celery beat rolls hourly usage older than two days into daily rows.
 USAGE_ROLLUP_INTERVAL = envint("EXCLOUD_USAGE_ROLLUP_SECONDS", 3600)
-if USAGE_ROLLUP_INTERVAL < 1:
-    raise ImproperlyConfigured("EXCLOUD_USAGE_ROLLUP_SECONDS must be at least 1")
+# How often beat looks for revoked, inactive or expired keys still in use, to alert the
+# org's owners and admins (once a day per key).
+DENIED_ALERT_INTERVAL = envint("EXCLOUD_DENIED_ALERT_SECONDS", 900)
+if USAGE_ROLLUP_INTERVAL < 1 or DENIED_ALERT_INTERVAL < 1:
+    raise ImproperlyConfigured(
+        "EXCLOUD_USAGE_ROLLUP_SECONDS and EXCLOUD_DENIED_ALERT_SECONDS must be at least 1"
+    )
 if KEY_EXPIRY_INTERVAL < 1 or KEY_WARNING_INTERVAL < 1:
     raise ImproperlyConfigured(
         "EXCLOUD_KEY_EXPIRY_SECONDS and EXCLOUD_KEY_WARNING_SECONDS must be at least 1"
@@ -601,6 +606,11 @@ CELERY_BEAT_SCHEDULE = {
     "usage-rollup": {
         "task": "keys.tasks.roll_up_usage",
         "schedule": USAGE_ROLLUP_INTERVAL,
+        "options": _BEAT_OPTIONS,
+    },
+    "denied-use-alerts": {
+        "task": "keys.tasks.alert_denied_uses",
+        "schedule": DENIED_ALERT_INTERVAL,
         "options": _BEAT_OPTIONS,
     },
 }

@@ -251,6 +251,25 @@ class KeyUsageDay(models.Model):
         return f"{self.access_key_id} {self.day:%Y-%m-%d}"
 
 
+class DeniedUseAlert(models.Model):
+    """The day's alert to an org's owners and admins that a key which is revoked,
+    inactive or expired is still being used. The unique constraint is what makes a second
+    sweep (or two at once) send nothing more for the same key that day."""
+
+    key = models.ForeignKey(AccessKey, models.CASCADE, related_name="+")
+    day = models.DateField()
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["key", "day"], name="deniedusealert_key_day_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"denied-use alert for {self.key_id} on {self.day:%Y-%m-%d}"
+
+
 class KeyBucketDay(models.Model):
     """What one access key did in one bucket in one UTC day: requests let in, and bytes
     in and out, as the gateways counted them. An empty ``bucket`` gathers what a gateway

@@ -250,7 +250,7 @@ class DeniedSource:
     last: datetime
 
 
-def _stopped_hour(key: AccessKey) -> datetime | None:
+def stopped_hour(key: AccessKey) -> datetime | None:
     """The hour from which refused requests count as uses of a stopped key."""
     if key.status == KeyStatus.ACTIVE:
         return None
@@ -264,7 +264,7 @@ def denied_sources(
     """The key's refused requests over the last ``days`` days per source IP, most first
     (one query)."""
     since = datetime.combine(period(days, now)[0], time.min, tzinfo=UTC)
-    stopped = _stopped_hour(key)
+    stopped = stopped_hour(key)
     after = (
         Case(
             When(hour__gte=stopped, then=Value(True)),
