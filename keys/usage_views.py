@@ -26,12 +26,12 @@ SPARK_WIDTH = 60
 SPARK_HEIGHT = 16
 # Sort name → what its column header says, in the table's column order.
 SORTS = {
+    "name": "Name",
+    "status": "Status",
     "requests_30": "Requests, 30 days",
     "requests_7": "Requests, 7 days",
     "last_used": "Last used",
     "age": "Age",
-    "name": "Name",
-    "status": "Status",
 }
 DEFAULT_SORT = "requests_30"
 

@@ -125,8 +125,9 @@ def test_it_shows_a_keys_traffic_exactly_as_sent(gw, store, celery_worker, owner
     ]
     usage_page = client_for(owner).get(reverse("org_usage", args=[owner.org.slug]))
     assert re.search(
-        rf'<tr id="usage-{key.id}">\s*<td data-label="Requests, 30 days" data-value="8">',
+        rf'<tr id="usage-{key.id}">.*?<td data-label="Requests, 30 days" data-value="8">',
         usage_page.content.decode(),
+        re.S,
     )
     report = reports.request_report(owner, Actor.for_user(owner.user), enqueue=lambda _id: None)
     assert reports.build_report(str(report.pk))

@@ -28,7 +28,7 @@ def _rows(html: str) -> list[tuple[str, int, int]]:
     return [
         (key_id, int(whole), int(recent))
         for key_id, whole, recent in re.findall(
-            r'<tr id="usage-(EXC\w+)">\s*<td data-label="Requests, 30 days" data-value="(\d+)">'
+            r'<tr id="usage-(EXC\w+)">.*?<td data-label="Requests, 30 days" data-value="(\d+)">'
             r'.*?data-value="(\d+)"',
             html,
             re.S,
