@@ -4,6 +4,9 @@ and the keys page and the key's page show the exact counts sent."""
 
 from __future__ import annotations
 
+import csv
+import io
+import re
 import time
 from datetime import timedelta
 
@@ -14,7 +17,7 @@ from django.utils import timezone
 
 from audit.trail import Actor
 from gateway.services import adopt_bucket
-from keys import usage
+from keys import reports, usage
 from keys.models import DeniedAttempt, KeyUsage
 from keys.services import deactivate_key, revoke_key
 from tests.conftest import client_for, new_key
@@ -122,6 +125,25 @@ def test_it_counts_denied_attempts_per_key_and_source_and_shows_them(
         f"{REVOKED_SIGNED + REVOKED_BAD_SIGNATURE} times from <strong>203.0.113.9</strong> "
         f"since it was revoked ({REVOKED_SIGNED} signed with its correct secret)"
     ) in old_page
+
+    # The usage page and the credential report count what each key signed: the live key's
+    # requests, and the revoked key's refused ones (its bad signatures are not its use).
+    usage_page = client.get(reverse("org_usage", args=[owner.org.slug]) + "?show=all")
+    for key, sent_with_secret in ((live, GOOD), (old, REVOKED_SIGNED)):
+        assert re.search(
+            rf'<tr id="usage-{key.id}">.*?<td data-label="Requests, 30 days" '
+            rf'data-value="{sent_with_secret}">',
+            usage_page.content.decode(),
+            re.S,
+        )
+    report = reports.request_report(owner, Actor.for_user(owner.user), enqueue=lambda _id: None)
+    assert reports.build_report(str(report.pk))
+    report_csv = client.get(reverse("credential_report_csv", args=[owner.org.slug, report.pk]))
+    counted = {
+        row["access_key_id"]: (row["status"], row["requests_30_days"])
+        for row in csv.DictReader(io.StringIO(report_csv.text))
+    }
+    assert counted == {live.id: ("active", str(GOOD)), old.id: ("revoked", str(REVOKED_SIGNED))}
 
     live_list = client.get(reverse("key_list", args=[owner.org.slug])).content.decode()
     assert f"⚠ {LIVE_BAD_SIGNATURE} denied" in live_list
