@@ -11,7 +11,12 @@ import pytest
 from gateway.asgi_io import Receiver
 from gateway.operations import classify
 from gateway.tasks import record_usage
-from gateway.usage import MAX_DENIED_ENTRIES, MAX_UNSENT_BATCHES, UsageRecorder
+from gateway.usage import (
+    MAX_DENIED_ENTRIES,
+    MAX_DETAIL_ENTRIES,
+    MAX_UNSENT_BATCHES,
+    UsageRecorder,
+)
 from keys.models import AccessKey, DeniedAttempt, KeyBucketDay, KeySourceDay, KeyUsage
 from tests.conftest import new_key
 
@@ -205,6 +210,24 @@ def test_it_counts_each_keys_buckets_sources_and_user_agent_per_day():
     ]
     assert sorted(batch["sources"]) == [["K", "192.0.2.1", day, 2], ["K", "192.0.2.2", day, 1]]
     assert batch["last_used"] == [["K", HOUR + 30, "192.0.2.2", "GetObject", "", "u" * 200]]
+
+
+def test_it_bounds_the_buckets_and_sources_it_keeps_per_key():
+    recorder = UsageRecorder()
+    for number in range(MAX_DETAIL_ENTRIES + 50):
+        _record(
+            recorder,
+            ip=f"10.{number // 65536}.{number // 256 % 256}.{number % 256}",
+            bucket=f"b{number}",
+        )
+
+    batch = recorder.drain()
+
+    day = HOUR // 86400 * 86400
+    assert len(batch["buckets"]) == len(batch["sources"]) == MAX_DETAIL_ENTRIES + 1
+    assert ["K", "", day, 50, 500, 5000] in batch["buckets"]
+    assert ["K", None, day, 50] in batch["sources"]
+    assert sum(row[3] for row in batch["buckets"]) == MAX_DETAIL_ENTRIES + 50
 
 
 @pytest.mark.django_db
