@@ -68,8 +68,11 @@ class PeriodTotals(dict[str, KeyPeriod]):
         super().__init__()
         self.dates = dates
 
-    def __missing__(self, key_id: str) -> KeyPeriod:
+    def zeros(self) -> KeyPeriod:
         return KeyPeriod([DayUsage(day) for day in self.dates])
+
+    def __missing__(self, key_id: str) -> KeyPeriod:
+        return self.zeros()
 
 
 def period(days: int = PERIOD_DAYS, now: datetime | None = None) -> list[date]:
@@ -78,18 +81,22 @@ def period(days: int = PERIOD_DAYS, now: datetime | None = None) -> list[date]:
     return [today - timedelta(days=back) for back in range(days - 1, -1, -1)]
 
 
+def _since(days: int, now: datetime | None) -> tuple[date, datetime]:
+    first = period(days, now)[0]
+    return first, datetime.combine(first, time.min, tzinfo=UTC)
+
+
 def daily_totals(
     keys: QuerySet[AccessKey] | Iterable[str], days: int = PERIOD_DAYS, now: datetime | None = None
 ) -> PeriodTotals:
     """Each key's totals per day over the last ``days`` days, in two queries: ``keys`` is
     a queryset of keys (read as a subquery) or their IDs."""
     dates = period(days, now)
-    first = dates[0]
+    first, since = _since(days, now)
     if isinstance(keys, QuerySet):
         selector = {"access_key__in": keys.values("pk")}
     else:
         selector = {"access_key__in": list(keys)}
-    since = datetime.combine(first, time.min, tzinfo=UTC)
     rolled = KeyUsageDay.objects.filter(**selector, day__gte=first).values_list(
         "access_key_id", "day", *COUNTERS
     )
@@ -107,20 +114,14 @@ def daily_totals(
         position = index.get(day)
         if position is None:
             continue
-        if key_id not in result:
-            result[key_id] = result[key_id]
-        result[key_id].days[position].add(values)
+        entry = result.get(key_id) or result.setdefault(key_id, result.zeros())
+        entry.days[position].add(values)
     return result
 
 
 def key_days(key_id: str, days: int = PERIOD_DAYS, now: datetime | None = None) -> KeyPeriod:
     """One key's totals per day over the last ``days`` days (two queries)."""
     return daily_totals([key_id], days, now)[key_id]
-
-
-def _since(days: int, now: datetime | None) -> tuple[date, datetime]:
-    first = period(days, now)[0]
-    return first, datetime.combine(first, time.min, tzinfo=UTC)
 
 
 def request_totals(
@@ -263,7 +264,7 @@ def denied_sources(
 ) -> list[DeniedSource]:
     """The key's refused requests over the last ``days`` days per source IP, most first
     (one query)."""
-    since = datetime.combine(period(days, now)[0], time.min, tzinfo=UTC)
+    _first, since = _since(days, now)
     stopped = stopped_hour(key)
     after = (
         Case(
@@ -304,7 +305,7 @@ def denied_counts(
 ) -> dict[str, int]:
     """Refused requests naming each key over the last ``days`` days (one query); keys
     with none are left out."""
-    since = datetime.combine(period(days, now)[0], time.min, tzinfo=UTC)
+    _first, since = _since(days, now)
     rows = (
         DeniedAttempt.objects.filter(access_key_id__in=list(key_ids), hour__gte=since)
         .values("access_key_id")
