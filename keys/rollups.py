@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from django.db import connection, transaction
 from django.utils import timezone
 
-from .models import KeyBucketDay, KeySourceDay, KeyUsage, KeyUsageDay
+from .models import DeniedAttempt, KeyBucketDay, KeySourceDay, KeyUsage, KeyUsageDay
 
 # Hourly rows are kept for the days before today back to this many; older ones roll up.
 HOURLY_DAYS = 2
@@ -23,8 +23,8 @@ HOURLY_DAYS = 2
 # parameters of one statement.
 ROLLUP_BATCH = 1000
 COUNTERS = ("requests", "bytes_in", "bytes_out", "errors", "denied")
-# Per-bucket and per-source daily rows are read for the last 30 days only (keys.usage);
-# older ones are deleted by the rollup, so they stay a bounded table.
+# Per-bucket and per-source daily rows and hourly denied attempts are read for the last
+# 30 days only (keys.usage); older ones are deleted by the rollup, so they stay bounded.
 DETAIL_DAYS = 90
 
 
@@ -36,19 +36,22 @@ def cutoff(now: datetime | None = None) -> datetime:
 
 
 def forget_old_details(now: datetime | None = None) -> int:
-    """Delete per-bucket and per-source daily rows older than DETAIL_DAYS; how many."""
+    """Delete per-bucket and per-source daily rows and denied attempts older than
+    DETAIL_DAYS; how many."""
     # The last DETAIL_DAYS UTC days, today included, are kept.
     today = (now or timezone.now()).astimezone(UTC).date()
     oldest = today - timedelta(days=DETAIL_DAYS - 1)
     deleted = 0
     for model in (KeyBucketDay, KeySourceDay):
         deleted += model.objects.filter(day__lt=oldest).delete()[0]
+    since = datetime.combine(oldest, datetime.min.time(), tzinfo=UTC)
+    deleted += DeniedAttempt.objects.filter(hour__lt=since).delete()[0]
     return deleted
 
 
 def roll_up(now: datetime | None = None, batch_size: int = ROLLUP_BATCH) -> int:
     """Roll every hourly row older than cutoff() into its day; return how many rows.
-    Also forgets the per-bucket and per-source days past DETAIL_DAYS."""
+    Also forgets the per-bucket and per-source days and denied attempts past DETAIL_DAYS."""
     forget_old_details(now)
     before = cutoff(now)
     rolled = 0

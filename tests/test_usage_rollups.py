@@ -13,7 +13,7 @@ from django.db import connection
 
 from excloud_portal.celery import app
 from keys import rollups, usage
-from keys.models import KeyBucketDay, KeySourceDay, KeyUsage, KeyUsageDay
+from keys.models import DeniedAttempt, KeyBucketDay, KeySourceDay, KeyUsage, KeyUsageDay
 from keys.tasks import roll_up_usage
 from tests.conftest import new_key
 
@@ -159,16 +159,21 @@ def test_beat_runs_the_rollup_as_a_registered_task(owner):
 
 
 @pytest.mark.django_db
-def test_it_forgets_bucket_and_source_days_past_their_retention(owner):
+def test_it_forgets_bucket_source_and_denied_days_past_their_retention(owner):
     key, _ = new_key(owner)
     today = NOW.date()
     for back in (0, rollups.DETAIL_DAYS - 1, rollups.DETAIL_DAYS, rollups.DETAIL_DAYS + 30):
         day = today - timedelta(days=back)
         KeyBucketDay.objects.create(access_key=key, bucket="b", day=day, requests=1)
         KeySourceDay.objects.create(access_key=key, source_ip="192.0.2.1", day=day, requests=1)
+        DeniedAttempt.objects.create(
+            access_key_id=key.pk, hour=datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+        )
 
     rollups.roll_up(NOW)
 
     kept = [today, today - timedelta(days=rollups.DETAIL_DAYS - 1)]
     assert sorted(KeyBucketDay.objects.values_list("day", flat=True), reverse=True) == kept
     assert sorted(KeySourceDay.objects.values_list("day", flat=True), reverse=True) == kept
+    kept_hours = sorted(DeniedAttempt.objects.values_list("hour", flat=True), reverse=True)
+    assert [hour.date() for hour in kept_hours] == kept
