@@ -127,6 +127,7 @@ bench: install services
 	DATABASE_URL=$(TEST_DATABASE_URL) $(DEV) $(PY) bench/audit_page.py
 	DATABASE_URL=$(TEST_DATABASE_URL) $(DEV) $(PY) bench/audit_export.py
 	DATABASE_URL=$(TEST_DATABASE_URL) $(DEV) $(PY) bench/expiry_sweep.py
+	DATABASE_URL=$(TEST_DATABASE_URL) $(DEV) $(PY) bench/usage_page.py
 	$(PY) bench/sigv4.py
 	$(PY) bench/gateway.py
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=redis://127.0.0.1:6379/11 $(DEV) $(PY) bench/gateway_cache.py

@@ -120,6 +120,11 @@ class Membership(models.Model):
         return self.role in (Role.OWNER, Role.ADMIN, Role.AUDITOR)
 
     @property
+    def can_read_usage(self) -> bool:
+        """The org-wide usage pages: every key's traffic, the buckets, the credential report."""
+        return self.role in (Role.OWNER, Role.ADMIN, Role.AUDITOR)
+
+    @property
     def can_manage_members(self) -> bool:
         return self.is_manager
 

@@ -31,6 +31,10 @@ class AuditAction(models.TextChoices):
     ACCESS_KEY_SCOPE_NARROWED = "access_key.scope_narrowed", "Access key scope narrowed"
     ACCESS_KEY_EXPIRED = "access_key.expired", "Access key expired"
     ACCESS_KEY_EXPIRY_WARNED = "access_key.expiry_warned", "Access key owner warned of expiry"
+    ACCESS_KEY_DENIED_USE_ALERTED = (
+        "access_key.denied_use_alerted",
+        "Admins alerted that a stopped key is still used",
+    )
     MEMBER_INVITED = "member.invited", "Member invited"
     MEMBER_JOINED = "member.joined", "Member joined"
     MEMBER_ROLE_CHANGED = "member.role_changed", "Member's role changed"
@@ -52,6 +56,8 @@ class AuditAction(models.TextChoices):
     BUCKET_CORS_CHANGED = "bucket.cors_changed", "Bucket CORS rules changed"
     BUCKET_ADOPTED = "bucket.adopted", "Bucket adopted"
     AUDIT_EXPORTED = "audit.exported", "Audit trail exported"
+    CREDENTIAL_REPORT_REQUESTED = "credential_report.requested", "Credential report requested"
+    CREDENTIAL_REPORT_DOWNLOADED = "credential_report.downloaded", "Credential report downloaded"
     USER_SIGNED_UP = "user.signed_up", "Signed up"
     USER_LOGIN = "user.login", "Signed in"
     USER_LOGOUT = "user.logout", "Signed out"
@@ -112,6 +118,7 @@ class TargetType(models.TextChoices):
     ACCESS_KEY = "access_key", "Access key"
     API_TOKEN = "api_token", "API token"
     BUCKET = "bucket", "Bucket"
+    CREDENTIAL_REPORT = "credential_report", "Credential report"
     DEVICE_LOGIN = "device_login", "Device sign-in"
     INVITATION = "invitation", "Invitation"
     KEY_ENCRYPTION_KEY = "key_encryption_key", "Key-encryption key"

@@ -120,6 +120,15 @@ AUDIT_CHECKPOINT_INTERVAL = envint("EXCLOUD_AUDIT_CHECKPOINT_SECONDS", 3600)
 # How often Celery beat runs the key expiry sweep and the warnings before expiry.
 KEY_EXPIRY_INTERVAL = envint("EXCLOUD_KEY_EXPIRY_SECONDS", 300)
 KEY_WARNING_INTERVAL = envint("EXCLOUD_KEY_WARNING_SECONDS", 900)
+# How often Celery beat rolls hourly usage older than two days into daily rows.
+USAGE_ROLLUP_INTERVAL = envint("EXCLOUD_USAGE_ROLLUP_SECONDS", 3600)
+# How often beat looks for revoked, inactive or expired keys still in use, to alert the
+# org's owners and admins (once a day per key).
+DENIED_ALERT_INTERVAL = envint("EXCLOUD_DENIED_ALERT_SECONDS", 900)
+if USAGE_ROLLUP_INTERVAL < 1 or DENIED_ALERT_INTERVAL < 1:
+    raise ImproperlyConfigured(
+        "EXCLOUD_USAGE_ROLLUP_SECONDS and EXCLOUD_DENIED_ALERT_SECONDS must be at least 1"
+    )
 if KEY_EXPIRY_INTERVAL < 1 or KEY_WARNING_INTERVAL < 1:
     raise ImproperlyConfigured(
         "EXCLOUD_KEY_EXPIRY_SECONDS and EXCLOUD_KEY_WARNING_SECONDS must be at least 1"
@@ -568,8 +577,8 @@ else:
 # run is missed, logged as an error by excloud_portal.celery.CatchUpScheduler, and the next
 # run does its work: every scheduled task is a sweep over what is due at the moment it
 # runs (keys past a limit, keys about to expire and warnings not yet sent, chains grown
-# since their last checkpoint), so nothing a missed run would have done is lost, only
-# done one interval later.
+# since their last checkpoint, hourly usage past its cutoff), so nothing a missed run
+# would have done is lost, only done one interval later.
 CELERY_BEAT_SCHEDULER = "excloud_portal.celery:CatchUpScheduler"
 BEAT_PUBLISH_RETRY_POLICY = {
     "max_retries": 30,
@@ -592,6 +601,16 @@ CELERY_BEAT_SCHEDULE = {
     "key-expiry-warnings": {
         "task": "keys.tasks.warn_expiring_keys",
         "schedule": KEY_WARNING_INTERVAL,
+        "options": _BEAT_OPTIONS,
+    },
+    "usage-rollup": {
+        "task": "keys.tasks.roll_up_usage",
+        "schedule": USAGE_ROLLUP_INTERVAL,
+        "options": _BEAT_OPTIONS,
+    },
+    "denied-use-alerts": {
+        "task": "keys.tasks.alert_denied_uses",
+        "schedule": DENIED_ALERT_INTERVAL,
         "options": _BEAT_OPTIONS,
     },
 }

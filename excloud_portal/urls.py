@@ -10,13 +10,30 @@ from excloud_portal.api import not_found as api_not_found
 from excloud_portal.health import healthz, readyz
 from excloud_portal.metrics import metrics
 from gateway import verify_api
+from gateway import views as gateway_views
 from keys import policy_views as key_policy_views
+from keys import usage_views
 from keys import views as keys
 
 org_patterns = [
     path("keys/", keys.key_list, name="key_list"),
     path("keys/new/", keys.key_create, name="key_create"),
     path("key-policy/", key_policy_views.key_policy, name="key_policy"),
+    path("usage/", usage_views.org_usage, name="org_usage"),
+    path("credential-report/", usage_views.credential_report, name="credential_report"),
+    path(
+        "credential-report/<uuid:report_id>.csv",
+        usage_views.credential_report_download,
+        {"fmt": "csv"},
+        name="credential_report_csv",
+    ),
+    path(
+        "credential-report/<uuid:report_id>.json",
+        usage_views.credential_report_download,
+        {"fmt": "json"},
+        name="credential_report_json",
+    ),
+    path("buckets/", gateway_views.bucket_list, name="bucket_list"),
     path("keys/<str:key_id>/", keys.key_detail, name="key_detail"),
     path("keys/<str:key_id>/deactivate/", keys.key_deactivate, name="key_deactivate"),
     path("keys/<str:key_id>/reactivate/", keys.key_reactivate, name="key_reactivate"),

@@ -151,6 +151,7 @@ class Gateway:
                 status=exchange.send.status or 499,
                 denied=exchange.denied,
                 authenticated=exchange.authenticated,
+                user_agent=exchange.header("user-agent") or "",
             )
         elif exchange.claimed_key_id is not None:
             self.usage.record_denied_attempt(

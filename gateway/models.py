@@ -43,36 +43,6 @@ class Bucket(models.Model):
         return self.name
 
 
-class DeniedAttempt(models.Model):
-    """Requests that named an access key ID but did not authenticate (unknown key, bad
-    signature, or a key no longer usable), per claimed ID, source IP and hour.
-
-    Kept apart from KeyUsage: naming a key proves nothing, so these never count as the
-    key's use. ``org`` is the org of the named key when such a key exists; an empty
-    ``access_key_id`` gathers what a gateway could not keep apart under a flood.
-    """
-
-    access_key_id = models.CharField(max_length=32, blank=True)
-    org = models.ForeignKey(
-        "accounts.Organization", models.CASCADE, null=True, blank=True, related_name="+"
-    )
-    source_ip = models.CharField(max_length=45, blank=True)
-    hour = models.DateTimeField()
-    count = models.BigIntegerField(default=0)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=["access_key_id", "source_ip", "hour"], name="deniedattempt_unique"
-            )
-        ]
-        indexes = [models.Index(fields=["org", "hour"], name="deniedattempt_org_hour_idx")]
-
-    def __str__(self) -> str:
-        who = f"{self.access_key_id or '?'} from {self.source_ip or '?'}"
-        return f"{who} {self.hour:%Y-%m-%d %H}:00"
-
-
 class SigningKeyGrant(models.Model):
     """How many signing keys of one access key the verify API handed to one service token
     in one hour: each allowed call carries one, and with it the front end can sign as the

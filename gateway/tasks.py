@@ -10,10 +10,10 @@ from django.db import IntegrityError, InterfaceError, OperationalError, transact
 from django.db.models import F
 from django.utils import timezone
 
-from keys.models import AccessKey, KeyUsage
+from keys.models import AccessKey, DeniedAttempt, KeyBucketDay, KeySourceDay, KeyUsage
 from keys.services import note_last_use
 
-from .models import DeniedAttempt, SigningKeyGrant, UsageBatch
+from .models import SigningKeyGrant, UsageBatch
 from .usage import ANY_KEY, COUNTERS
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,12 @@ def record_usage(batch: dict[str, Any]) -> int:
     counts = batch.get("counts") or []
     last_used = batch.get("last_used") or []
     denied = batch.get("denied_attempts") or []
+    refused = batch.get("refused_uses") or []
+    buckets = batch.get("buckets") or []
+    sources = batch.get("sources") or []
     signing_keys = batch.get("signing_keys") or []
     ids = {row[0] for row in counts} | {row[0] for row in last_used} | {row[0] for row in denied}
+    ids |= {row[0] for row in refused} | {row[0] for row in buckets} | {row[0] for row in sources}
     ids |= {row[1] for row in signing_keys}
     changed = 0
     with transaction.atomic():
@@ -65,9 +69,34 @@ def record_usage(batch: dict[str, Any]) -> int:
                 dict(zip(COUNTERS, values, strict=True)),
             )
             changed += 1
-        for key_id, at, ip, operation, bucket in last_used:
+        # A last use from a gateway older than the user agent's counting has five fields.
+        for key_id, at, ip, operation, bucket, *agent in last_used:
             if key_id in known:
-                note_last_use(key_id, datetime.fromtimestamp(at, UTC), ip, operation, bucket)
+                note_last_use(
+                    key_id, datetime.fromtimestamp(at, UTC), ip, operation, bucket, *agent[:1]
+                )
+        for key_id, bucket, day, requests, bytes_in, bytes_out in buckets:
+            if key_id in known:
+                _add_up(
+                    KeyBucketDay,
+                    {
+                        "access_key_id": key_id,
+                        "bucket": bucket,
+                        "day": datetime.fromtimestamp(day, UTC).date(),
+                    },
+                    {"requests": requests, "bytes_in": bytes_in, "bytes_out": bytes_out},
+                )
+        for key_id, ip, day, count in sources:
+            if key_id in known:
+                _add_up(
+                    KeySourceDay,
+                    {
+                        "access_key_id": key_id,
+                        "source_ip": ip or "",
+                        "day": datetime.fromtimestamp(day, UTC).date(),
+                    },
+                    {"requests": count},
+                )
         for key_id, ip, hour, count in denied:
             _add_up(
                 DeniedAttempt,
@@ -75,9 +104,24 @@ def record_usage(batch: dict[str, Any]) -> int:
                     "access_key_id": key_id,
                     "source_ip": ip or "",
                     "hour": datetime.fromtimestamp(hour, UTC),
+                    "signed": False,
                 },
                 {"count": count},
                 org_id=orgs.get(key_id),
+            )
+        for key_id, ip, hour, count in refused:
+            if key_id not in known:
+                continue
+            _add_up(
+                DeniedAttempt,
+                {
+                    "access_key_id": key_id,
+                    "source_ip": ip or "",
+                    "hour": datetime.fromtimestamp(hour, UTC),
+                    "signed": True,
+                },
+                {"count": count},
+                org_id=orgs[key_id],
             )
         for label, key_id, hour, count in signing_keys:
             hour_at = datetime.fromtimestamp(hour, UTC)

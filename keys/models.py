@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -95,6 +96,7 @@ class AccessKey(models.Model):
     last_used_ip = models.GenericIPAddressField(null=True, blank=True)
     last_used_operation = models.CharField(max_length=64, blank=True)
     last_used_bucket = models.CharField(max_length=63, blank=True)
+    last_used_user_agent = models.CharField(max_length=200, blank=True)
 
     objects = AccessKeyQuerySet.as_manager()
 
@@ -224,9 +226,182 @@ class KeyUsage(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["access_key", "hour"], name="keyusage_key_hour_unique")
         ]
+        # The rollup (keys.rollups) finds the rows older than its cutoff by hour alone.
+        indexes = [models.Index(fields=["hour"], name="keyusage_hour_idx")]
 
     def __str__(self) -> str:
         return f"{self.access_key_id} {self.hour:%Y-%m-%d %H}:00"
+
+
+class KeyUsageDay(models.Model):
+    """What one access key did in one UTC day: the hourly rows (KeyUsage) of days older
+    than two days, added up by keys.rollups, so a year of traffic is 365 rows per key.
+
+    A day can have both a daily row and hourly rows (an hourly total that arrived late,
+    after its day was rolled up, until the next rollup); the readers in keys.usage add
+    both, so a day counts the same before, during and after its rollup.
+    """
+
+    access_key = models.ForeignKey("keys.AccessKey", models.CASCADE, related_name="daily_usage")
+    day = models.DateField()
+    requests = models.BigIntegerField(default=0)
+    bytes_in = models.BigIntegerField(default=0)
+    bytes_out = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    denied = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["access_key", "day"], name="keyusageday_key_day_unique")
+        ]
+        indexes = [models.Index(fields=["day"], name="keyusageday_day_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.access_key_id} {self.day:%Y-%m-%d}"
+
+
+class DeniedUseAlert(models.Model):
+    """The day's alert to an org's owners and admins that a key which is revoked,
+    inactive or expired is still being used. The unique constraint is what makes a second
+    sweep (or two at once) send nothing more for the same key that day."""
+
+    key = models.ForeignKey(AccessKey, models.CASCADE, related_name="+")
+    day = models.DateField()
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["key", "day"], name="deniedusealert_key_day_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"denied-use alert for {self.key_id} on {self.day:%Y-%m-%d}"
+
+
+class KeyBucketDay(models.Model):
+    """What one access key did in one bucket in one UTC day: requests let in, and bytes
+    in and out, as the gateways counted them. An empty ``bucket`` gathers what a gateway
+    could not keep apart under a flood of distinct names."""
+
+    access_key = models.ForeignKey("keys.AccessKey", models.CASCADE, related_name="+")
+    bucket = models.CharField(max_length=63, blank=True)
+    day = models.DateField()
+    requests = models.BigIntegerField(default=0)
+    bytes_in = models.BigIntegerField(default=0)
+    bytes_out = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["access_key", "bucket", "day"], name="keybucketday_unique"
+            )
+        ]
+        # The buckets page reads an org's buckets' last 30 days by name.
+        indexes = [models.Index(fields=["bucket", "day"], name="keybucketday_bucket_day_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.access_key_id} in {self.bucket or '?'} {self.day:%Y-%m-%d}"
+
+
+class KeySourceDay(models.Model):
+    """Requests one access key made from one source IP in one UTC day (let in only). An
+    empty ``source_ip`` gathers what a gateway could not keep apart."""
+
+    access_key = models.ForeignKey("keys.AccessKey", models.CASCADE, related_name="+")
+    source_ip = models.CharField(max_length=45, blank=True)
+    day = models.DateField()
+    requests = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["access_key", "source_ip", "day"], name="keysourceday_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.access_key_id} from {self.source_ip or '?'} {self.day:%Y-%m-%d}"
+
+
+class DeniedAttempt(models.Model):
+    """Requests that named an access key ID and were refused, per claimed ID, source IP,
+    hour, and whether they were signed with the key's secret.
+
+    ``signed`` False: the request did not authenticate (unknown key or bad signature);
+    naming a key proves nothing, so these never count as the key's use. ``signed`` True:
+    the request carried a correct signature for a key that was revoked, inactive or
+    expired, so whoever sent it holds the key's secret. ``org`` is the org of the named
+    key when such a key exists; an empty ``access_key_id`` gathers what a gateway could
+    not keep apart under a flood. The gateway writes the rows (gateway.tasks); they live
+    here, beside KeyUsage, because the keys pages show them.
+    """
+
+    access_key_id = models.CharField(max_length=32, blank=True)
+    org = models.ForeignKey(
+        "accounts.Organization", models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    source_ip = models.CharField(max_length=45, blank=True)
+    hour = models.DateTimeField()
+    signed = models.BooleanField(default=False)
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        # The table keeps the name it had when the model lived in the gateway app.
+        db_table = "gateway_deniedattempt"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["access_key_id", "source_ip", "hour", "signed"],
+                name="deniedattempt_unique_signed",
+            )
+        ]
+        indexes = [models.Index(fields=["org", "hour"], name="deniedattempt_org_hour_idx")]
+
+    def __str__(self) -> str:
+        who = f"{self.access_key_id or '?'} from {self.source_ip or '?'}"
+        return f"{who} {self.hour:%Y-%m-%d %H}:00"
+
+
+class ReportStatus(models.TextChoices):
+    PENDING = "pending", "Queued"
+    RUNNING = "running", "Generating"
+    DONE = "done", "Ready"
+    FAILED = "failed", "Failed"
+
+
+class CredentialReport(models.Model):
+    """One credential report of an org: a row per access key (keys.reports), built by a
+    worker (keys.tasks.build_credential_report) with its progress in ``done`` of ``total``
+    keys, and downloaded as CSV or JSON."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    org = models.ForeignKey("accounts.Organization", models.CASCADE, related_name="+")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    requested_at = models.DateTimeField(default=timezone.now)
+    status = models.CharField(
+        max_length=10, choices=ReportStatus.choices, default=ReportStatus.PENDING
+    )
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # The report's rows, once done: a list of objects with the columns of keys.reports.
+    rows = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["org", "-requested_at"], name="credreport_org_time_idx")]
+
+    def __str__(self) -> str:
+        return f"credential report {self.id} of {self.org_id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (ReportStatus.DONE, ReportStatus.FAILED)
+
+    @property
+    def percent(self) -> int:
+        return 100 if not self.total else min(100, self.done * 100 // self.total)
 
 
 class CachedKind(models.TextChoices):

@@ -485,7 +485,12 @@ def reseal_secrets(actor: Actor) -> int:
 
 
 def note_last_use(
-    access_key_id: str, at: datetime, ip: str | None, operation: str, bucket: str
+    access_key_id: str,
+    at: datetime,
+    ip: str | None,
+    operation: str,
+    bucket: str,
+    user_agent: str = "",
 ) -> bool:
     """Record a key's latest use as the gateways reported it; older reports change nothing.
 
@@ -500,5 +505,6 @@ def note_last_use(
             last_used_ip=ip or None,
             last_used_operation=operation[:64],
             last_used_bucket=bucket[:63],
+            last_used_user_agent=user_agent[:200],
         )
     )

@@ -18,8 +18,8 @@ from django.utils import timezone
 
 from accounts.models import Membership, Role
 
-from . import expiry, revocation
-from .models import KeyWarning
+from . import denied_alerts, expiry, reports, revocation, rollups, usage
+from .models import DeniedUseAlert, KeyWarning
 
 WARNING_RETRIES = 5
 # Longer than the retries of one warning's mail task take (backoff capped at 600 s).
@@ -32,6 +32,20 @@ def expire_due_keys() -> int:
     change records that no gateway can need any more."""
     revocation.forget_old_changes(timezone.now())
     return expiry.expire_due_keys()
+
+
+@shared_task(name="keys.tasks.roll_up_usage")
+def roll_up_usage() -> int:
+    """Add the hourly usage rows older than two days into daily rows; returns how many
+    hourly rows it rolled. Safe to run twice or at once (keys/rollups.py)."""
+    return rollups.roll_up()
+
+
+@shared_task(name="keys.tasks.build_credential_report", acks_late=True)
+def build_credential_report(report_id: str) -> bool:
+    """Build a queued credential report (keys/reports.py); a second delivery of the same
+    report does nothing."""
+    return reports.build_report(report_id)
 
 
 @shared_task(name="keys.tasks.warn_expiring_keys")
@@ -101,4 +115,44 @@ def send_expiry_warning(warning_id: int) -> bool:
     if recipients:
         send_mail(subject, body, None, recipients)
     KeyWarning.objects.filter(pk=warning_id, sent_at__isnull=True).update(sent_at=timezone.now())
+    return bool(recipients)
+
+
+@shared_task(name="keys.tasks.alert_denied_uses")
+def alert_denied_uses() -> int:
+    """Record today's alert for each stopped key still being used; each is mailed by its
+    own task. Returns how many were recorded."""
+    return len(denied_alerts.record_alerts(send_denied_use_alert.delay_on_commit))
+
+
+@shared_task(
+    name="keys.tasks.send_denied_use_alert",
+    autoretry_for=(smtplib.SMTPException, OSError),
+    retry_backoff=True,
+    retry_backoff_max=600,
+    max_retries=WARNING_RETRIES,
+)
+def send_denied_use_alert(alert_id: int) -> bool:
+    """Mail one recorded alert, once: an alert already marked sent is not mailed again."""
+    alert = (
+        DeniedUseAlert.objects.select_related("key", "key__org")
+        .filter(pk=alert_id, sent_at__isnull=True)
+        .first()
+    )
+    if alert is None:
+        return False
+    key = alert.key
+    context = {
+        "key": key,
+        "org": key.org,
+        "stopped": usage.STOPPED.get(key.status, key.status),
+        "sources": denied_alerts.uses_since_stopped(key, timezone.now()),
+        "url": settings.SITE_URL + reverse("key_detail", args=[key.org.slug, key.pk]) + "#denied",
+    }
+    subject = f"{key.get_status_display()} access key “{key.name}” ({key.pk}) is still being used"
+    body = render_to_string("keys/email/denied_use_alert.txt", context)
+    recipients = denied_alerts.alert_recipients(alert)
+    if recipients:
+        send_mail(subject, body, None, recipients)
+    DeniedUseAlert.objects.filter(pk=alert_id, sent_at__isnull=True).update(sent_at=timezone.now())
     return bool(recipients)

@@ -21,7 +21,7 @@ from audit.trail import Actor
 from excloud_portal.redirects import safe_next
 from mfa.reauth import reauth_required
 
-from . import expiry, scope_text, services, snippets
+from . import charts, expiry, scope_text, services, snippets, usage
 from .credentials import ACCESS_KEY_ID_RE
 from .cursors import InvalidCursor, page_of
 from .forms import CreateKeyForm, RevokeKeyForm, RotateKeyForm, ScopeForm
@@ -40,6 +40,14 @@ def _get_key(membership: Membership, key_id: str) -> AccessKey:
     if not ACCESS_KEY_ID_RE.match(key_id):
         raise Http404
     return get_object_or_404(AccessKey.objects.for_table(), org=membership.org, pk=key_id)
+
+
+def _with_denied_counts(keys):
+    """Each key with ``denied_recent``: refused requests naming it in the last week."""
+    counts = usage.denied_counts([key.pk for key in keys])
+    for key in keys:
+        key.denied_recent = counts.get(key.pk, 0)
+    return keys
 
 
 def _with_permissions(keys, membership: Membership):
@@ -74,7 +82,10 @@ def key_list(request: HttpRequest, slug: str) -> HttpResponse:
     context = {
         "membership": membership,
         "org": membership.org,
-        "keys": expiry.add_hints(_with_permissions(page.keys, membership), policy, now),
+        "keys": _with_denied_counts(
+            expiry.add_hints(_with_permissions(page.keys, membership), policy, now)
+        ),
+        "denied_days": usage.RECENT_DAYS,
         "due_soon_count": expiry.count_due_within_warning(membership.org, now)
         if tab == "live"
         else None,
@@ -157,7 +168,8 @@ def key_detail(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
         .order_by("-seq")[:HISTORY_SIZE]
     )
     history = [_with_scope_words(event) for event in history]
-    usage = KeyUsage.objects.recent(key, USAGE_HOURS)
+    hourly = KeyUsage.objects.recent(key, USAGE_HOURS)
+    days = usage.key_days(key.pk)
     return render(
         request,
         "keys/key_detail.html",
@@ -166,8 +178,16 @@ def key_detail(request: HttpRequest, slug: str, key_id: str) -> HttpResponse:
             "org": membership.org,
             "key": key,
             "history": history,
-            "usage": usage,
+            "usage": hourly,
             "usage_hours": USAGE_HOURS,
+            "period": days,
+            "period_days": usage.PERIOD_DAYS,
+            "charts": charts.charts(days),
+            "top_sources": usage.top_sources(key.pk),
+            "top_buckets": usage.top_buckets(key.pk),
+            "denied_sources": usage.denied_sources(key),
+            "denied_days": usage.PERIOD_DAYS,
+            "stopped": usage.STOPPED.get(key.status, ""),
             # Live keys only: the snippets, with a placeholder where the secret goes.
             "snippet_tabs": snippets.tabs(key.pk, scope=key.scope_view) if key.is_live else None,
             "configure_command": snippets.configure_command_html(key.pk),
@@ -195,7 +215,7 @@ def _after_change(
 ) -> HttpResponse:
     """Answer a status change: the updated row for htmx, a redirect back otherwise."""
     if request.htmx:
-        key = _with_permissions([_get_key(membership, key.pk)], membership)[0]
+        key = _with_denied_counts(_with_permissions([_get_key(membership, key.pk)], membership))[0]
         return render(
             request,
             "keys/_key_change.html",
@@ -205,6 +225,7 @@ def _after_change(
                 "key": key,
                 "message": message,
                 "error": error,
+                "denied_days": usage.RECENT_DAYS,
             },
         )
     (messages.error if error else messages.success)(request, message)

@@ -25,7 +25,7 @@ from accounts.tokens import create_api_token
 from audit.models import AuditEvent
 from audit.trail import Actor
 from keys import credentials
-from keys.models import AccessKey, KeyStatus
+from keys.models import AccessKey, CredentialReport, KeyStatus
 from keys.services import create_key, deactivate_key
 from mfa.models import TotpDevice
 
@@ -337,6 +337,20 @@ def change_key_policy(people, mailoutbox) -> Change:
     return Change(client_for(admin), "post", "/orgs/acme/key-policy/", data, 302, outcome)
 
 
+def change_credential_report(people, mailoutbox) -> Change:
+    auditor = people["auditor"]
+
+    def outcome() -> list[Event]:
+        report = CredentialReport.objects.get()
+        return [
+            event_by(
+                auditor.user, "credential_report.requested", "acme", "credential_report", report.pk
+            )
+        ]
+
+    return Change(client_for(auditor), "post", "/orgs/acme/credential-report/", {}, 302, outcome)
+
+
 def _enrolled(membership) -> tuple[Client, str]:
     client = client_for(membership)
     secret, _ = enrol_totp(client)
@@ -498,6 +512,7 @@ CHANGES: dict[str, tuple[str, Callable[..., Change]]] = {
     "token_create": ("token_list", change_token_create),
     "token_revoke": ("token_revoke", change_token_revoke),
     "key_policy": ("key_policy", change_key_policy),
+    "credential_report": ("credential_report", change_credential_report),
     "key_rotate": ("key_rotate", change_key_rotate),
     "key_scope": ("key_scope", change_key_scope),
     "totp_setup": ("mfa_totp_setup", change_totp_setup),
@@ -519,6 +534,12 @@ READ_ONLY_URLS = {
     "member_list",
     "key_list",
     "key_detail",
+    "org_usage",
+    "bucket_list",
+    # Downloading a credential report records credential_report.downloaded, like an audit
+    # export; tests/test_credential_report.py checks those events.
+    "credential_report_csv",
+    "credential_report_json",
     "mfa_security",
     "password_change_done",
     "password_reset_done",

@@ -27,10 +27,10 @@ import pytest
 from botocore.exceptions import ClientError
 
 from audit.trail import Actor
-from gateway.models import Bucket, DeniedAttempt
+from gateway.models import Bucket
 from gateway.services import adopt_bucket
 from keys.credentials import ACCESS_KEY_ID_RE
-from keys.models import KeyUsage
+from keys.models import DeniedAttempt, KeyUsage
 from tests.conftest import new_key
 from tests.gateway_stack import (
     Gateway,

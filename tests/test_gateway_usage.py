@@ -16,11 +16,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.trail import Actor
-from gateway.models import DeniedAttempt, UsageBatch
+from gateway.models import UsageBatch
 from gateway.services import adopt_bucket
 from gateway.tasks import USAGE_BATCH_RETENTION, record_usage
 from gateway.usage import UsageRecorder
-from keys.models import AccessKey, KeyUsage
+from keys.models import AccessKey, DeniedAttempt, KeyUsage
 from keys.services import revoke_key
 from tests.conftest import client_for, new_key
 from tests.gateway_stack import gateway, worker
@@ -86,8 +86,11 @@ def test_it_counts_requests_per_key_and_hour_without_writing_on_the_request_path
     assert usage.requests == 6
     assert usage.errors == 2
     assert usage.denied == 1
-    attempt = DeniedAttempt.objects.get(access_key_id=key.id)
+    attempt = DeniedAttempt.objects.get(access_key_id=key.id, signed=False)
     assert (attempt.count, attempt.org_id, attempt.source_ip) == (1, owner.org_id, "127.0.0.1")
+    # The revoked key's use, signed with its secret, is counted per source too.
+    refused = DeniedAttempt.objects.get(access_key_id=key.id, signed=True)
+    assert (refused.count, refused.org_id, refused.source_ip) == (1, owner.org_id, "127.0.0.1")
     assert usage.bytes_in >= 2000
     assert usage.bytes_out >= 1000
     key = AccessKey.objects.get(pk=key.pk)

@@ -9,11 +9,15 @@ from datetime import UTC, datetime
 import pytest
 
 from gateway.asgi_io import Receiver
-from gateway.models import DeniedAttempt
 from gateway.operations import classify
 from gateway.tasks import record_usage
-from gateway.usage import MAX_DENIED_ENTRIES, MAX_UNSENT_BATCHES, UsageRecorder
-from keys.models import AccessKey, KeyUsage
+from gateway.usage import (
+    MAX_DENIED_ENTRIES,
+    MAX_DETAIL_ENTRIES,
+    MAX_UNSENT_BATCHES,
+    UsageRecorder,
+)
+from keys.models import AccessKey, DeniedAttempt, KeyBucketDay, KeySourceDay, KeyUsage
 from tests.conftest import new_key
 
 HOUR = 1_800_000_000 // 3600 * 3600  # an hour boundary
@@ -51,8 +55,8 @@ def test_it_adds_up_requests_per_key_and_hour():
     ]
     # The denied request is not the key's latest use; the one before it is.
     assert sorted(batch["last_used"]) == [
-        ["K", HOUR + 10, "192.0.2.1", "HeadObject", "bkt"],
-        ["L", HOUR + 10, "192.0.2.1", "GetObject", "bkt"],
+        ["K", HOUR + 10, "192.0.2.1", "HeadObject", "bkt", ""],
+        ["L", HOUR + 10, "192.0.2.1", "GetObject", "bkt", ""],
     ]
     assert recorder.drain() is None
 
@@ -69,7 +73,7 @@ def test_it_keeps_a_batch_that_could_not_be_sent_to_send_it_again_unchanged():
     assert again == batch
     assert newer["id"] != batch["id"]
     assert newer["counts"] == [["K", HOUR, 1, 10, 100, 0, 0]]
-    assert newer["last_used"] == [["K", HOUR + 20, "192.0.2.1", "PutObject", "bkt"]]
+    assert newer["last_used"] == [["K", HOUR + 20, "192.0.2.1", "PutObject", "bkt", ""]]
     assert recorder.outgoing() == []
 
 
@@ -139,6 +143,115 @@ def test_it_counts_denied_attempts_apart_from_the_keys_usage():
     ]
     recorder.restore(batch)
     assert recorder.outgoing() == [batch]
+
+
+def test_it_counts_a_refused_use_of_a_known_key_per_source_ip():
+    recorder = UsageRecorder()
+    for ip in ("192.0.2.7", "192.0.2.7", "192.0.2.8"):
+        _record(recorder, ip=ip, status=403, denied=True, authenticated=False)
+    _record(recorder, ip="192.0.2.9")  # a use that was let in: not refused
+
+    batch = recorder.drain()
+
+    assert batch["counts"] == [["K", HOUR, 4, 40, 400, 3, 3]]
+    assert sorted(batch["refused_uses"]) == [
+        ["K", "192.0.2.7", HOUR, 2],
+        ["K", "192.0.2.8", HOUR, 1],
+    ]
+    assert batch["denied_attempts"] == []
+    # Kept through a failed send and merged with the next batch, the counts stay whole.
+    recorder.restore(batch)
+    _record(recorder, ip="192.0.2.8", status=403, denied=True, authenticated=False)
+    recorder.restore(recorder.drain())
+    for _ in range(MAX_UNSENT_BATCHES):
+        recorder.restore({"counts": [], "last_used": []})
+    [merged] = [b for b in recorder.outgoing() if b.get("refused_uses")]
+    assert sorted(merged["refused_uses"]) == [
+        ["K", "192.0.2.7", HOUR, 2],
+        ["K", "192.0.2.8", HOUR, 2],
+    ]
+
+
+@pytest.mark.django_db
+def test_it_stores_refused_uses_as_signed_denied_attempts_of_known_keys(owner):
+    key, _ = new_key(owner)
+    unknown = "EXC" + "Q" * 17
+    batch = {
+        "counts": [],
+        "last_used": [],
+        "denied_attempts": [[key.id, "192.0.2.7", HOUR, 1]],
+        "refused_uses": [[key.id, "192.0.2.7", HOUR, 3], [unknown, "192.0.2.7", HOUR, 2]],
+    }
+
+    record_usage(batch)
+
+    rows = DeniedAttempt.objects.order_by("signed").values_list(
+        "access_key_id", "source_ip", "signed", "count", "org_id"
+    )
+    assert list(rows) == [
+        (key.id, "192.0.2.7", False, 1, owner.org_id),
+        (key.id, "192.0.2.7", True, 3, owner.org_id),
+    ]
+
+
+def test_it_counts_each_keys_buckets_sources_and_user_agent_per_day():
+    recorder = UsageRecorder()
+    _record(recorder, ip="192.0.2.1", bucket="one", user_agent="rclone/v1.66")
+    _record(recorder, ip="192.0.2.1", bucket="two", at=HOUR + 20)
+    _record(recorder, ip="192.0.2.2", bucket="", at=HOUR + 30, user_agent="u" * 300)
+    _record(recorder, ip="192.0.2.3", bucket="one", denied=True, authenticated=False)
+
+    batch = recorder.drain()
+
+    day = HOUR // 86400 * 86400
+    assert sorted(batch["buckets"]) == [
+        ["K", "one", day, 1, 10, 100],
+        ["K", "two", day, 1, 10, 100],
+    ]
+    assert sorted(batch["sources"]) == [["K", "192.0.2.1", day, 2], ["K", "192.0.2.2", day, 1]]
+    assert batch["last_used"] == [["K", HOUR + 30, "192.0.2.2", "GetObject", "", "u" * 200]]
+
+
+def test_it_bounds_the_buckets_and_sources_it_keeps_per_key():
+    recorder = UsageRecorder()
+    for number in range(MAX_DETAIL_ENTRIES + 50):
+        _record(
+            recorder,
+            ip=f"10.{number // 65536}.{number // 256 % 256}.{number % 256}",
+            bucket=f"b{number}",
+        )
+
+    batch = recorder.drain()
+
+    day = HOUR // 86400 * 86400
+    assert len(batch["buckets"]) == len(batch["sources"]) == MAX_DETAIL_ENTRIES + 1
+    assert ["K", "", day, 50, 500, 5000] in batch["buckets"]
+    assert ["K", None, day, 50] in batch["sources"]
+    assert sum(row[3] for row in batch["buckets"]) == MAX_DETAIL_ENTRIES + 50
+
+
+@pytest.mark.django_db
+def test_it_stores_buckets_sources_and_a_last_use_from_an_older_gateway(owner):
+    key, _ = new_key(owner)
+    day = HOUR // 86400 * 86400
+    batch = {
+        "counts": [[key.id, HOUR, 2, 20, 200, 0, 0]],
+        "last_used": [[key.id, HOUR + 5, "192.0.2.1", "GetObject", "bkt"]],
+        "buckets": [[key.id, "bkt", day, 2, 20, 200]],
+        "sources": [[key.id, "192.0.2.1", day, 2]],
+    }
+
+    record_usage(batch)
+    record_usage(
+        {**batch, "last_used": [[key.id, HOUR + 9, "192.0.2.1", "GetObject", "bkt", "ua"]]}
+    )
+
+    key = AccessKey.objects.get(pk=key.pk)
+    assert (key.last_used_ip, key.last_used_user_agent) == ("192.0.2.1", "ua")
+    assert list(KeyBucketDay.objects.values_list("bucket", "requests", "bytes_in")) == [
+        ("bkt", 4, 40)
+    ]
+    assert list(KeySourceDay.objects.values_list("source_ip", "requests")) == [("192.0.2.1", 4)]
 
 
 def test_it_bounds_what_a_flood_of_made_up_key_ids_can_make_it_hold():

@@ -376,7 +376,7 @@ def test_it_counts_usage_and_writes_nothing_to_the_database(owner, bucket):
     batch = verify_api.USAGE.drain()
     assert batch["counts"][0][0] == key.id
     assert batch["counts"][0][2:] == [2, 0, 0, 1, 0]
-    [[key_id, _at, ip, operation, used_bucket]] = batch["last_used"]
+    [[key_id, _at, ip, operation, used_bucket, _agent]] = batch["last_used"]
     assert (key_id, ip, operation, used_bucket) == (
         key.id,
         "203.0.113.7",

@@ -14,7 +14,7 @@ from django.utils import timezone
 from accounts.models import Invitation, Membership, Role, hash_token
 from accounts.tokens import create_api_token
 from audit.trail import Actor
-from keys.models import AccessKey
+from keys.models import AccessKey, CredentialReport, ReportStatus
 from tests.conftest import new_key
 
 INVITATION_TOKEN = "an-invitation-token-for-the-walk"
@@ -60,12 +60,16 @@ def url_arguments(owner: Membership, member: Membership, key: AccessKey) -> dict
         expires_at=timezone.now() + timedelta(days=1),
     )
     token = create_api_token(owner, Actor.for_user(owner.user), "ci").token
+    report = CredentialReport.objects.create(
+        org=owner.org, status=ReportStatus.DONE, rows=[], finished_at=timezone.now()
+    )
     return {
         "slug": owner.org.slug,
         "key_id": key.pk,
         "user_id": str(member.user_id),
         "invitation_id": str(invitation.pk),
         "token_id": str(token.pk),
+        "report_id": str(report.pk),
         "token": INVITATION_TOKEN,
         "uidb64": "MQ",
         # A two-factor device of nobody's: its removal page answers 404.
