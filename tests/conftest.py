@@ -32,12 +32,6 @@ STACK_FIXTURES = frozenset(
         "redis_server",
     }
 )
-# Tests that start such processes in their own body, without a fixture.
-STACK_TESTS = frozenset(
-    {
-        "tests/test_audit_trail.py::test_it_signs_checkpoints_in_a_celery_worker",
-    }
-)
 # The object stores a gateway test module can run against: parametrize ``store`` over them
 # (indirect, module scope) to run each of its tests on each.
 STORES = ["rclone", "seaweedfs"]
@@ -192,10 +186,11 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark `stack` every test that starts processes of its own (STACK_FIXTURES,
-    STACK_TESTS): `-m "not browser and not stack"` is the part of the suite that runs in
-    one process against the shared PostgreSQL and Redis."""
+    """Mark `stack` every test that starts processes of its own through a fixture
+    (STACK_FIXTURES); a test that starts them in its own body carries the mark itself.
+    `-m "not browser and not stack"` is the part of the suite that runs in one process
+    against the shared PostgreSQL and Redis."""
     for item in items:
         uses = set(getattr(item, "fixturenames", ()))
-        if uses & STACK_FIXTURES or item.nodeid.split("[")[0] in STACK_TESTS:
+        if uses & STACK_FIXTURES:
             item.add_marker(pytest.mark.stack)

@@ -597,6 +597,7 @@ def database_url() -> str:
     return f"postgres://{s['USER']}{password}@{s['HOST']}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
+@pytest.mark.stack
 @pytest.mark.django_db(transaction=True)
 def test_it_signs_checkpoints_in_a_celery_worker(tmp_path):
     from audit.tasks import sign_checkpoints as task
