@@ -6,6 +6,7 @@ from django.core.cache import cache
 from django.db.models import Max
 from django.test import Client
 
+from accounts import throttle
 from accounts.models import Membership, Organization, Role, User
 from audit.models import AuditEvent
 from audit.trail import Actor
@@ -62,6 +63,34 @@ def fresh_rate_limits(settings) -> None:
             client.close()
     else:
         cache.clear()
+
+
+class FrozenClock:
+    """A clock set by the test: ``time()`` answers ``now`` until the test moves it."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+
+# Ten seconds into a window of every length the limiters use (a minute, ten minutes, an
+# hour: their windows are aligned to the epoch).
+THROTTLE_START = 1_800_000_000 + 10
+
+
+@pytest.fixture(autouse=True)
+def throttle_clock(monkeypatch) -> FrozenClock:
+    """The rate limiters' clock (accounts.throttle), stopped for the test.
+
+    On the real clock a test that counts up to a limit passes the end of a window once in
+    a while, however short the test: the count starts over there and the request meant to
+    be refused is allowed. Stopped, the window never turns over unless the test moves the
+    clock, and the Retry-After a limiter answers is exact."""
+    clock = FrozenClock(THROTTLE_START)
+    monkeypatch.setattr(throttle, "time", clock)
+    return clock
 
 
 @pytest.fixture(autouse=True)
