@@ -28,6 +28,7 @@ from keys.models import AccessKey, CreatedVia, ExpiryReason, KeyPolicy, KeyStatu
 from keys.services import rotate_key
 from tests.conftest import make_user, new_key
 from tests.gateway_stack import REPO, database_url, gateway, worker
+from tests.sqlite_sweep import sweep_with_a_revoke_in_between
 from tests.test_gateway_e2e import bucket_name, s3_client
 
 WORKER_TIMEOUT = 60
@@ -439,7 +440,16 @@ def test_a_key_revoked_between_selection_and_update_on_sqlite_stays_revoked(tmp_
         timeout=WORKER_TIMEOUT,
     )
     assert result.returncode == 0, result.stderr
-    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert_the_revoked_key_stays_revoked(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def test_a_key_revoked_between_selection_and_update_on_the_sweeps_connection(db):
+    # On PostgreSQL the batch's row locks keep other writers out, but the same change made
+    # on the sweep's own connection takes the same path through the sweep.
+    assert_the_revoked_key_stays_revoked(sweep_with_a_revoke_in_between())
+
+
+def assert_the_revoked_key_stays_revoked(outcome: dict) -> None:
     first, revoked, last = outcome["ids"]
     # The conditional update changed two of the three keys it selected; the third was
     # revoked in between and keeps its status, its reason, and gets no expiry event.
@@ -451,6 +461,7 @@ def test_a_key_revoked_between_selection_and_update_on_sqlite_stays_revoked(tmp_
     }
     assert outcome["reason"][revoked] == "revoked by its owner"
     assert outcome["reason"][first] == expiry.REASON_TEXT[ExpiryReason.PAST_EXPIRY]
+    assert outcome["reason"][last] == expiry.REASON_TEXT[ExpiryReason.PAST_EXPIRY]
     # One event per expired key, in whatever order the batch took them.
     assert sorted(outcome["events"]) == sorted([first, last])
     assert outcome["again"] is None
