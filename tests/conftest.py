@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 import redis
 from django.core.cache import cache
+from django.core.management import call_command
 from django.db.models import Max
 from django.test import Client
 
@@ -39,6 +40,18 @@ STORES = ["rclone", "seaweedfs"]
 # The browser fixture (Chromium under Playwright) for every browser test, the arguments
 # that walk every page of the URLconf, and the stand-in portals of the `exc` tests.
 pytest_plugins = ["tests.browser_support", "tests.urlconf", "tests.cli_support"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_rows_left_by_an_interrupted_run(django_db_setup, django_db_blocker) -> None:
+    """Start on empty tables, even after a run that was killed inside a transactional
+    test (transaction=True): such a test commits its rows and removes them only when it
+    ends, and with --reuse-db the next run would start on them, so that tests failing on
+    them would say nothing about the code. A mutation run kills a mutant's test run when it
+    overruns its CPU time, and starts the next mutant's on the same database."""
+    with django_db_blocker.unblock():
+        if User.objects.exists() or Organization.objects.exists() or AuditEvent.objects.exists():
+            call_command("flush", interactive=False, verbosity=0)
 
 
 @pytest.fixture(autouse=True)

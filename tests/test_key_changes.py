@@ -232,7 +232,9 @@ def test_of_two_renames_to_one_name_at_once_one_is_told_it_is_taken(owner):
                 renamed.set()
                 # Commit once the other rename waits on this one's index entry.
                 deadline = timezone.now() + timedelta(seconds=30)
-                while not _someone_waits_on_a_lock() and timezone.now() < deadline:
+                while not done.is_set() and timezone.now() < deadline:
+                    if _someone_waits_on_a_lock():
+                        break
                     done.wait(0.05)
         finally:
             connections.close_all()
