@@ -48,7 +48,7 @@ ALSO_COPY = ["templates", "static", "manage.py"]
 # pytest-django keeps the test database between the forked runs of one mutant after
 # another: creating it for each would cost more than most mutants' tests. The tests that
 # start processes of their own (marked `stack` by tests/conftest.py) are left out: they
-# are not fast, and the processes they start run the project's code, not the mutant.
+# take seconds to minutes each, and every mutant of what they touch would run them.
 # A mark, not a list of test IDs: pytest ignores a --deselect that names no test, so a
 # list goes stale without a word when a test moves to another file.
 PYTEST_ARGS = ["--reuse-db", "-p", "no:cacheprovider", "-m", "not browser and not stack"]
@@ -124,6 +124,10 @@ SUBJECTS = [
             "tests/test_rotation.py",
             "tests/test_key_expiry_choice.py",
             "tests/test_credentials.py",
+            "tests/test_permissions.py",
+            "tests/test_api.py",
+            "tests/test_gateway_usage_units.py",
+            "tests/test_key_changes.py",
         ),
     ),
     Subject(
