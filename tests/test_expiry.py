@@ -16,7 +16,7 @@ from datetime import timedelta
 import pytest
 from botocore.exceptions import ClientError
 from django.core import mail
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import Membership, Organization, Role
@@ -658,3 +658,36 @@ def test_a_number_of_days_is_a_duration_as_sqlite_stores_one(django_db_blocker):
         finally:
             sqlite.close()
     assert stored == DurationField().get_db_prep_value(timedelta(days=3), sqlite)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sweep_takes_the_due_keys_no_one_holds_without_waiting(org):
+    # Another transaction holds one due key (a second sweep's batch, say): the sweep takes
+    # the others at once instead of queueing behind it.
+    now = timezone.now()
+    held, *_ = bulk_keys(org, 3, expires_at=now - timedelta(minutes=5))
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                list(AccessKey.objects.select_for_update().filter(pk=held))
+                locked.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert locked.wait(30)
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '10s'")
+        assert expiry.expire_batch(now) == 2
+    finally:
+        release.set()
+        holder.join(30)
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = 0")
+    assert expiry.expire_batch(now) == 1
+    assert AccessKey.objects.get(pk=held).status == KeyStatus.EXPIRED
