@@ -30,7 +30,7 @@ def _range(first: int, last: int) -> str:
     return f"event #{first}" if first == last else f"events #{first}–#{last}"
 
 
-def _classify_mismatch(events, event: AuditEvent, expected_prev: str) -> str:
+def _classify_mismatch(events, event: AuditEvent) -> str:
     own_hash_ok = event_hash(event) == event.hash
     if own_hash_ok:
         # The event is intact but links elsewhere: its predecessor was replaced.
@@ -90,7 +90,7 @@ def verify_chain(org_id: int | None) -> ChainResult:
                 f"#{expected - 1} to #{event.seq}",
             )
         if event.prev_hash != prev or event_hash(event) != event.hash:
-            return ChainResult(name, expected - 1, _classify_mismatch(events, event, prev))
+            return ChainResult(name, expected - 1, _classify_mismatch(events, event))
         if event.seq in wanted:
             hashes_at[event.seq] = event.hash
         prev = event.hash

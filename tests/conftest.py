@@ -3,9 +3,11 @@ from __future__ import annotations
 import pytest
 import redis
 from django.core.cache import cache
+from django.core.management import call_command
 from django.db.models import Max
 from django.test import Client
 
+from accounts import throttle
 from accounts.models import Membership, Organization, Role, User
 from audit.models import AuditEvent
 from audit.trail import Actor
@@ -32,18 +34,24 @@ STACK_FIXTURES = frozenset(
         "redis_server",
     }
 )
-# Tests that start such processes in their own body, without a fixture.
-STACK_TESTS = frozenset(
-    {
-        "tests/test_audit_trail.py::test_it_signs_checkpoints_in_a_celery_worker",
-    }
-)
 # The object stores a gateway test module can run against: parametrize ``store`` over them
 # (indirect, module scope) to run each of its tests on each.
 STORES = ["rclone", "seaweedfs"]
 # The browser fixture (Chromium under Playwright) for every browser test, the arguments
 # that walk every page of the URLconf, and the stand-in portals of the `exc` tests.
 pytest_plugins = ["tests.browser_support", "tests.urlconf", "tests.cli_support"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_rows_left_by_an_interrupted_run(django_db_setup, django_db_blocker) -> None:
+    """Start on empty tables, even after a run that was killed inside a transactional
+    test (transaction=True): such a test commits its rows and removes them only when it
+    ends, and with --reuse-db the next run would start on them, so that tests failing on
+    them would say nothing about the code. A mutation run kills a mutant's test run when it
+    overruns its CPU time, and starts the next mutant's on the same database."""
+    with django_db_blocker.unblock():
+        if User.objects.exists() or Organization.objects.exists() or AuditEvent.objects.exists():
+            call_command("flush", interactive=False, verbosity=0)
 
 
 @pytest.fixture(autouse=True)
@@ -68,6 +76,34 @@ def fresh_rate_limits(settings) -> None:
             client.close()
     else:
         cache.clear()
+
+
+class FrozenClock:
+    """A clock set by the test: ``time()`` answers ``now`` until the test moves it."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+
+# Ten seconds into a window of every length the limiters use (a minute, ten minutes, an
+# hour: their windows are aligned to the epoch).
+THROTTLE_START = 1_800_000_000 + 10
+
+
+@pytest.fixture(autouse=True)
+def throttle_clock(monkeypatch) -> FrozenClock:
+    """The rate limiters' clock (accounts.throttle), stopped for the test.
+
+    On the real clock a test that counts up to a limit passes the end of a window once in
+    a while, however short the test: the count starts over there and the request meant to
+    be refused is allowed. Stopped, the window never turns over unless the test moves the
+    clock, and the Retry-After a limiter answers is exact."""
+    clock = FrozenClock(THROTTLE_START)
+    monkeypatch.setattr(throttle, "time", clock)
+    return clock
 
 
 @pytest.fixture(autouse=True)
@@ -192,10 +228,11 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark `stack` every test that starts processes of its own (STACK_FIXTURES,
-    STACK_TESTS): `-m "not browser and not stack"` is the part of the suite that runs in
-    one process against the shared PostgreSQL and Redis."""
+    """Mark `stack` every test that starts processes of its own through a fixture
+    (STACK_FIXTURES); a test that starts them in its own body carries the mark itself.
+    `-m "not browser and not stack"` is the part of the suite that runs in one process
+    against the shared PostgreSQL and Redis."""
     for item in items:
         uses = set(getattr(item, "fixturenames", ()))
-        if uses & STACK_FIXTURES or item.nodeid.split("[")[0] in STACK_TESTS:
+        if uses & STACK_FIXTURES:
             item.add_marker(pytest.mark.stack)

@@ -1,11 +1,16 @@
-"""One expiry sweep batch on SQLite, the embedded default, with a status change that lands
-between the batch's selection and its conditional update.
+"""One expiry sweep batch with a status change that lands between the batch's selection and
+its conditional update.
 
-Run as ``python -m tests.sqlite_sweep`` without DATABASE_URL (so the settings pick SQLite
-in EXCLOUD_VAR_DIR); prints what happened as JSON for tests/test_expiry.py. SQLite has no
-row locks, so nothing stops another writer from changing a selected key before the update:
-the change is made at that point, on the sweep's own connection (the sweep's transaction
-holds SQLite's write lock, so a second connection would only wait for it).
+On SQLite, the embedded default, nothing stops that: SQLite has no row locks, so another
+writer can change a selected key before the update. Run as ``python -m tests.sqlite_sweep``
+without DATABASE_URL (so the settings pick SQLite in EXCLOUD_VAR_DIR), this prints what
+happened as JSON for tests/test_expiry.py. The change is made at that point on the sweep's
+own connection (the sweep's transaction holds SQLite's write lock, so a second connection
+would only wait for it).
+
+tests/test_expiry.py also calls ``sweep_with_a_revoke_in_between`` in its own process on
+PostgreSQL, where the sweep's row locks keep other writers out but its own connection can
+still make the change: the same code path, in the process a mutation run can see.
 """
 
 from __future__ import annotations
@@ -17,11 +22,9 @@ from datetime import timedelta
 import django
 
 
-def main() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "excloud_portal.settings")
-    django.setup()
-    from django.core.management import call_command
-    from django.db import connection
+def sweep_with_a_revoke_in_between() -> dict:
+    """Three keys past their expiry date; the second is revoked once the sweep has
+    selected them. Returns what the sweep did, as JSON-ready data."""
     from django.utils import timezone
 
     from accounts.models import Organization
@@ -29,8 +32,6 @@ def main() -> None:
     from keys import credentials, expiry
     from keys.models import AccessKey, CreatedVia, KeyStatus
 
-    assert connection.vendor == "sqlite", connection.vendor
-    call_command("migrate", verbosity=0, interactive=False)
     org = Organization.objects.create(slug="sweep", name="Sweep")
     now = timezone.now()
     ids = []
@@ -67,18 +68,25 @@ def main() -> None:
 
     keys = {k.id: k for k in AccessKey.objects.filter(pk__in=ids)}
     events = AuditEvent.objects.filter(action="access_key.expired").order_by("pk")
-    print(
-        json.dumps(
-            {
-                "ids": ids,
-                "expired": expired,
-                "status": {key_id: keys[key_id].status for key_id in ids},
-                "reason": {key_id: keys[key_id].status_reason for key_id in ids},
-                "events": [event.target_id for event in events],
-                "again": expiry.expire_batch(now),
-            }
-        )
-    )
+    return {
+        "ids": ids,
+        "expired": expired,
+        "status": {key_id: keys[key_id].status for key_id in ids},
+        "reason": {key_id: keys[key_id].status_reason for key_id in ids},
+        "events": [event.target_id for event in events],
+        "again": expiry.expire_batch(now),
+    }
+
+
+def main() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "excloud_portal.settings")
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    assert connection.vendor == "sqlite", connection.vendor
+    call_command("migrate", verbosity=0, interactive=False)
+    print(json.dumps(sweep_with_a_revoke_in_between()))
 
 
 if __name__ == "__main__":

@@ -9,14 +9,13 @@ import json
 import pytest
 from django.test import Client
 
-from accounts import throttle
 from accounts.models import ApiToken, Membership
 from accounts.tokens import create_api_token, revoke_api_token
 from audit.trail import Actor
 from keys.models import AccessKey, KeyStatus
 from keys.services import deactivate_key
 
-from .conftest import audit_mark, events_since, new_key
+from .conftest import FrozenClock, audit_mark, events_since, new_key
 
 OK = "ok"
 IP = "203.0.113.9"
@@ -359,24 +358,13 @@ def test_validation_errors_name_the_field(tokens):
     assert body["details"] == [{"loc": ["body", "body", "name"], "msg": "Field required"}]
 
 
-class FrozenClock:
-    """The rate limiter's clock, set by the test: its fixed windows never turn over
-    mid-test however slow the machine, and the Retry-After it answers is exact."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def time(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock(monkeypatch, settings) -> FrozenClock:
+def clock(settings, throttle_clock) -> FrozenClock:
+    """The rate limiter's clock (stopped for every test by conftest), ten seconds into a
+    minute's window."""
     settings.EXCLOUD_API_RATE_WINDOW = 60
-    # Ten seconds into a window (the windows are aligned to the epoch).
-    frozen = FrozenClock(1_800_000_000 + 10)
-    monkeypatch.setattr(throttle, "time", frozen)
-    return frozen
+    assert throttle_clock.now % 60 == 10
+    return throttle_clock
 
 
 def test_it_rate_limits_each_token(everyone, tokens, settings, clock):

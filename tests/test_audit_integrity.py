@@ -33,7 +33,7 @@ from audit.chain import chain_name, event_hash
 from audit.checkpoints import sign_checkpoints
 from audit.models import AuditChainHead, AuditCheckpoint, AuditEvent
 from audit.trail import Actor, record
-from audit.verify import verify_chain
+from audit.verify import ChainResult, verify_chain
 from keys.services import deactivate_key, revoke_key
 
 from .conftest import new_key
@@ -162,6 +162,17 @@ def assert_verifies_before_tampering() -> None:
     assert verify() == f"OK {AuditEvent.objects.count()} events\n"
 
 
+def walked(org_slug: str) -> int:
+    """How many events the walk of the org's chain vouches for: those it went through in
+    order, with their links and hashes intact, before it found a problem."""
+    return verify_chain(Organization.objects.get(slug=org_slug).pk).events
+
+
+def signed(cp: AuditCheckpoint) -> str:
+    """When a checkpoint was signed, as audit_verify names it."""
+    return f"{cp.signed_at:%Y-%m-%d %H:%M:%S} UTC"
+
+
 def test_it_verifies_an_untampered_trail(trail):
     # Five sign-ins outside any org, six events in Acme, one in Globex.
     assert AuditEvent.objects.filter(org__isnull=True).count() == 5
@@ -170,6 +181,10 @@ def test_it_verifies_an_untampered_trail(trail):
     assert verify() == f"OK {total} events\n"
     assert verify("--org", "acme") == "OK 6 events\n"
     assert verify("--org", "globex") == "OK 1 events\n"
+    # Each result names the chain it walked.
+    acme = Organization.objects.get(slug="acme")
+    assert verify_chain(acme.pk) == ChainResult(chain_name(acme.pk), 6)
+    assert verify_chain(None) == ChainResult(chain_name(None), 5)
     sign_checkpoints()
     new_key(trail["member"], "after-the-checkpoint")
     assert verify("--org", "acme") == "OK 7 events\n"
@@ -195,6 +210,7 @@ def test_it_finds_an_edited_field(trail, edit):
         assert AuditEvent.objects.filter(pk=victim.pk).update(**edit) == 1
     problem = verify_fails()
     assert f"FAIL org acme: event #3 (id {victim.pk}) altered" in problem
+    assert walked("acme") == 2
     # Only the tampered chain fails.
     assert "globex" not in problem
     assert verify("--org", "globex") == "OK 1 events\n"
@@ -279,6 +295,38 @@ def test_it_finds_the_first_event_replayed_at_the_end(trail):
     assert f"reordered: the event at #{first.seq} (id {first.pk}) was written as #1" in problem
 
 
+def test_it_finds_the_first_event_pushed_back_behind_a_forged_start(trail):
+    # The forger writes two events of their own at #1 and #2, hashed afresh, pushes the
+    # real first event back to #3 and deletes what linked to it. Nothing links to it and
+    # nothing it links to is left: only its link to the start of every chain tells where
+    # it was written.
+    assert_verifies_before_tampering()
+    events = acme_events()
+    real_first = events[0]
+    with triggers_bypassed():
+        AuditEvent.objects.filter(pk__in=[events[1].pk, events[2].pk]).delete()
+        AuditEvent.objects.filter(pk=real_first.pk).update(seq=3)
+        prev = real_first.prev_hash
+        for seq in (1, 2):
+            forged = AuditEvent(
+                org=real_first.org,
+                seq=seq,
+                occurred_at=real_first.occurred_at,
+                actor_type=real_first.actor_type,
+                actor_label="mallory@acme.test",
+                action="access_key.created",
+                prev_hash=prev,
+            )
+            forged.hash = event_hash(forged)
+            forged.save(force_insert=True)
+            prev = forged.hash
+    problem = verify_fails("--org", "acme")
+    assert problem == (
+        f"FAIL org acme: events reordered: the event at #3 (id {real_first.pk}) was written as #1\n"
+    )
+    assert walked("acme") == 2
+
+
 def test_it_finds_an_event_replaced_by_one_hashed_afresh(trail):
     # The forger recomputes the replacement's own hash, but cannot change what the next
     # event links to.
@@ -292,6 +340,22 @@ def test_it_finds_an_event_replaced_by_one_hashed_afresh(trail):
         )
     problem = verify_fails("--org", "acme")
     assert "event #3 altered or inserted: event #4 links to a different predecessor" in problem
+    assert walked("acme") == 3
+
+
+def test_it_finds_the_last_event_replaced_by_one_hashed_afresh(trail):
+    # No event links to the last one: the chain head, written with it, tells.
+    assert_verifies_before_tampering()
+    victim = acme_events()[-1]
+    victim.actor_label = "mallory@acme.test"
+    victim.hash = event_hash(victim)
+    with triggers_bypassed():
+        AuditEvent.objects.filter(pk=victim.pk).update(
+            actor_label=victim.actor_label, hash=victim.hash
+        )
+    problem = verify_fails("--org", "acme")
+    assert problem == "FAIL org acme: event #6 does not match the chain head\n"
+    assert walked("acme") == 6
 
 
 def test_it_finds_a_deleted_tail_after_a_checkpoint(trail):
@@ -304,8 +368,12 @@ def test_it_finds_a_deleted_tail_after_a_checkpoint(trail):
     # The chain head is rolled back too, so only the signed checkpoint can tell.
     set_head("acme", kept.seq, kept.hash)
     problem = verify_fails("--org", "acme")
-    assert "events #5–#6 removed from the end: the checkpoint signed" in problem
-    assert "covers #6" in problem
+    checkpoint = AuditCheckpoint.objects.get(org__slug="acme")
+    assert problem == (
+        "FAIL org acme: events #5–#6 removed from the end: "
+        f"the checkpoint signed {signed(checkpoint)} covers #6\n"
+    )
+    assert walked("acme") == 4
 
 
 def test_it_finds_a_deleted_tail_from_the_chain_head_alone(trail):
@@ -313,7 +381,16 @@ def test_it_finds_a_deleted_tail_from_the_chain_head_alone(trail):
     events = acme_events()
     with triggers_bypassed():
         AuditEvent.objects.filter(pk=events[-1].pk).delete()
-    assert "#6 removed from the end of the chain" in verify_fails("--org", "acme")
+    assert verify_fails("--org", "acme") == (
+        "FAIL org acme: event #6 removed from the end of the chain\n"
+    )
+    assert walked("acme") == 5
+    with triggers_bypassed():
+        AuditEvent.objects.filter(pk=events[-2].pk).delete()
+    assert verify_fails("--org", "acme") == (
+        "FAIL org acme: events #5–#6 removed from the end of the chain\n"
+    )
+    assert walked("acme") == 4
 
 
 def test_it_finds_an_event_inserted_past_the_chain_head(trail):
@@ -332,7 +409,8 @@ def test_it_finds_an_event_inserted_past_the_chain_head(trail):
     forged.hash = event_hash(forged)
     forged.save(force_insert=True)
     problem = verify_fails("--org", "acme")
-    assert f"event #{forged.seq} inserted past the end of the chain" in problem
+    assert problem == f"FAIL org acme: event #{forged.seq} inserted past the end of the chain\n"
+    assert walked("acme") == 7
 
 
 def test_it_refuses_floats_in_details(owner):
@@ -364,7 +442,12 @@ def test_it_finds_history_rewritten_with_every_hash_recomputed(trail):
     # The chain itself is consistent again: only the checkpoint can tell.
     assert all(event_hash(e) == e.hash for e in acme_events())
     problem = verify_fails("--org", "acme")
-    assert "event #6 or an earlier one was rewritten: it does not match the checkpoint" in problem
+    checkpoint = AuditCheckpoint.objects.get(org__slug="acme")
+    assert problem == (
+        "FAIL org acme: event #6 or an earlier one was rewritten: it does not match "
+        f"the checkpoint signed {signed(checkpoint)}\n"
+    )
+    assert walked("acme") == 6
 
 
 def test_it_needs_a_checkpoint_to_find_rewritten_history(trail):
@@ -421,8 +504,10 @@ def test_it_finds_a_forged_checkpoint(trail, forge):
     acme = Organization.objects.get(slug="acme")
     forge(AuditCheckpoint.objects.get(org=acme))
     problem = verify_fails("--org", "acme")
-    assert "checkpoint at #6 signed" in problem
-    assert "has an invalid signature" in problem
+    # The one checkpoint, or the real one and the forgery, signed at the same moment.
+    (when,) = {signed(cp) for cp in AuditCheckpoint.objects.filter(org=acme)}
+    assert problem == f"FAIL org acme: checkpoint at #6 signed {when} has an invalid signature\n"
+    assert walked("acme") == 6
 
 
 def test_it_finds_a_forged_checkpoint_over_rewritten_history(trail):
@@ -597,6 +682,7 @@ def database_url() -> str:
     return f"postgres://{s['USER']}{password}@{s['HOST']}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
+@pytest.mark.stack
 @pytest.mark.django_db(transaction=True)
 def test_it_signs_checkpoints_in_a_celery_worker(tmp_path):
     from audit.tasks import sign_checkpoints as task

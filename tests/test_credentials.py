@@ -179,7 +179,7 @@ def test_it_reseals_every_key_under_the_new_kek(owner, member, settings, monkeyp
         assert unseal(new_kek, key.secret_sealed, key.pk) == secret
     events = AuditEvent.objects.filter(action="secret_keys.resealed")
     assert sum(e.details["count"] for e in events) == 5
-    assert {e.target_id for e in events} == {new_kek}
+    assert {(e.target_type, e.target_id) for e in events} == {("key_encryption_key", new_kek)}
     resealed_events = len(events)
 
     call_command("rotate_secret_keys")

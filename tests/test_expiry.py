@@ -16,7 +16,7 @@ from datetime import timedelta
 import pytest
 from botocore.exceptions import ClientError
 from django.core import mail
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import Membership, Organization, Role
@@ -24,10 +24,20 @@ from audit.models import AuditEvent
 from audit.trail import Actor
 from excloud_portal import devenv
 from keys import credentials, expiry
-from keys.models import AccessKey, CreatedVia, ExpiryReason, KeyPolicy, KeyStatus, KeyWarning
+from keys.models import (
+    AccessKey,
+    CacheChange,
+    CachedKind,
+    CreatedVia,
+    ExpiryReason,
+    KeyPolicy,
+    KeyStatus,
+    KeyWarning,
+)
 from keys.services import rotate_key
-from tests.conftest import make_user, new_key
+from tests.conftest import audit_mark, make_user, new_key
 from tests.gateway_stack import REPO, database_url, gateway, worker
+from tests.sqlite_sweep import sweep_with_a_revoke_in_between
 from tests.test_gateway_e2e import bucket_name, s3_client
 
 WORKER_TIMEOUT = 60
@@ -143,6 +153,77 @@ def test_it_expires_stale_past_expiry_and_too_old_keys_in_a_celery_worker(
     fresh.refresh_from_db()
     assert fresh.status == KeyStatus.ACTIVE
     assert len(expired_events()) == 3
+
+
+def test_it_expires_each_kind_of_due_key_with_its_reason_and_one_event(owner, other_org):
+    # The worker test's keys, swept in this process: what each expired key stores and the
+    # event the sweep writes for it, field by field.
+    now = timezone.now()
+    KeyPolicy.objects.create(org=owner.org, inactivity_days=90, max_age_days=365)
+    stale, _ = new_key(owner, "stale")
+    past, _ = new_key(owner, "past-expiry")
+    old, _ = new_key(owner, "too-old")
+    fresh, _ = new_key(owner, "fresh")
+    off, _ = new_key(owner, "switched-off")
+    age(stale, created_at=now - timedelta(days=200), last_used_at=now - timedelta(days=91))
+    age(past, expires_at=now - timedelta(minutes=1))
+    age(old, created_at=now - timedelta(days=366), last_used_at=now - timedelta(hours=1))
+    age(fresh, created_at=now - timedelta(days=30), last_used_at=now - timedelta(days=89))
+    # Another org without a policy: the defaults (90 days unused, no maximum age).
+    globex = Membership.objects.create(
+        org=other_org, user=make_user("owner@globex.test"), role=Role.OWNER
+    )
+    default_stale, _ = new_key(globex, "unused")
+    ancient, _ = new_key(globex, "ancient")
+    age(default_stale, created_at=now - timedelta(days=91))
+    age(ancient, created_at=now - timedelta(days=5000), last_used_at=now)
+    age(off, status=KeyStatus.INACTIVE, expires_at=now - timedelta(days=1))
+    mark = audit_mark()
+
+    assert expiry.expire_due_keys(now) == 5
+    assert expiry.expire_due_keys(now) == 0
+
+    reasons = {
+        stale: ExpiryReason.STALE,
+        past: ExpiryReason.PAST_EXPIRY,
+        old: ExpiryReason.TOO_OLD,
+        default_stale: ExpiryReason.STALE,
+        off: ExpiryReason.PAST_EXPIRY,
+    }
+    events = {e.target_id: e for e in AuditEvent.objects.filter(pk__gt=mark)}
+    assert set(events) == {key.pk for key in reasons}
+    for key, reason in reasons.items():
+        was = key.status
+        key.refresh_from_db()
+        assert (key.status, key.status_changed_at, key.status_changed_by_id) == (
+            KeyStatus.EXPIRED,
+            now,
+            None,
+        )
+        assert key.status_reason == expiry.REASON_TEXT[reason]
+        event = events[key.pk]
+        assert (event.action, event.org_id, event.target_type) == (
+            "access_key.expired",
+            key.org_id,
+            "access_key",
+        )
+        assert (event.actor_type, event.actor_label, event.actor_user_id) == (
+            "system",
+            "key expiry",
+            None,
+        )
+        assert event.details == {
+            "name": key.name,
+            "from": KeyStatus.INACTIVE if key == off else was,
+            "to": KeyStatus.EXPIRED,
+            "reason": reason,
+        }
+    for key in (fresh, ancient):
+        key.refresh_from_db()
+        assert key.status == KeyStatus.ACTIVE
+    # Each expired key is announced to the gateways.
+    announced = set(CacheChange.objects.filter(kind=CachedKind.KEY).values_list("name", flat=True))
+    assert {key.pk for key in reasons} <= announced
 
 
 def test_it_schedules_the_sweep_and_the_warnings(settings):
@@ -439,7 +520,16 @@ def test_a_key_revoked_between_selection_and_update_on_sqlite_stays_revoked(tmp_
         timeout=WORKER_TIMEOUT,
     )
     assert result.returncode == 0, result.stderr
-    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert_the_revoked_key_stays_revoked(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def test_a_key_revoked_between_selection_and_update_on_the_sweeps_connection(db):
+    # On PostgreSQL the batch's row locks keep other writers out, but the same change made
+    # on the sweep's own connection takes the same path through the sweep.
+    assert_the_revoked_key_stays_revoked(sweep_with_a_revoke_in_between())
+
+
+def assert_the_revoked_key_stays_revoked(outcome: dict) -> None:
     first, revoked, last = outcome["ids"]
     # The conditional update changed two of the three keys it selected; the third was
     # revoked in between and keeps its status, its reason, and gets no expiry event.
@@ -451,6 +541,153 @@ def test_a_key_revoked_between_selection_and_update_on_sqlite_stays_revoked(tmp_
     }
     assert outcome["reason"][revoked] == "revoked by its owner"
     assert outcome["reason"][first] == expiry.REASON_TEXT[ExpiryReason.PAST_EXPIRY]
+    assert outcome["reason"][last] == expiry.REASON_TEXT[ExpiryReason.PAST_EXPIRY]
     # One event per expired key, in whatever order the batch took them.
     assert sorted(outcome["events"]) == sorted([first, last])
     assert outcome["again"] is None
+
+
+# 7. A sweep in a bounded number of batches.
+
+
+def test_a_sweep_of_a_few_batches_stops_after_them_and_the_next_finishes(org):
+    now = timezone.now()
+    bulk_keys(org, 5, expires_at=now - timedelta(minutes=5))
+    assert expiry.expire_due_keys(now, batch_size=2, max_batches=2) == 4
+    assert AccessKey.objects.filter(status=KeyStatus.EXPIRED).count() == 4
+    assert expiry.expire_due_keys(now, batch_size=2, max_batches=1) == 1
+    assert expiry.expire_due_keys(now, batch_size=2, max_batches=1) == 0
+
+
+# 8. Warnings, as recorded.
+
+
+def test_a_warning_follows_the_orgs_own_policy_and_names_its_moment(owner, other_org):
+    now = timezone.now()
+    KeyPolicy.objects.create(org=owner.org, inactivity_days=30, warning_days=7)
+    idle, _ = new_key(owner, "idle")
+    age(idle, created_at=now - timedelta(days=40), last_used_at=now - timedelta(days=25))
+    mark = audit_mark()
+
+    created = expiry.record_warnings(lambda pk: None, now)
+
+    warning = KeyWarning.objects.get()
+    assert created == [warning.pk]
+    due_at = now - timedelta(days=25) + timedelta(days=30)
+    assert (warning.key_id, warning.reason, warning.due_at) == (idle.pk, "stale", due_at)
+    [event] = AuditEvent.objects.filter(pk__gt=mark)
+    assert (event.action, event.org_id, event.target_type, event.target_id) == (
+        "access_key.expiry_warned",
+        owner.org_id,
+        "access_key",
+        idle.pk,
+    )
+    assert (event.actor_type, event.actor_label) == ("system", "key expiry")
+    assert event.details == {"name": "idle", "reason": "stale", "due_at": due_at.isoformat()}
+
+
+def test_a_second_warning_run_warns_only_the_keys_it_has_not_warned(owner):
+    now = timezone.now()
+    keys = []
+    for n in range(3):
+        key, _ = new_key(owner, f"soon-{n}")
+        age(key, expires_at=now + timedelta(days=3))
+        keys.append(key)
+    assert len(expiry.record_warnings(lambda pk: None, now)) == 3
+    late, _ = new_key(owner, "soon-late")
+    age(late, expires_at=now + timedelta(days=3))
+    sent = []
+
+    created = expiry.record_warnings(sent.append, now)
+
+    assert created == sent == [KeyWarning.objects.get(key=late).pk]
+    assert KeyWarning.objects.count() == 4
+
+
+# 9. What the keys page shows about each key's expiry.
+
+
+def test_the_hints_name_the_first_limit_and_when_it_is_soon(owner):
+    now = timezone.now()
+    policy = KeyPolicy(org=owner.org, inactivity_days=90, max_age_days=0, warning_days=7)
+    at_the_edge, _ = new_key(owner, "at-the-edge")
+    overdue, _ = new_key(owner, "overdue")
+    idle, _ = new_key(owner, "idle")
+    revoked, _ = new_key(owner, "revoked")
+    age(at_the_edge, expires_at=now + timedelta(days=7), last_used_at=now)
+    age(overdue, expires_at=now - timedelta(hours=1), last_used_at=now)
+    age(idle, created_at=now - timedelta(days=40), last_used_at=now - timedelta(days=30))
+    age(revoked, status=KeyStatus.REVOKED, expires_at=now + timedelta(days=1))
+    keys = {k.name: k for k in AccessKey.objects.all()}
+
+    expiry.add_hints(list(keys.values()), policy, now)
+
+    def hints(name):
+        k = keys[name]
+        return (k.due and (k.due.reason, k.due.at), k.due_in_days, k.due_soon, k.unused_days)
+
+    # Due exactly at the end of the warning lead time: soon.
+    assert hints("at-the-edge") == (("past_expiry", now + timedelta(days=7)), 7, True, None)
+    # Past its limit but not swept yet: due today, not in a negative number of days.
+    assert hints("overdue") == (("past_expiry", now - timedelta(hours=1)), 0, True, None)
+    # Idle for exactly the days after which the page says so.
+    assert hints("idle") == (("stale", now + timedelta(days=60)), 60, False, 30)
+    # A key that is no longer live reaches no limit and is not called unused.
+    assert hints("revoked") == (None, None, False, None)
+
+
+# 10. The policy's days as a duration on SQLite, which the child process above runs on.
+
+
+def test_a_number_of_days_is_a_duration_as_sqlite_stores_one(django_db_blocker):
+    from django.db.models import DurationField, Value
+    from django.db.models.sql import Query
+    from django.db.utils import ConnectionHandler
+
+    sqlite = ConnectionHandler(
+        {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+    )["default"]
+    # An in-memory database of this test's own, not the test database.
+    with django_db_blocker.unblock():
+        try:
+            compiler = Query(AccessKey).get_compiler(connection=sqlite)
+            sql, params = compiler.compile(expiry.DaysDuration(Value(3)))
+            with sqlite.cursor() as cursor:
+                cursor.execute(f"SELECT {sql}", params)
+                (stored,) = cursor.fetchone()
+        finally:
+            sqlite.close()
+    assert stored == DurationField().get_db_prep_value(timedelta(days=3), sqlite)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sweep_takes_the_due_keys_no_one_holds_without_waiting(org):
+    # Another transaction holds one due key (a second sweep's batch, say): the sweep takes
+    # the others at once instead of queueing behind it.
+    now = timezone.now()
+    held, *_ = bulk_keys(org, 3, expires_at=now - timedelta(minutes=5))
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                list(AccessKey.objects.select_for_update().filter(pk=held))
+                locked.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert locked.wait(30)
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '10s'")
+        assert expiry.expire_batch(now) == 2
+    finally:
+        release.set()
+        holder.join(30)
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = 0")
+    assert expiry.expire_batch(now) == 1
+    assert AccessKey.objects.get(pk=held).status == KeyStatus.EXPIRED

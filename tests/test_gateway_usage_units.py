@@ -316,7 +316,19 @@ def test_it_adds_batches_to_hourly_rows_and_keeps_the_latest_use(owner):
     key = AccessKey.objects.get(pk=key.pk)
     assert key.last_used_operation == "PutObject"
     assert key.last_used_ip == "192.0.2.1"
+    assert key.last_used_bucket == "bkt"
     assert key.last_used_at == datetime.fromtimestamp(HOUR + 50, UTC)
+
+
+@pytest.mark.django_db
+def test_it_cuts_a_reported_operation_and_bucket_to_what_the_key_page_keeps(owner):
+    # What a gateway reports comes from the request: the store keeps at most 64 characters
+    # of the operation and 63 of the bucket (the longest bucket name there is).
+    key, _ = new_key(owner)
+    report = [key.id, HOUR + 5, "192.0.2.1", "O" * 100, "b" * 100]
+    record_usage({"counts": [], "last_used": [report]})
+    key = AccessKey.objects.get(pk=key.pk)
+    assert (key.last_used_operation, key.last_used_bucket) == ("O" * 64, "b" * 63)
 
 
 def test_it_counts_every_piece_of_a_body_the_gateway_receives():

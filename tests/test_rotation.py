@@ -37,7 +37,8 @@ def test_it_replaces_the_key_and_keeps_the_old_one_for_the_overlap(owner):
     assert credentials.unseal(new.secret_kek_id, new.secret_sealed, new.pk) == created.secret
     assert new.created_via == CreatedVia.ROTATION
     assert new.rotated_from_id == old.pk
-    assert new.name == f"laptop-rotated-{before:%Y%m%d}"
+    # Dated the day of the rotation: either side of midnight UTC, if it fell in between.
+    assert new.name in {f"laptop-rotated-{at:%Y%m%d}" for at in (before, after)}
     old.refresh_from_db()
     assert old.status == KeyStatus.ACTIVE
     assert before + timedelta(hours=6) <= old.expires_at <= after + timedelta(hours=6)
@@ -68,9 +69,12 @@ def test_it_takes_a_name_and_refuses_a_taken_one(owner):
 
 def test_it_numbers_the_default_name_when_it_is_taken(owner):
     old, _ = new_key(owner, "ci")
-    today = timezone.now()
-    new_key(owner, f"ci-rotated-{today:%Y%m%d}")
-    assert rotate(owner, old).key.name == f"ci-rotated-{today:%Y%m%d}-2"
+    # The names for today and tomorrow are both taken, so the rotation below is numbered
+    # whichever day (UTC) it falls on.
+    days = [f"{timezone.now() + timedelta(days=n):%Y%m%d}" for n in (0, 1)]
+    for day in days:
+        new_key(owner, f"ci-rotated-{day}")
+    assert rotate(owner, old).key.name in {f"ci-rotated-{day}-2" for day in days}
 
 
 @pytest.mark.parametrize("hours", [0, 721])

@@ -120,15 +120,22 @@ def test_a_sign_up_with_errors_is_not_counted(db, settings):
     assert sign_up(client, 0).status_code == 302
 
 
-def test_a_limit_counts_per_key_and_tells_when_the_window_ends():
+def test_a_limit_counts_per_key_and_tells_when_the_window_ends(throttle_clock):
+    assert throttle_clock.now % 60 == 10
     limit = Limit("test", 2, 60)
     verdicts = [limit.hit("a") for _ in range(3)]
     assert [v.allowed for v in verdicts] == [True, True, False]
     assert [v.count for v in verdicts] == [1, 2, 3]
-    assert all(1 <= v.retry_after <= 60 for v in verdicts)
-    assert 1 <= limit.exceeded("a") <= 60
+    assert [v.retry_after for v in verdicts] == [50, 50, 50]
+    assert limit.exceeded("a") == 50
     assert limit.exceeded("b") == 0
     assert limit.hit("b").allowed
+    # The last second of the window, then the next window: counted afresh.
+    throttle_clock.now += 49
+    assert limit.exceeded("a") == 1
+    throttle_clock.now += 1
+    assert limit.exceeded("a") == 0
+    assert limit.hit("a").allowed
     # A count of 0 is no limit.
     assert all(Limit("off", 0, 60).hit("a").allowed for _ in range(5))
 
