@@ -4,6 +4,8 @@ import pytest
 import redis
 from django.core.cache import cache
 from django.core.management import call_command
+from django.db import connection
+from django.db.backends.base.creation import TEST_DATABASE_PREFIX
 from django.db.models import Max
 from django.test import Client
 
@@ -48,7 +50,12 @@ def no_rows_left_by_an_interrupted_run(django_db_setup, django_db_blocker) -> No
     test (transaction=True): such a test commits its rows and removes them only when it
     ends, and with --reuse-db the next run would start on them, so that tests failing on
     them would say nothing about the code. A mutation run kills a mutant's test run when it
-    overruns its CPU time, and starts the next mutant's on the same database."""
+    overruns its CPU time, and starts the next mutant's on the same database.
+
+    A run none of whose tests uses the database sets none up, and leaves the configured
+    (non-test) database alone: nothing is asked of it then."""
+    if not connection.settings_dict["NAME"].startswith(TEST_DATABASE_PREFIX):
+        return
     with django_db_blocker.unblock():
         if User.objects.exists() or Organization.objects.exists() or AuditEvent.objects.exists():
             call_command("flush", interactive=False, verbosity=0)
