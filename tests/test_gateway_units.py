@@ -341,6 +341,14 @@ def test_it_refuses_a_key_limited_to_networks_elsewhere(address, allowed):
     for request in [("GET", "/bkt/k"), ("GET", "/"), ("HEAD", "/bkt")]:
         denial = refusal(key, _operation(*request), OWNED, address)
         assert (denial is None) == allowed
+        # The gateway and the verify API ask through these two, with the same address.
+        assert authorize(key, _operation(*request), OWNED, address) == allowed
+        if allowed:
+            check_access(key, _operation(*request), OWNED, address)
+        else:
+            with pytest.raises(sigv4.S3Error) as refused:
+                check_access(key, _operation(*request), OWNED, address)
+            assert (refused.value.status, refused.value.code) == (403, "AccessDenied")
     # The default scope allows any address, an unknown one included.
     assert refusal(KEY, _operation("GET", "/bkt/k"), OWNED, None) is None
 
