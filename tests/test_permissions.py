@@ -633,6 +633,9 @@ def test_it_gives_each_role_its_permissions_on_membership(role):
     mine, theirs = a_key(created_by=ME), a_key(created_by=SOMEONE_ELSE)
     assert me.can_change_key(mine) is (role != Role.AUDITOR)
     assert me.can_change_key(theirs) is manager
+    # Rotating takes both creating and changing: a member rotates only their own keys.
+    assert me.can_rotate_key(mine) is (role != Role.AUDITOR)
+    assert me.can_rotate_key(theirs) is manager
 
     # Reactivating: managers always; a member only their own key that they deactivated.
     assert me.can_reactivate_key(a_key(ME, status_changed_by=ME)) is (role != Role.AUDITOR)
