@@ -22,8 +22,8 @@ from gateway.tasks import USAGE_BATCH_RETENTION, record_usage
 from gateway.usage import UsageRecorder
 from keys.models import AccessKey, DeniedAttempt, KeyUsage
 from keys.services import revoke_key
+from tests import usage_stack
 from tests.conftest import client_for, new_key
-from tests.gateway_stack import gateway, worker
 from tests.test_gateway_e2e import bucket_name, s3_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -31,27 +31,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 WAIT_SECONDS = 30
 
 
-@pytest.fixture(scope="module")
-def var(tmp_path_factory):
-    return tmp_path_factory.mktemp("var")
-
-
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory, store, var):
-    with gateway(
-        tmp_path_factory.mktemp("gw"),
-        store,
-        var=var,
-        read_only=True,
-        EXCLOUD_USAGE_FLUSH_SECONDS="1",
-    ) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def celery_worker(tmp_path_factory, store, var):
-    with worker(tmp_path_factory.mktemp("worker"), store, var=var) as log:
-        yield log
+var, gw, celery_worker = usage_stack.fixtures()
 
 
 def _usage(key) -> KeyUsage | None:

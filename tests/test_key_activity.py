@@ -19,8 +19,8 @@ from audit.trail import Actor
 from gateway.services import adopt_bucket
 from keys import reports, rollups
 from keys.models import AccessKey, KeyUsage
+from tests import usage_stack
 from tests.conftest import client_for, new_key
-from tests.gateway_stack import gateway, worker
 from tests.s3_raw import Signer
 from tests.test_gateway_e2e import bucket_name, s3_client
 
@@ -28,28 +28,7 @@ WAIT_SECONDS = 30
 AGENT = "aws-cli/2.15.0 Python/3.11 Linux/6.1 exe/x86_64"
 
 
-@pytest.fixture(scope="module")
-def var(tmp_path_factory):
-    return tmp_path_factory.mktemp("var")
-
-
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory, store, var):
-    with gateway(
-        tmp_path_factory.mktemp("gw"),
-        store,
-        var=var,
-        read_only=True,
-        forwarded_allow_ips="127.0.0.1",
-        EXCLOUD_USAGE_FLUSH_SECONDS="1",
-    ) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def celery_worker(tmp_path_factory, store, var):
-    with worker(tmp_path_factory.mktemp("worker"), store, var=var) as log:
-        yield log
+var, gw, celery_worker = usage_stack.fixtures(forwarded_allow_ips="127.0.0.1")
 
 
 def _chart_values(html: str, measure: str) -> dict[str, int]:
