@@ -192,11 +192,20 @@ class Outcome:
             entry = equivalents.get(name)
             if entry is None:
                 continue
+            diff = self.diffs.get(name, "").splitlines()
             added = [
                 line[1:].strip()
-                for line in self.diffs.get(name, "").splitlines()
+                for line in diff
                 if line.startswith("+") and not line.startswith("+++")
             ]
+            # A mutant that only deletes (an argument on a line of its own) adds no line:
+            # its entry names the line it deletes.
+            if not added:
+                added = [
+                    line[1:].strip()
+                    for line in diff
+                    if line.startswith("-") and not line.startswith("---")
+                ]
             if entry["line"].strip() in added:
                 self.equivalent[name] = entry["reason"]
             else:

@@ -34,8 +34,8 @@ from keys.models import (
     KeyStatus,
     KeyWarning,
 )
-from keys.services import rotate_key
-from tests.conftest import audit_mark, make_user, new_key
+from keys.services import deactivate_key, rotate_key
+from tests.conftest import audit_mark, events_since, make_user, new_key
 from tests.gateway_stack import REPO, database_url, gateway, worker
 from tests.sqlite_sweep import sweep_with_a_revoke_in_between
 from tests.test_gateway_e2e import bucket_name, s3_client
@@ -177,7 +177,9 @@ def test_it_expires_each_kind_of_due_key_with_its_reason_and_one_event(owner, ot
     ancient, _ = new_key(globex, "ancient")
     age(default_stale, created_at=now - timedelta(days=91))
     age(ancient, created_at=now - timedelta(days=5000), last_used_at=now)
-    age(off, status=KeyStatus.INACTIVE, expires_at=now - timedelta(days=1))
+    # Deactivated by its owner: the sweep, not the owner, is the one who expires it.
+    deactivate_key(owner, Actor.for_user(owner.user), off)
+    age(off, expires_at=now - timedelta(days=1))
     mark = audit_mark()
 
     assert expiry.expire_due_keys(now) == 5
@@ -249,7 +251,29 @@ def test_it_uses_the_defaults_without_a_policy_and_honours_off(owner):
     assert expiry.expire_due_keys(now) == 0
 
 
-# 2. Two sweeps at once, and a sweep killed halfway.
+def test_a_limit_of_one_day_is_a_limit_not_off(owner, outsider):
+    now = timezone.now()
+    KeyPolicy.objects.create(org=owner.org, inactivity_days=1, max_age_days=0)
+    KeyPolicy.objects.create(org=outsider.org, inactivity_days=0, max_age_days=1)
+    unused, _ = new_key(owner, "unused")
+    recent, _ = new_key(owner, "recent")
+    old, _ = new_key(outsider, "old")
+    young, _ = new_key(outsider, "young")
+    age(unused, created_at=now - timedelta(days=3), last_used_at=now - timedelta(days=2))
+    age(recent, created_at=now - timedelta(days=3), last_used_at=now - timedelta(hours=23))
+    age(old, created_at=now - timedelta(days=2), last_used_at=now)
+    age(young, created_at=now - timedelta(hours=23), last_used_at=now)
+
+    assert sorted(expiry.due_keys(now).values_list("name", flat=True)) == ["old", "unused"]
+    assert expiry.expire_due_keys(now) == 2
+    assert {e.target_id: e.details["reason"] for e in expired_events()} == {
+        unused.pk: ExpiryReason.STALE,
+        old.pk: ExpiryReason.TOO_OLD,
+    }
+
+
+# 2. Two sweeps at once, a sweep killed halfway, and changes between a batch's selection
+# and its update.
 
 
 @pytest.mark.django_db(transaction=True)
@@ -336,6 +360,84 @@ def test_a_sweep_killed_halfway_is_finished_by_the_next_run(org, settings):
     per_key = Counter(e.target_id for e in expired_events())
     assert set(per_key) == set(ids) and set(per_key.values()) == {1}
     assert expiry.expire_due_keys(now) == 0
+
+
+def sweep_with_a_change_in_between(now, change) -> int | None:
+    """One sweep batch, with ``change()`` made after the batch was selected and before its
+    conditional update: when the sweep reads the org policies. On SQLite another writer's
+    change can land there; here it is made on the sweep's own connection."""
+    policies = expiry._policies
+
+    def policies_after_the_change(org_ids):
+        change()
+        return policies(org_ids)
+
+    expiry._policies = policies_after_the_change
+    try:
+        return expiry.expire_batch(now)
+    finally:
+        expiry._policies = policies
+
+
+# What another writer leaves on a key that the batch selected, just before the batch's
+# update: none of them is this update's work, so none gets an expiry event from it.
+CHANGES_IN_BETWEEN = {
+    # Another sweep, with an earlier clock reading, expired it first.
+    "expired by an earlier sweep": (KeyStatus.EXPIRED, timedelta(minutes=-1), "past_expiry"),
+    # Another sweep at the same moment, under a policy that made it stale.
+    "expired at the same moment as stale": (KeyStatus.EXPIRED, timedelta(0), "stale"),
+    # Revoked at the same moment by an owner who gave the sweep's own words as the reason.
+    "revoked at the same moment in the sweep's words": (
+        KeyStatus.REVOKED,
+        timedelta(0),
+        "past_expiry",
+    ),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES_IN_BETWEEN)
+def test_a_key_changed_between_selection_and_update_gets_no_event_from_the_sweep(org, change):
+    status, offset, reason = CHANGES_IN_BETWEEN[change]
+    now = timezone.now()
+    first, changed, last = bulk_keys(org, 3, expires_at=now - timedelta(hours=1))
+    left = {
+        "status": status,
+        "status_changed_at": now + offset,
+        "status_reason": expiry.REASON_TEXT[reason],
+    }
+    mark = audit_mark()
+
+    expired = sweep_with_a_change_in_between(
+        now, lambda: AccessKey.objects.filter(pk=changed).update(**left)
+    )
+
+    assert expired == 2
+    assert sorted(e.target_id for e in events_since(mark)) == sorted([first, last])
+    key = AccessKey.objects.get(pk=changed)
+    assert (key.status, key.status_changed_at, key.status_reason) == tuple(left.values())
+    assert expiry.expire_batch(now) is None
+
+
+def test_a_key_whose_policy_is_switched_off_after_selection_is_still_expired(owner):
+    # The batch selected the key as stale, then its org switched every limit off before the
+    # sweep read the policy: no limit is left to name, and the key the batch holds is
+    # expired under the catch-all reason.
+    now = timezone.now()
+    KeyPolicy.objects.create(org=owner.org, inactivity_days=30, max_age_days=0)
+    idle, _ = new_key(owner, "idle")
+    age(idle, created_at=now - timedelta(days=50), last_used_at=now - timedelta(days=40))
+
+    expired = sweep_with_a_change_in_between(
+        now,
+        lambda: KeyPolicy.objects.filter(org=owner.org).update(inactivity_days=0, max_age_days=0),
+    )
+
+    assert expired == 1
+    idle.refresh_from_db()
+    assert idle.status == KeyStatus.EXPIRED
+    assert idle.status_reason == expiry.REASON_TEXT[ExpiryReason.PAST_EXPIRY]
+    [event] = expired_events(target_id=idle.pk)
+    assert event.details["reason"] == ExpiryReason.PAST_EXPIRY
 
 
 # 3. Warnings before expiry.
@@ -634,6 +736,23 @@ def test_the_hints_name_the_first_limit_and_when_it_is_soon(owner):
     assert hints("idle") == (("stale", now + timedelta(days=60)), 60, False, 30)
     # A key that is no longer live reaches no limit and is not called unused.
     assert hints("revoked") == (None, None, False, None)
+
+
+def test_a_key_no_limit_applies_to_has_no_due_moment(owner):
+    now = timezone.now()
+    policy = KeyPolicy(org=owner.org, inactivity_days=0, max_age_days=0, warning_days=7)
+    forever, _ = new_key(owner, "forever")
+    age(forever, created_at=now - timedelta(days=400), last_used_at=now - timedelta(days=40))
+    forever.refresh_from_db()
+
+    assert expiry.next_due(forever, policy) is None
+    [forever] = expiry.add_hints([forever], policy, now)
+    assert (forever.due, forever.due_in_days, forever.due_soon, forever.unused_days) == (
+        None,
+        None,
+        False,
+        40,
+    )
 
 
 # 10. The policy's days as a duration on SQLite, which the child process above runs on.
