@@ -8,7 +8,6 @@ import secrets
 import threading
 
 import pytest
-from django.db import connection
 from django.test import Client
 
 from accounts.models import Membership
@@ -17,6 +16,7 @@ from audit.trail import Actor
 from keys import credentials, services
 from keys.models import AccessKey, KeyStatus
 
+from .concurrency import run_in_threads
 from .conftest import audit_mark, events_since, new_key
 
 CREATE_URL = "/orgs/acme/keys/new/"
@@ -250,28 +250,6 @@ def test_it_does_not_redirect_off_site_after_a_change(owner, owner_client):
     assert r["Location"] == "/orgs/acme/keys/"
 
 
-def run_in_threads(target, count: int = 2) -> list:
-    """Run target(barrier) in threads, each on its own connection; return results or errors."""
-    barrier = threading.Barrier(count, timeout=THREAD_TIMEOUT)
-    results: list = [None] * count
-
-    def run(i: int) -> None:
-        try:
-            results[i] = target(barrier)
-        except Exception as e:
-            results[i] = e
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(THREAD_TIMEOUT)
-        assert not thread.is_alive()
-    return results
-
-
 @pytest.mark.django_db(transaction=True)
 def test_it_lets_exactly_one_of_two_concurrent_revokes_win(owner, admin):
     key, _ = new_key(owner)
@@ -284,7 +262,7 @@ def test_it_lets_exactly_one_of_two_concurrent_revokes_win(owner, admin):
         barrier.wait()
         return services.revoke_key(membership, Actor.for_user(membership.user), mine)
 
-    results = run_in_threads(revoke)
+    results = run_in_threads(revoke, timeout=THREAD_TIMEOUT)
     winners = [r for r in results if isinstance(r, AccessKey)]
     losers = [r for r in results if isinstance(r, services.InvalidKeyState)]
     assert (len(winners), len(losers)) == (1, 1), results
@@ -345,7 +323,7 @@ def test_it_creates_one_key_from_two_concurrent_submissions(owner, monkeypatch):
             membership, Actor.for_user(membership.user), "laptop", creation_token=token
         )
 
-    results = run_in_threads(submit)
+    results = run_in_threads(submit, timeout=THREAD_TIMEOUT)
     assert all(isinstance(r, services.CreatedKey) for r in results), results
     assert not at_seal.broken
     key = AccessKey.objects.get()

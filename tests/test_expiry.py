@@ -35,6 +35,7 @@ from keys.models import (
     KeyWarning,
 )
 from keys.services import deactivate_key, rotate_key
+from tests.concurrency import at_once
 from tests.conftest import audit_mark, events_since, make_user, new_key
 from tests.gateway_stack import REPO, database_url, gateway, worker
 from tests.sqlite_sweep import sweep_with_a_revoke_in_between
@@ -280,25 +281,7 @@ def test_a_limit_of_one_day_is_a_limit_not_off(owner, outsider):
 def test_two_sweeps_at_once_expire_each_of_10000_keys_exactly_once(org):
     now = timezone.now()
     ids = bulk_keys(org, 10_000, expires_at=now - timedelta(minutes=5))
-    barrier = threading.Barrier(2)
-    counts: list[int] = []
-    errors: list[BaseException] = []
-
-    def sweep() -> None:
-        try:
-            barrier.wait()
-            counts.append(expiry.expire_due_keys(now, batch_size=250))
-        except BaseException as error:  # noqa: BLE001 - reported by the main thread
-            errors.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=sweep) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
-    assert not errors, errors
+    counts = at_once(lambda: expiry.expire_due_keys(now, batch_size=250), timeout=300)
     assert sum(counts) == 10_000
     # Both sweeps did part of the work: SKIP LOCKED let them take different batches.
     assert len(counts) == 2 and min(counts) > 0, counts
@@ -531,24 +514,7 @@ def test_two_warning_runs_at_once_send_one_email_per_key(owner, eager_celery):
     now = timezone.now()
     keys = [new_key(owner, f"soon-{n}")[0] for n in range(20)]
     AccessKey.objects.update(expires_at=now + timedelta(days=2))
-    barrier = threading.Barrier(2)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            barrier.wait()
-            expiry.record_warnings(send_expiry_warning.delay_on_commit, now)
-        except BaseException as error:  # noqa: BLE001 - reported by the main thread
-            errors.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not errors, errors
+    at_once(lambda: expiry.record_warnings(send_expiry_warning.delay_on_commit, now))
     sent = Counter(k.id for message in mail.outbox for k in keys if k.id in message.subject)
     assert sent == {k.id: 1 for k in keys}
     assert KeyWarning.objects.count() == 20

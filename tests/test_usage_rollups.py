@@ -4,17 +4,16 @@ and after."""
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from excloud_portal.celery import app
 from keys import rollups, usage
 from keys.models import DeniedAttempt, KeyBucketDay, KeySourceDay, KeyUsage, KeyUsageDay
 from keys.tasks import roll_up_usage
+from tests.concurrency import at_once
 from tests.conftest import new_key
 
 NOW = datetime(2026, 11, 20, 15, 30, tzinfo=UTC)
@@ -102,26 +101,8 @@ def test_two_runs_at_once_count_every_hour_once(owner):
     for scale, key in enumerate(keys, start=1):
         _fill(key, scale)
     expected = {key.pk: _expected_days(key.pk) for key in keys}
-    start = threading.Barrier(2)
-    counts: list[int] = []
-    errors: list[BaseException] = []
+    counts = at_once(lambda: rollups.roll_up(NOW, batch_size=3))
 
-    def run() -> None:
-        try:
-            start.wait()
-            counts.append(rollups.roll_up(NOW, batch_size=3))
-        except BaseException as error:  # noqa: BLE001 - reported by the test below
-            errors.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    assert errors == []
     assert sum(counts) == sum(1 for hour in HOURS if hour < rollups.cutoff(NOW)) * len(keys)
     for key in keys:
         assert _days(key.pk) == expected[key.pk]
