@@ -72,6 +72,57 @@ def _stop(proc: subprocess.Popen, grace: float = 10) -> None:
         proc.wait(timeout=10)
 
 
+def _stat_fields(stat: Path) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the command name (state first), or None once the
+    process or thread is gone."""
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def group_pids(pgid: int) -> list[int]:
+    """The processes of process group ``pgid``."""
+    return [
+        int(stat.parent.name)
+        for stat in Path("/proc").glob("[0-9]*/stat")
+        if (fields := _stat_fields(stat)) is not None and int(fields[2]) == pgid
+    ]
+
+
+def freeze(*pids: int) -> None:
+    """SIGSTOP each process and wait until every thread of each has stopped.
+
+    kill() returns once the signal is queued: the kernel hands a process's stop to one of
+    its threads, and the others (a Go program's, say) run on until that one is scheduled,
+    so on a busy machine a request sent just after kill() could still be answered. A
+    process that has exited counts as frozen."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + START_TIMEOUT
+    running = list(pids)
+    while running:
+        running = [
+            pid
+            for pid in running
+            if any(
+                (fields := _stat_fields(stat)) is not None and fields[0] not in ("T", "t")
+                for stat in Path(f"/proc/{pid}/task").glob("*/stat")
+            )
+        ]
+        if running:
+            assert time.monotonic() < deadline, f"processes {running} did not stop"
+            time.sleep(0.005)
+
+
+def thaw(*pids: int) -> None:
+    """SIGCONT each process (one that has exited is skipped)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
 @dataclass
 class Upstream:
     url: str

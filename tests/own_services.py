@@ -25,7 +25,7 @@ import psycopg
 import redis
 
 from excloud_portal import devenv
-from tests.gateway_stack import REPO, free_port
+from tests.gateway_stack import REPO, free_port, freeze
 
 START_TIMEOUT = 30
 
@@ -90,7 +90,7 @@ class OwnRedis:
     def freeze(self) -> None:
         """SIGSTOP: connections are accepted by the kernel but nothing answers."""
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
+        freeze(self.proc.pid)
 
     def thaw(self) -> None:
         assert self.proc is not None
@@ -198,9 +198,7 @@ class OwnPostgres:
 
     def freeze(self) -> None:
         """SIGSTOP to every server process: connections hang, nothing is refused."""
-        for pid in self._processes():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGSTOP)
+        freeze(*self._processes())
 
     def thaw(self) -> None:
         for pid in self._processes():

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.gateway_stack import gateway, stack_env, upstream
+from tests.gateway_stack import freeze, gateway, group_pids, stack_env, upstream
 from tests.own_services import OwnPostgres, own_postgres, own_redis
 from tests.s3_raw import Response, Signer, error_code, send
 from tests.test_gateway_e2e import s3_client
@@ -221,7 +221,7 @@ def test_it_gives_back_a_bucket_claim_that_commits_after_its_503(tmp_path, postg
         # CreateBucket asks the store whether it has the name, then claims it in the
         # database: with the store frozen the request waits between the two, and the
         # database freezes before the claim.
-        os.killpg(own_store.pid, signal.SIGSTOP)
+        freeze(*group_pids(own_store.pid))
         try:
             with ThreadPoolExecutor(1) as pool:
                 answer = pool.submit(send, signer.port, create, timeout=60)

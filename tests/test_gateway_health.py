@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from tests.gateway_stack import gateway, upstream
+from tests.gateway_stack import freeze, gateway, upstream
 from tests.own_services import own_postgres, own_redis
 
 # A frozen dependency is answered within its check's time limit, with room for a slow
@@ -53,7 +53,7 @@ def test_it_says_which_dependency_is_not_ready(tmp_path):
             "checks": {"database": "ok", "redis": "ok", "object_store": "ok"},
         }
 
-        os.kill(store.pid, signal.SIGSTOP)
+        freeze(store.pid)
         try:
             status, body, took = readyz(gw.url)
             assert status == 503

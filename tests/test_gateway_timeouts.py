@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import time
 import uuid
@@ -24,7 +23,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from tests.conftest import new_key
-from tests.gateway_stack import Upstream, gateway, upstream
+from tests.gateway_stack import Upstream, freeze, gateway, group_pids, thaw, upstream
 from tests.s3_raw import UNSIGNED_PAYLOAD, Connection, Signer, error_code, send
 from tests.test_gateway_e2e import s3_client
 
@@ -84,11 +83,12 @@ def own(gw, owner) -> tuple[Signer, str]:
 @contextlib.contextmanager
 def frozen(store: Upstream):
     """The store's processes stopped (SIGSTOP): connections open, nothing answers."""
-    os.killpg(store.pid, signal.SIGSTOP)
+    processes = group_pids(store.pid)
+    freeze(*processes)
     try:
         yield
     finally:
-        os.killpg(store.pid, signal.SIGCONT)
+        thaw(*processes)
 
 
 def _in_store(store: Upstream, bucket: str, name: str) -> bool:
