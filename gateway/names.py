@@ -4,7 +4,7 @@ Django-free. A bucket name that breaks the rules is refused, never repaired: the
 decides on the name it validated and forwards that same name, so nothing downstream can
 read a different bucket into it. Object names are refused when a store behind the
 gateway could resolve them to another object (dot segments, empty segments, a trailing
-"/", NUL).
+"/", NUL), and listing prefixes when it could resolve them to another folder.
 """
 
 from __future__ import annotations
@@ -81,6 +81,19 @@ def check_object_name(name: str) -> str:
     if problem is not None:
         raise s3errors.invalid_argument(problem)
     return name
+
+
+def check_list_prefix(prefix: str) -> str:
+    """``prefix`` itself when a listing may ask for it, or InvalidArgument. No object name
+    holds a "." or ".." segment, so such a prefix lists nothing on a store that compares
+    names as strings; a store that resolves paths could list another folder for it."""
+    if "\x00" in prefix or any(segment in (".", "..") for segment in prefix.split("/")):
+        raise s3errors.invalid_argument(
+            "Listing prefixes may not hold a NUL character or '.' or '..' path segments: "
+            "a store could resolve them to another folder.",
+            "prefix",
+        )
+    return prefix
 
 
 def decode_object_name(raw: str) -> str:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from urllib.parse import quote_from_bytes, unquote
 
 from . import s3errors
-from .names import check_bucket_name, check_object_name, decode_object_name
+from .names import check_bucket_name, check_list_prefix, check_object_name, decode_object_name
 from .sigv4 import PRESIGN_PARAMS
 
 # What a touch needs, from least to most. "admin" covers creating and deleting buckets
@@ -471,7 +471,7 @@ def classify(
         touches.append(Touch(bucket, key, rule.access))
     if copy_source is not None:
         touches.append(Touch(copy_source.bucket, copy_source.key, READ))
-    list_prefix = params.get("prefix", "") if rule.name in LISTINGS else None
+    list_prefix = check_list_prefix(params.get("prefix", "")) if rule.name in LISTINGS else None
     return Operation(
         rule.name, level, rule.access, bucket, key, copy_source, tuple(touches), list_prefix
     )
@@ -577,7 +577,7 @@ def for_verify_action(
         check_object_name(copy_source_key)
     list_prefix = None
     if prefix is not None:
-        name, level, list_prefix = "ListObjectsV2", BUCKET, prefix
+        name, level, list_prefix = "ListObjectsV2", BUCKET, check_list_prefix(prefix)
     elif copy_source_bucket is not None:
         name = "CopyObject"
     touches: list[Touch] = []

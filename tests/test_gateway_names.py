@@ -5,6 +5,7 @@ import pytest
 from gateway.names import (
     bucket_name_problem,
     check_bucket_name,
+    check_list_prefix,
     check_object_name,
     decode_object_name,
 )
@@ -179,3 +180,19 @@ def test_it_refuses_bad_encoded_object_names(raw: str, code: str) -> None:
 def test_it_counts_the_length_of_the_decoded_name() -> None:
     # 1,024 escapes of one byte each: 3,072 characters on the wire, 1,024 bytes of name.
     assert decode_object_name("%41" * 1024) == "A" * 1024
+
+
+@pytest.mark.parametrize(
+    "prefix", ["", "team/", "team", "team/..c", "team/.hidden/", "a/...", "a b+c%d", "a//"]
+)
+def test_it_accepts_listing_prefixes_that_name_no_other_folder(prefix: str) -> None:
+    assert check_list_prefix(prefix) == prefix
+
+
+@pytest.mark.parametrize(
+    "prefix", ["..", ".", "../", "./a", "team/..", "team/../", "team/../secret/", "a/./b", "a\x00"]
+)
+def test_it_refuses_listing_prefixes_a_store_could_resolve_elsewhere(prefix: str) -> None:
+    with pytest.raises(S3Error) as caught:
+        check_list_prefix(prefix)
+    assert (caught.value.code, caught.value.status) == ("InvalidArgument", 400)
