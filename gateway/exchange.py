@@ -8,6 +8,7 @@ adds its own. Usage recording reads it once the request is answered.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -64,7 +65,7 @@ class Exchange:
             secrets.token_hex(8).upper(),
             Receiver(receive, body_timeout, limits.undeclared_body_limit(request)),
             Sender(send, body_timeout),
-            (scope.get("client") or (None,))[0],
+            client_address(scope),
         )
 
     @property
@@ -75,3 +76,18 @@ class Exchange:
     def header(self, name: str) -> str | None:
         """The first value of the request's header ``name``, or None."""
         return (self.headers.get(name) or [None])[0]
+
+
+def client_address(scope: dict[str, Any]) -> str | None:
+    """The request's source address, or None when it is not known. Behind a trusted proxy
+    the ASGI server takes it from X-Forwarded-For as written, which need not be an
+    address at all: such a value counts as unknown (a key limited to source networks is
+    refused it), never as text to match, count or store."""
+    host = (scope.get("client") or (None,))[0]
+    if not host:
+        return None
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return host

@@ -31,6 +31,7 @@ from excloud_portal import health as web_health
 from excloud_portal import metrics as web_metrics
 
 from . import sigv4
+from .exchange import client_address
 from .upstream import Signer
 
 PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -61,7 +62,7 @@ class Probes:
         if authorization is not None and len(authorization) != 1:
             return False
         return web_metrics.may_read(
-            (scope.get("client") or (None,))[0],
+            client_address(scope),
             authorization[0] if authorization else None,
             "x-forwarded-for" in headers or "forwarded" in headers,
             settings.EXCLOUD_METRICS_ALLOWED_NETWORKS,

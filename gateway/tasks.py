@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ipaddress
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -73,7 +74,12 @@ def record_usage(batch: dict[str, Any]) -> int:
         for key_id, at, ip, operation, bucket, *agent in last_used:
             if key_id in known:
                 note_last_use(
-                    key_id, datetime.fromtimestamp(at, UTC), ip, operation, bucket, *agent[:1]
+                    key_id,
+                    datetime.fromtimestamp(at, UTC),
+                    _address(ip),
+                    operation,
+                    bucket,
+                    *agent[:1],
                 )
         for key_id, bucket, day, requests, bytes_in, bytes_out in buckets:
             if key_id in known:
@@ -92,7 +98,7 @@ def record_usage(batch: dict[str, Any]) -> int:
                     KeySourceDay,
                     {
                         "access_key_id": key_id,
-                        "source_ip": ip or "",
+                        "source_ip": _address(ip) or "",
                         "day": datetime.fromtimestamp(day, UTC).date(),
                     },
                     {"requests": count},
@@ -102,7 +108,7 @@ def record_usage(batch: dict[str, Any]) -> int:
                 DeniedAttempt,
                 {
                     "access_key_id": key_id,
-                    "source_ip": ip or "",
+                    "source_ip": _address(ip) or "",
                     "hour": datetime.fromtimestamp(hour, UTC),
                     "signed": False,
                 },
@@ -116,7 +122,7 @@ def record_usage(batch: dict[str, Any]) -> int:
                 DeniedAttempt,
                 {
                     "access_key_id": key_id,
-                    "source_ip": ip or "",
+                    "source_ip": _address(ip) or "",
                     "hour": datetime.fromtimestamp(hour, UTC),
                     "signed": True,
                 },
@@ -140,6 +146,16 @@ def record_usage(batch: dict[str, Any]) -> int:
                     hour_at.isoformat(),
                 )
     return changed
+
+
+def _address(value: object) -> str | None:
+    """A source address as stored, or None for anything that is not one: a batch sent by
+    a gateway that kept X-Forwarded-For's text as it came is counted, not refused whole."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    return str(value)
 
 
 def _first_delivery(batch_id: uuid.UUID) -> bool:

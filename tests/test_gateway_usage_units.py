@@ -254,6 +254,33 @@ def test_it_stores_buckets_sources_and_a_last_use_from_an_older_gateway(owner):
     assert list(KeySourceDay.objects.values_list("source_ip", "requests")) == [("192.0.2.1", 4)]
 
 
+def test_it_counts_a_batch_whose_source_addresses_are_not_addresses(owner):
+    key, _ = new_key(owner)
+    day = HOUR // 86400 * 86400
+    garbage = '"><img src=x onerror=alert(1)>' + "x" * 300
+    record_usage(
+        {
+            "counts": [[key.id, HOUR, 1, 0, 0, 0, 0]],
+            "last_used": [[key.id, HOUR + 5, garbage, "GetObject", "bkt", "ua"]],
+            "sources": [[key.id, garbage, day, 1], [key.id, "::ffff:192.0.2.1", day, 1]],
+            "denied_attempts": [[key.id, garbage, HOUR, 1]],
+            "refused_uses": [[key.id, garbage, HOUR, 1]],
+        }
+    )
+
+    key = AccessKey.objects.get(pk=key.pk)
+    assert (key.last_used_ip, key.last_used_user_agent) == (None, "ua")
+    assert KeyUsage.objects.get(access_key=key).requests == 1
+    assert sorted(KeySourceDay.objects.values_list("source_ip", "requests")) == [
+        ("", 1),
+        ("::ffff:192.0.2.1", 1),
+    ]
+    assert sorted(DeniedAttempt.objects.values_list("source_ip", "signed", "count")) == [
+        ("", False, 1),
+        ("", True, 1),
+    ]
+
+
 def test_it_bounds_what_a_flood_of_made_up_key_ids_can_make_it_hold():
     recorder = UsageRecorder()
     for number in range(MAX_DENIED_ENTRIES + 500):

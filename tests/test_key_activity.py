@@ -129,6 +129,58 @@ def test_it_shows_a_keys_traffic_exactly_as_sent(gw, store, celery_worker, owner
     ]
 
 
+HOSTILE_AGENT = (
+    '"><script>alert(1)</script><a href="javascript:alert(2)">x</a> '
+    '=HYPERLINK("javascript:alert(3)") ' + "A" * 400
+)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_hostile_user_agent_and_forwarded_address_reach_the_pages_as_text(
+    gw, store, celery_worker, owner
+):
+    key, secret = new_key(owner)
+    bucket = bucket_name()
+    admin_s3 = s3_client(store.url, store.access_key_id, store.secret_access_key)
+    admin_s3.create_bucket(Bucket=bucket)
+    adopt_bucket(owner.org, bucket, Actor.system())
+    signer = Signer(int(gw.url.rsplit(":", 1)[1]), key.id, secret)
+    answer = signer.request(
+        "GET",
+        f"/{bucket}?list-type=2",
+        headers=[("User-Agent", HOSTILE_AGENT)],
+        # From the trusted proxy, but not an address: the source counts as unknown.
+        unsigned=[("X-Forwarded-For", '"><img src=x onerror=alert(4)>')],
+    )
+    assert answer.status == 200
+
+    deadline = time.monotonic() + WAIT_SECONDS
+    while (
+        KeyUsage.objects.filter(access_key=key).aggregate(n=Sum("requests"))["n"] != 1
+        or not AccessKey.objects.get(pk=key.pk).last_used_user_agent
+    ):
+        assert time.monotonic() < deadline, celery_worker.read_text(errors="replace")
+        time.sleep(0.2)
+    stored = AccessKey.objects.get(pk=key.pk)
+    assert stored.last_used_user_agent == HOSTILE_AGENT[:200]
+    assert stored.last_used_ip is None
+
+    html = client_for(owner).get(reverse("key_detail", args=[owner.org.slug, key.id]))
+    html = html.content.decode()
+    assert "<script>alert" not in html and "onerror=alert" not in html
+    assert 'href="javascript:' not in html
+    assert "&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    report = reports.request_report(owner, Actor.for_user(owner.user), enqueue=lambda _id: None)
+    assert reports.build_report(str(report.pk))
+    report_csv = client_for(owner).get(
+        reverse("credential_report_csv", args=[owner.org.slug, report.pk])
+    )
+    for row in csv.DictReader(io.StringIO(report_csv.text)):
+        assert not any(str(cell).lstrip().startswith(("=", "+", "-", "@")) for cell in row.values())
+        if row["access_key_id"] == key.id:
+            assert (row["requests_30_days"], row["last_used_ip"]) == ("1", "")
+
+
 @pytest.mark.django_db
 def test_rolled_up_days_read_the_same_and_the_page_costs_the_same_queries(
     owner, django_assert_max_num_queries
