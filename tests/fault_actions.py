@@ -6,6 +6,8 @@ Commands print one JSON value:
   setup SLUG EMAIL         an org with its owner -> {}
   new-key SLUG NAME        a key of the org's owner -> {"id": ..., "secret": ...}
   revoke KEY_ID            revoke as the org's owner -> {"status": ..., "seconds": ...}
+  narrow KEY_ID BUCKET PREFIX
+                           narrow to reading PREFIX in BUCKET, as the org's owner -> {"scope": ...}
   token SLUG               an API token of the org's owner -> {"token": ...}
   requests KEY_ID          the requests counted for the key -> int
   events ACTION            how many audit events of that action there are -> int
@@ -31,7 +33,8 @@ def main(argv: list[str]) -> object:
     from audit.models import AuditEvent
     from audit.trail import Actor
     from keys.models import AccessKey, KeyUsage
-    from keys.services import create_key, revoke_key
+    from keys.scope import READ_ONLY, Scope
+    from keys.services import create_key, narrow_key_scope, revoke_key
 
     def owner_of(org: Organization) -> Membership:
         return Membership.objects.select_related("user", "org").get(org=org, role=Role.OWNER)
@@ -55,6 +58,13 @@ def main(argv: list[str]) -> object:
         started = time.monotonic()
         key = revoke_key(owner, Actor.for_user(owner.user), key)
         return {"status": key.status, "seconds": time.monotonic() - started}
+    if command == "narrow":
+        key_id, bucket, prefix = args
+        key = AccessKey.objects.select_related("org").get(pk=key_id)
+        owner = owner_of(key.org)
+        scope = Scope.build(permission=READ_ONLY, buckets=[(bucket, prefix)])
+        key = narrow_key_scope(owner, Actor.for_user(owner.user), key, scope)
+        return {"scope": key.key_scope.describe()}
     if command == "token":
         (slug,) = args
         owner = owner_of(Organization.objects.get(slug=slug))

@@ -87,6 +87,12 @@ class Stack:
         assert self.act("revoke", signer.key_id)["status"] == KeyStatus.REVOKED
         self.revoked += 1
 
+    def narrow(self, signer: s3_raw.Signer, bucket: str, prefix: str) -> None:
+        """Narrow the key to reading ``prefix`` in ``bucket``."""
+        assert self.act("narrow", signer.key_id, bucket, prefix)["scope"] == (
+            f"read-only on {bucket}/{prefix}*"
+        )
+
     @property
     def port(self) -> int:
         return int(self.gateway.url.rsplit(":", 1)[1])
@@ -236,6 +242,40 @@ def test_it_revokes_a_key_while_redis_is_frozen_at_one_redis_wait_per_back_off(s
     # Usage sent while the broker was frozen arrives once: a send that timed out after
     # Redis took the message is sent again under the same batch ID.
     _all_counted(stack, bystander, 1 + requests + 1)
+
+
+def _narrowed_answers(signer: s3_raw.Signer) -> tuple:
+    """What a key narrowed to reading "inside/" of BUCKET is answered: a read outside,
+    a read inside, a write inside."""
+    return (
+        get(signer),
+        signer.request("GET", f"/{BUCKET}/inside/a.txt").status,
+        signer.request("PUT", f"/{BUCKET}/inside/new.txt", body=b"new").status,
+    )
+
+
+@pytest.mark.parametrize("fault", ["killed", "frozen"])
+def test_it_narrows_a_key_while_redis_is_down_from_the_next_request(stack, redis_back, fault):
+    narrowed = stack.new_key(f"narrowed-{fault}")
+    assert narrowed.request("PUT", f"/{BUCKET}/inside/a.txt", body=b"inside").status == 200
+    assert get(narrowed) == 200  # cached with the whole org's buckets, read-write
+
+    if fault == "killed":
+        stack.redis.kill()
+    else:
+        stack.redis.freeze()
+    try:
+        stack.narrow(narrowed, BUCKET, "inside/")
+        answers = _narrowed_answers(narrowed)
+    finally:
+        if fault == "frozen":
+            stack.redis.thaw()
+    if fault == "killed":
+        stack.redis.start()
+
+    assert answers == (403, 200, 403)
+    # And still once Redis answers again, whatever it lost or kept meanwhile.
+    assert _narrowed_answers(narrowed) == (403, 200, 403)
 
 
 def _requests(signer: s3_raw.Signer, count: int) -> list[int | None]:
