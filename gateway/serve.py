@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -174,6 +175,19 @@ class LimitedHttpToolsProtocol(ConnectionLimits, HttpToolsProtocol):
             raise HeadTooLarge()
         with self._slow_down_when_full():
             super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        # uvicorn copies each piece into a bytearray, and that into bytes for the
+        # application: a piece that finds none held before it is kept as it came, and
+        # receive() hands bytes on without a copy.
+        cycle = self.cycle
+        if cycle.body or cycle.response_complete or self.parser.should_upgrade():
+            super().on_body(body)
+            return
+        cycle.body = body
+        if len(body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.message_event.set()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
