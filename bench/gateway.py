@@ -21,10 +21,12 @@ through the gateway. The store's own rate moves by a third between minutes on a 
 machine, so each case runs in ROUNDS rounds with the store and the gateway timed back to
 back in each; the ratio printed is the median of the rounds' ratios, with their range.
 For 1 KiB requests it prints the p50 and p99 latency each way and what the gateway
-adds. It samples the gateway's resident memory while one 1 GiB object is PUT through it
-in a single request. Budgets (the gateway's goals): 1 KiB GET and PUT at 0.6x the
-store's own rate or better on PostgreSQL + Redis and 0.5x on the embedded default, 64 MiB
-at 0.9x, memory flat while a large object streams.
+adds; for 64 MiB ones, the CPU time the gateway and the store spend per request, which
+moves far less between runs than the rates do. It samples the gateway's resident memory
+while one 1 GiB object is PUT through it in a single request. Budgets (the gateway's
+goals): 1 KiB GET and PUT at 0.6x the store's own rate or better on PostgreSQL + Redis
+and 0.5x on the embedded default, 64 MiB at 0.9x, memory flat while a large object
+streams.
 The script exits non-zero when the gateway's peak grows by more than
 PEAK_GROWTH_LIMIT_MIB during the 1 GiB upload; throughput goals are printed beside the
 ratios with no exit status, because these machines are noisy.
@@ -113,6 +115,12 @@ def timed(operation, count: int) -> tuple[float, list[float]]:
     return time.perf_counter() - started, latencies
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds a process has spent so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], fraction: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[round(fraction * 100) - 1]
 
@@ -147,11 +155,12 @@ def cases(bucket: str, small: bytes, large: bytes):
     ]
 
 
-def measure(direct, through, bucket: str, small: bytes, large: bytes) -> dict:
+def measure(direct, through, bucket: str, small: bytes, large: bytes, pids: dict) -> dict:
     """Every case, ROUNDS times, the store and the gateway back to back in each round
     (which goes first alternates), so both see the same moment of a noisy machine.
 
-    Per case: each round's gateway/direct ratio, each side's throughputs and latencies.
+    Per case: each round's gateway/direct ratio, each side's throughputs and latencies,
+    and the CPU seconds each process in ``pids`` (name: pid) spent on each side's requests.
     """
     # Warm the connection pools and the gateway's caches before anything is timed.
     for s3 in (direct, through):
@@ -165,11 +174,24 @@ def measure(direct, through, bucket: str, small: bytes, large: bytes) -> dict:
             sides.reverse()
         for case, unit, stem, run in cases(bucket, small, large):
             entry = results.setdefault(
-                case, {"unit": unit, "ratios": [], "direct": [], "gateway": [], "latencies": {}}
+                case,
+                {
+                    "unit": unit,
+                    "ratios": [],
+                    "direct": [],
+                    "gateway": [],
+                    "latencies": {},
+                    "cpu": {},
+                },
             )
             rates = {}
             for side, s3 in sides:
+                before = {name: cpu_seconds(pid) for name, pid in pids.items()}
                 rate, latencies = run(s3, f"{stem}{round_}-{side}-")
+                cpu = entry["cpu"].setdefault(side, {})
+                for name, pid in pids.items():
+                    spent = cpu_seconds(pid) - before[name]
+                    cpu[name] = cpu.get(name, 0.0) + spent / len(latencies)
                 rates[side] = rate
                 entry[side].append(rate)
                 entry["latencies"].setdefault(side, []).extend(latencies)
@@ -202,6 +224,18 @@ def report(mode: str, results: dict) -> None:
                 f"p{round(fraction * 100)} {d:.2f} ms direct, {g:.2f} ms gateway, +{g - d:.2f}"
             )
         print(f"{case} latency: " + "; ".join(row))
+    for case in ("64 MiB PUT", "64 MiB GET"):
+        # CPU per request, averaged over the rounds: steadier than the rates on a shared
+        # machine, and what the gateway costs beside the store it fronts.
+        cpu = {
+            side: {n: 1000 * t / ROUNDS for n, t in c.items()}
+            for side, c in results[case]["cpu"].items()
+        }
+        print(
+            f"{case} CPU per request: direct, store {cpu['direct']['store']:.0f} ms; through the "
+            f"gateway, gateway {cpu['gateway']['gateway']:.0f} ms and store "
+            f"{cpu['gateway']['store']:.0f} ms"
+        )
 
 
 @contextlib.contextmanager
@@ -286,7 +320,8 @@ def run_mode(mode: str, huge_upload: bool) -> int:
             through.create_bucket(Bucket="bench-bucket")
             small, large = os.urandom(1024), os.urandom(64 * MiB)
             with profiled(gateway.pid, mode):
-                results = measure(direct, through, "bench-bucket", small, large)
+                pids = {"gateway": gateway.pid, "store": objects.pid}
+                results = measure(direct, through, "bench-bucket", small, large, pids)
             report(mode, results)
             if not huge_upload:
                 return 0
