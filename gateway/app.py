@@ -300,7 +300,7 @@ class Gateway:
             post_object.object_headers(fields, file),
             reader.file(),
             length,
-            lambda: self.authority.still_usable(key.id),
+            lambda: self._check_still_allowed(exchange),
         )
         status, body, answer = post_object.answer(fields, bucket, name, etag, self.endpoint_url)
         answer.extend(await self._cors_headers(exchange))
@@ -432,11 +432,11 @@ class Gateway:
 
     async def _body(self, exchange: Exchange):
         """The verified, decoded request body; the last piece only once all of it checked
-        out and the key is still usable, so the upstream never completes a bad upload."""
+        out and the key still allows the operation, so the upstream never completes a bad
+        upload."""
         assert exchange.verified is not None and exchange.key is not None
         verifier = exchange.verified.body()
         receive = exchange.receive
-        key_id = exchange.key.id
         try:
             more = True
             while more:
@@ -448,14 +448,26 @@ class Gateway:
                 if piece:
                     yield piece
             tail = verifier.finish()
-            # A revoke during the upload refuses its end, so the object is never written.
-            if verifier.decoded_length and not await self.authority.still_usable(key_id):
-                raise s3errors.invalid_access_key_id(key_id)
+            # A revoke or a narrowed scope during the upload refuses its end, so the object
+            # is never written.
+            if verifier.decoded_length:
+                await self._check_still_allowed(exchange)
         except (sigv4.S3Error, ClientGone) as error:
             exchange.failures.append(error)
             raise
         if tail:
             yield tail
+
+    async def _check_still_allowed(self, exchange: Exchange) -> None:
+        """Decide the exchange's operation again on the key as it is now: raise
+        InvalidAccessKeyId once the key was revoked, deactivated or expired, and the
+        scope's AccessDenied once it was narrowed to exclude the operation."""
+        assert exchange.key is not None and exchange.operation is not None
+        key = await self.authority.current_key(exchange.key.id)
+        if key is None:
+            raise s3errors.invalid_access_key_id(exchange.key.id)
+        auth_module.require_usable(key)
+        auth_module.check_access(key, exchange.operation, exchange.owners, exchange.ip)
 
     async def _settle_claim(self, exchange: Exchange, status: int) -> None:
         """Keep or give back the name this CreateBucket claimed, by what the store said."""

@@ -487,15 +487,15 @@ class Authority:
             self._unknown.clear()
         self._unknown[access_key_id] = now + UNKNOWN_KEY_SECONDS
 
-    async def still_usable(self, access_key_id: str) -> bool:
-        """Is the key still usable now? Asked again before an upload is let complete."""
+    async def current_key(self, access_key_id: str) -> KeyInfo | None:
+        """The key as it is now (its status and scope), asked again before an upload is
+        let complete: the cached entry while it is fresh, else the database's row."""
         versions = await self._freshness.versions(access_key_id, ())
         if versions is not None:
             cached = self._keys.get(access_key_id)
             if self._fresh(cached, versions[0], time.monotonic()):
-                return cached[0].usable()
-        key = await _in_thread(_load_key_only)(access_key_id)
-        return key is not None and key.usable()
+                return cached[0]
+        return await _in_thread(_load_key_only)(access_key_id)
 
     async def org_bucket_names(self, org_id: int, names: list[str]) -> set[str]:
         if not names:

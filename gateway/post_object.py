@@ -282,14 +282,14 @@ async def store(
     headers: list[tuple[str, str]],
     pieces: AsyncIterator[bytes],
     length: tuple[int, int],
-    still_allowed: Callable[[], Awaitable[bool]],
+    check_still_allowed: Callable[[], Awaitable[None]],
 ) -> str:
     """Put the file at ``path`` in the store through ``ask`` (the gateway's own upstream
     requests), in one PUT or, past PART_BYTES, as a multipart upload; return its ETag.
 
     The size is checked against ``length`` (min, max) as the file arrives, and the upload
-    is completed only if ``still_allowed()`` says so at the end (a key revoked mid-way
-    leaves no object)."""
+    is completed only if ``check_still_allowed()`` raises nothing at the end (a key revoked
+    or narrowed mid-way leaves no object)."""
     low, high = length
     buffer = bytearray()
     total = 0
@@ -308,8 +308,7 @@ async def store(
                 del buffer[:PART_BYTES]
         if total < low:
             raise s3errors.entity_too_small(low)
-        if not await still_allowed():
-            raise s3errors.access_denied()
+        await check_still_allowed()
         if upload_id is None:
             response = await ask("PUT", path, "", headers, bytes(buffer))
             _expect_ok(response)

@@ -60,7 +60,7 @@ def main() -> None:
             subprocess.run([sys.executable, "-c", revoke], check=True, env=os.environ)
             statuses.append((await cache.lookup(key_id, ())).key.status)
             statuses.append((await cache.lookup(key_id, ())).key.status)
-            usable = await cache.still_usable(key_id)
+            usable = (await cache.current_key(key_id)).usable()
             return {
                 "statuses": statuses,
                 "before_revoke": before,

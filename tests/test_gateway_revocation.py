@@ -1,6 +1,7 @@
 """A revoked or deactivated key is refused on its very next request, by a gateway that
 reads the database per request and by one that caches behind the Redis version check;
-an upload in flight when its key is revoked ends in 403 and leaves no object."""
+an upload in flight when its key is revoked, or narrowed to exclude it, ends in 403 and
+leaves no object."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from botocore.exceptions import ClientError
 from django.conf import settings
 
 from audit.trail import Actor
-from keys.services import deactivate_key, revoke_key
+from keys.scope import READ_ONLY, READ_WRITE, Scope
+from keys.services import deactivate_key, narrow_key_scope, revoke_key
 from tests.conftest import STORES, new_key
 from tests.gateway_stack import gateway
 from tests.test_gateway_e2e import bucket_name, s3_client
@@ -103,10 +105,9 @@ def test_it_refuses_a_deactivated_key_on_the_next_request(gw, owner):
     assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
 
 
-def test_it_cuts_off_an_upload_in_flight_when_its_key_is_revoked(gw, store, owner):
-    key, secret = new_key(owner)
-    name = bucket_name()
-    s3_client(gw.url, key.id, secret).create_bucket(Bucket=name)
+def _upload_while(gw, key, secret, name: str, change) -> httpx.Response:
+    """PUT a 1 MiB object to ``name``/slow.bin, calling ``change()`` once the first quarter
+    of the body has reached the gateway and sending the rest after it returned."""
     piece = b"x" * (256 * 1024)
     pieces = 4
     body = piece * pieces
@@ -117,30 +118,81 @@ def test_it_cuts_off_an_upload_in_flight_when_its_key_is_revoked(gw, store, owne
     headers = dict(request.headers.items())
     headers["Content-Length"] = str(len(body))
     first_sent = threading.Event()
-    revoked = threading.Event()
+    changed = threading.Event()
 
     def slow_body():
         for index in range(pieces):
             yield piece
             if index == 0:
                 first_sent.set()
-                assert revoked.wait(timeout=30)
+                assert changed.wait(timeout=30)
                 time.sleep(0.2)
 
-    def revoke_when_under_way() -> None:
+    def change_when_under_way() -> None:
         assert first_sent.wait(timeout=30)
-        revoke_key(owner, Actor.for_user(owner.user), key)
-        revoked.set()
+        change()
+        changed.set()
 
-    revoker = threading.Thread(target=revoke_when_under_way)
-    revoker.start()
+    changer = threading.Thread(target=change_when_under_way)
+    changer.start()
     try:
-        response = httpx.put(url, headers=headers, content=slow_body(), timeout=60)
+        return httpx.put(url, headers=headers, content=slow_body(), timeout=60)
     finally:
-        revoker.join(timeout=30)
+        changer.join(timeout=30)
+
+
+def _stored(store, name: str) -> list[str]:
+    direct = s3_client(store.url, store.access_key_id, store.secret_access_key)
+    return [item["Key"] for item in direct.list_objects_v2(Bucket=name).get("Contents", [])]
+
+
+def test_it_cuts_off_an_upload_in_flight_when_its_key_is_revoked(gw, store, owner):
+    key, secret = new_key(owner)
+    name = bucket_name()
+    s3_client(gw.url, key.id, secret).create_bucket(Bucket=name)
+
+    response = _upload_while(
+        gw, key, secret, name, lambda: revoke_key(owner, Actor.for_user(owner.user), key)
+    )
 
     assert response.status_code == 403
     assert b"<Code>InvalidAccessKeyId</Code>" in response.content
-    direct = s3_client(store.url, store.access_key_id, store.secret_access_key)
-    assert "Contents" not in direct.list_objects_v2(Bucket=name)
+    assert _stored(store, name) == []
+    assert not (store.root / name / "slow.bin").exists()
+
+
+@pytest.mark.parametrize(
+    "narrowed,allowed",
+    [
+        # Still allows the upload: it completes, so the check is the scope's, not any change.
+        ((READ_WRITE, ""), True),
+        ((READ_ONLY, ""), False),
+        ((READ_WRITE, "elsewhere/"), False),
+    ],
+    ids=["still-allowed", "read-only", "other-prefix"],
+)
+def test_it_decides_the_end_of_an_upload_on_the_scope_its_key_has_then(
+    gw, store, owner, narrowed, allowed
+):
+    key, secret = new_key(owner)
+    name = bucket_name()
+    s3_client(gw.url, key.id, secret).create_bucket(Bucket=name)
+    permission, prefix = narrowed
+    scope = Scope.build(permission=permission, buckets=[(name, prefix)])
+
+    response = _upload_while(
+        gw,
+        key,
+        secret,
+        name,
+        lambda: narrow_key_scope(owner, Actor.for_user(owner.user), key, scope),
+    )
+
+    if allowed:
+        assert response.status_code == 200, response.text
+        assert _stored(store, name) == ["slow.bin"]
+        return
+    assert response.status_code == 403, response.text
+    assert b"<Code>AccessDenied</Code>" in response.content
+    assert _stored(store, name) == []
     assert not (store.root / name / "slow.bin").exists()
