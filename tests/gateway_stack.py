@@ -90,13 +90,18 @@ def group_pids(pgid: int) -> list[int]:
     ]
 
 
+# /proc states of a thread that runs no more: stopped, traced, zombie, dead.
+STOPPED = frozenset("TtZX")
+
+
 def freeze(*pids: int) -> None:
     """SIGSTOP each process and wait until every thread of each has stopped.
 
     kill() returns once the signal is queued: the kernel hands a process's stop to one of
     its threads, and the others (a Go program's, say) run on until that one is scheduled,
     so on a busy machine a request sent just after kill() could still be answered. A
-    process that has exited counts as frozen."""
+    process that has exited counts as frozen, and so does one that exited as the stop
+    came: its parent, stopped too, cannot reap it, so it stays a zombie until thawed."""
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGSTOP)
@@ -107,7 +112,7 @@ def freeze(*pids: int) -> None:
             pid
             for pid in running
             if any(
-                (fields := _stat_fields(stat)) is not None and fields[0] not in ("T", "t")
+                (fields := _stat_fields(stat)) is not None and fields[0] not in STOPPED
                 for stat in Path(f"/proc/{pid}/task").glob("*/stat")
             )
         ]
