@@ -27,19 +27,18 @@ def rclone_binary() -> str:
     return found
 
 
-def command(root: Path, address: str, access_key_id: str, secret: str) -> list[str]:
-    return [
-        rclone_binary(),
-        "serve",
-        "s3",
-        "--config",
-        os.devnull,
-        "--addr",
-        address,
-        "--auth-key",
-        f"{access_key_id},{secret}",
-        str(root),
-    ]
+def command(root: Path, address: str) -> list[str]:
+    """rclone serving ``root`` over S3 at ``address``; run it with credentials_env()."""
+    return [rclone_binary(), "serve", "s3", "--config", os.devnull, "--addr", address, str(root)]
+
+
+def credentials_env(access_key_id: str, secret: str) -> dict[str, str]:
+    """The store's credentials, for rclone's environment (its ``--auth-key``): a command
+    line is readable by every user of the machine, a process's environment only by its
+    owner."""
+    # rclone reads a repeatable flag's variable as CSV: the pair is one quoted field.
+    pair = f"{access_key_id},{secret}".replace('"', '""')
+    return {"RCLONE_AUTH_KEY": f'"{pair}"'}
 
 
 def main() -> None:
@@ -54,13 +53,11 @@ def main() -> None:
     url = urlsplit(settings.EXCLOUD_S3_UPSTREAM_URL)
     root = Path(settings.VAR_DIR) / "objects"
     root.mkdir(parents=True, exist_ok=True)
-    args = command(
-        root,
-        url.netloc,
-        settings.EXCLOUD_S3_UPSTREAM_ACCESS_KEY_ID,
-        settings.EXCLOUD_S3_UPSTREAM_SECRET_ACCESS_KEY,
+    args = command(root, url.netloc)
+    credentials = credentials_env(
+        settings.EXCLOUD_S3_UPSTREAM_ACCESS_KEY_ID, settings.EXCLOUD_S3_UPSTREAM_SECRET_ACCESS_KEY
     )
-    os.execv(args[0], args)
+    os.execve(args[0], args, {**os.environ, **credentials})
 
 
 if __name__ == "__main__":

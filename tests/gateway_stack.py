@@ -149,7 +149,8 @@ def upstream(tmp: Path) -> Iterator[Upstream]:
     log = tmp / "rclone.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            objects.command(root, f"127.0.0.1:{port}", access_key_id, secret),
+            objects.command(root, f"127.0.0.1:{port}"),
+            env={**os.environ, **objects.credentials_env(access_key_id, secret)},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

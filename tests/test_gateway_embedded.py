@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import stat
+from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
@@ -96,6 +97,11 @@ def test_it_serves_s3_on_the_embedded_default(stack, tmp_path):
     dev_env = devenv.read(var / "dev.env")
     for secret in ("EXCLOUD_EMBEDDED_S3_ACCESS_KEY_ID", "EXCLOUD_EMBEDDED_S3_SECRET_ACCESS_KEY"):
         assert dev_env[secret] == stack.env[secret]
+    # The store's secret is in its environment, not on its command line, which every user
+    # of the machine can read (ps).
+    command_line = Path(f"/proc/{stack.procs['objects'].pid}/cmdline").read_bytes()
+    assert b"rclone" in command_line and b"serve" in command_line
+    assert stack.env["EXCLOUD_EMBEDDED_S3_SECRET_ACCESS_KEY"].encode() not in command_line
 
     stack.run(PYTHON, MANAGE, "shell", "-c", REVOKE_KEY.format(key_id=key_id, email=email))
     with pytest.raises(ClientError) as excinfo:
