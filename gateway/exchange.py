@@ -8,13 +8,13 @@ adds its own. Usage recording reads it once the request is answered.
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import limits, sigv4
 from .asgi_io import Receiver, Sender
+from .guard import ip_address_or_none
 from .operations import Operation
 
 if TYPE_CHECKING:
@@ -83,11 +83,4 @@ def client_address(scope: dict[str, Any]) -> str | None:
     the ASGI server takes it from X-Forwarded-For as written, which need not be an
     address at all: such a value counts as unknown (a key limited to source networks is
     refused it), never as text to match, count or store."""
-    host = (scope.get("client") or (None,))[0]
-    if not host:
-        return None
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    return host
+    return ip_address_or_none((scope.get("client") or (None,))[0])

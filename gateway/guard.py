@@ -17,6 +17,18 @@ from . import s3errors
 MAX_SOURCES = 100_000
 
 
+def ip_address_or_none(value: object) -> str | None:
+    """``value`` as given when it is an IP address written as text, else None (an
+    X-Forwarded-For value need not be an address at all)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    return value
+
+
 def source(ip: str) -> str:
     """What counts as one source: an IPv4 address, or an IPv6 /64 (one host usually holds
     a whole /64, and could otherwise fail from a fresh address every time)."""

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import ipaddress
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -14,6 +13,7 @@ from django.utils import timezone
 from keys.models import AccessKey, DeniedAttempt, KeyBucketDay, KeySourceDay, KeyUsage
 from keys.services import note_last_use
 
+from .guard import ip_address_or_none
 from .models import SigningKeyGrant, UsageBatch
 from .usage import ANY_KEY, COUNTERS
 
@@ -70,13 +70,16 @@ def record_usage(batch: dict[str, Any]) -> int:
                 dict(zip(COUNTERS, values, strict=True)),
             )
             changed += 1
+        # Source addresses are checked again, each stored as none when it is not one: a
+        # gateway that kept X-Forwarded-For's text as it came sends that, and the batch is
+        # counted, not refused whole.
         # A last use from a gateway older than the user agent's counting has five fields.
         for key_id, at, ip, operation, bucket, *agent in last_used:
             if key_id in known:
                 note_last_use(
                     key_id,
                     datetime.fromtimestamp(at, UTC),
-                    _address(ip),
+                    ip_address_or_none(ip),
                     operation,
                     bucket,
                     *agent[:1],
@@ -98,7 +101,7 @@ def record_usage(batch: dict[str, Any]) -> int:
                     KeySourceDay,
                     {
                         "access_key_id": key_id,
-                        "source_ip": _address(ip) or "",
+                        "source_ip": ip_address_or_none(ip) or "",
                         "day": datetime.fromtimestamp(day, UTC).date(),
                     },
                     {"requests": count},
@@ -108,7 +111,7 @@ def record_usage(batch: dict[str, Any]) -> int:
                 DeniedAttempt,
                 {
                     "access_key_id": key_id,
-                    "source_ip": _address(ip) or "",
+                    "source_ip": ip_address_or_none(ip) or "",
                     "hour": datetime.fromtimestamp(hour, UTC),
                     "signed": False,
                 },
@@ -122,7 +125,7 @@ def record_usage(batch: dict[str, Any]) -> int:
                 DeniedAttempt,
                 {
                     "access_key_id": key_id,
-                    "source_ip": _address(ip) or "",
+                    "source_ip": ip_address_or_none(ip) or "",
                     "hour": datetime.fromtimestamp(hour, UTC),
                     "signed": True,
                 },
@@ -146,16 +149,6 @@ def record_usage(batch: dict[str, Any]) -> int:
                     hour_at.isoformat(),
                 )
     return changed
-
-
-def _address(value: object) -> str | None:
-    """A source address as stored, or None for anything that is not one: a batch sent by
-    a gateway that kept X-Forwarded-For's text as it came is counted, not refused whole."""
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return None
-    return str(value)
 
 
 def _first_delivery(batch_id: uuid.UUID) -> bool:
