@@ -58,7 +58,7 @@ sys.path.insert(0, str(REPO))
 
 import benchdb  # noqa: E402 - beside this script
 
-from tests.gateway_stack import _stop, _wait_for_http, free_port  # noqa: E402
+from tests.gateway_stack import _stat_fields, _stop, _wait_for_http, free_port  # noqa: E402
 
 BIN = REPO / ".venv" / "bin"
 MiB = 1024 * 1024
@@ -117,7 +117,7 @@ def timed(operation, count: int) -> tuple[float, list[float]]:
 
 def cpu_seconds(pid: int) -> float:
     """User and system CPU seconds a process has spent so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
