@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.gateway_stack import START_TIMEOUT, freeze, thaw
+from tests.gateway_stack import START_TIMEOUT, _stat_fields, freeze, thaw
 
 # A parent that forks a child which exits at once and is never reaped: a zombie, as a
 # PostgreSQL backend becomes when it exits just as its (stopped) postmaster is frozen.
@@ -23,7 +23,7 @@ time.sleep(120)
 
 
 def _state(pid: int) -> str:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return _stat_fields(Path(f"/proc/{pid}/stat"))[0]
 
 
 def test_it_counts_a_zombie_as_frozen_and_stops_the_rest():
