@@ -18,10 +18,11 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import redis.asyncio as aioredis
 from django.conf import settings
 
 from keys import revocation
+
+from .pipelined_redis import PipelinedRedis
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +60,7 @@ class Freshness:
         drop: Callable[[str, str], None],
     ) -> None:
         timeout = settings.EXCLOUD_REDIS_TIMEOUT_SECONDS
-        self._redis = (
-            aioredis.Redis.from_url(
-                redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
-            )
-            if redis_url
-            else None
-        )
+        self._redis = PipelinedRedis(redis_url, timeout=timeout) if redis_url else None
         # A connection of our own to the SQLite file, only to ask its data version; opened
         # at first use (the file may not exist before the first migration).
         self._sqlite_file = _sqlite_path() if self._redis is None else None

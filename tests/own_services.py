@@ -40,30 +40,75 @@ def _wait(ready, what: str, log: Path | None = None) -> None:
 
 
 class OwnRedis:
-    """redis-server on a free port; ``kill``/``start`` and ``freeze``/``thaw``."""
+    """redis-server on a free port; ``kill``/``start`` and ``freeze``/``thaw``.
 
-    def __init__(self, directory: Path) -> None:
+    With ``password``, clients must log in; with ``tls`` (a certificate and its key, the
+    certificate also the CA), the port speaks only TLS."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        password: str | None = None,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
         self.directory = directory
         self.port = free_port()
         self.log = directory / "redis.log"
         self.proc: subprocess.Popen | None = None
+        self.password = password
+        self.tls = tls
 
     def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
+        scheme = "rediss" if self.tls else "redis"
+        login = f":{self.password}@" if self.password else ""
+        return f"{scheme}://{login}127.0.0.1:{self.port}/{db}"
+
+    def client(self, db: int = 0) -> redis.Redis:
+        """A redis-py client of this server's, logged in."""
+        tls = {"ssl": True, "ssl_ca_certs": str(self.tls[0])} if self.tls else {}
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            db=db,
+            password=self.password,
+            socket_timeout=0.5,
+            **tls,
+        )
 
     def _answers(self) -> bool:
         try:
-            return redis.Redis(port=self.port, socket_timeout=0.5).ping()
+            return self.client().ping()
         except redis.RedisError:
             return False
+
+    def _listen_args(self) -> list[str]:
+        args = ["--requirepass", self.password] if self.password else []
+        if not self.tls:
+            return [*args, "--port", str(self.port)]
+        certificate, key = (str(path) for path in self.tls)
+        return [
+            *args,
+            "--port",
+            "0",
+            "--tls-port",
+            str(self.port),
+            "--tls-cert-file",
+            certificate,
+            "--tls-key-file",
+            key,
+            "--tls-ca-cert-file",
+            certificate,
+            "--tls-auth-clients",
+            "no",
+        ]
 
     def start(self) -> None:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [
                     "redis-server",
-                    "--port",
-                    str(self.port),
+                    *self._listen_args(),
                     "--bind",
                     "127.0.0.1",
                     "--save",
@@ -102,8 +147,8 @@ class OwnRedis:
 
 
 @contextlib.contextmanager
-def own_redis(directory: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(directory)
+def own_redis(directory: Path, **options) -> Iterator[OwnRedis]:
+    server = OwnRedis(directory, **options)
     server.start()
     try:
         yield server
