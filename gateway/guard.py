@@ -8,6 +8,7 @@ of made-up credentials costs neither database queries nor HMACs.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import threading
 
@@ -15,6 +16,9 @@ from . import s3errors
 
 # Past this many tracked sources, start the table over rather than grow without bound.
 MAX_SOURCES = 100_000
+# Addresses whose parse is remembered: every request asks about its source twice, and
+# parsing an address costs more than the rest of the check.
+PARSED_ADDRESSES = 4096
 
 
 def ip_address_or_none(value: object) -> str | None:
@@ -22,13 +26,19 @@ def ip_address_or_none(value: object) -> str | None:
     X-Forwarded-For value need not be an address at all)."""
     if not isinstance(value, str):
         return None
+    return value if _is_ip_address(value) else None
+
+
+@functools.lru_cache(maxsize=PARSED_ADDRESSES)
+def _is_ip_address(text: str) -> bool:
     try:
-        ipaddress.ip_address(value)
+        ipaddress.ip_address(text)
     except ValueError:
-        return None
-    return value
+        return False
+    return True
 
 
+@functools.lru_cache(maxsize=PARSED_ADDRESSES)
 def source(ip: str) -> str:
     """What counts as one source: an IPv4 address, or an IPv6 /64 (one host usually holds
     a whole /64, and could otherwise fail from a fresh address every time)."""

@@ -198,13 +198,20 @@ class _Connection(asyncio.Protocol):
                 raise self.error or StoreError("the store's connection broke")
 
     async def _wait(self) -> None:
-        self._wakeup = asyncio.get_running_loop().create_future()
+        # A timer that fails the future, rather than wait_for: this runs once or more per
+        # answer, and wait_for costs several times as much.
+        loop = asyncio.get_running_loop()
+        self._wakeup = wakeup = loop.create_future()
+        timer = loop.call_later(self.timeout, self._silent, wakeup)
         try:
-            await asyncio.wait_for(self._wakeup, self.timeout)
-        except TimeoutError:
-            raise StoreError(f"the store sent nothing for {self.timeout} s") from None
+            await wakeup
         finally:
+            timer.cancel()
             self._wakeup = None
+
+    def _silent(self, wakeup: asyncio.Future) -> None:
+        if not wakeup.done():
+            wakeup.set_exception(StoreError(f"the store sent nothing for {self.timeout} s"))
 
     async def read_head(self) -> None:
         while not self.headers_done:

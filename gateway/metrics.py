@@ -9,6 +9,8 @@ counts add up (PROMETHEUS_MULTIPROC_DIR).
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import Counter, Histogram
 
 # The answers that mean a request did not authenticate, or was refused for its key.
@@ -80,14 +82,22 @@ def request_done(exchange, seconds: float) -> None:
     else:
         name = UNCLASSIFIED
     status = exchange.send.status or CLIENT_GONE_STATUS
-    REQUESTS.labels(name, str(status)).inc()
-    LATENCY.labels(name).observe(seconds)
+    _child(REQUESTS, name, str(status)).inc()
+    _child(LATENCY, name).observe(seconds)
     if exchange.receive.bytes:
-        RECEIVED_BYTES.labels(name).inc(exchange.receive.bytes)
+        _child(RECEIVED_BYTES, name).inc(exchange.receive.bytes)
     if exchange.send.bytes:
-        SENT_BYTES.labels(name).inc(exchange.send.bytes)
+        _child(SENT_BYTES, name).inc(exchange.send.bytes)
     if exchange.error_code in AUTH_FAILURE_CODES:
-        AUTH_FAILURES.labels(exchange.error_code).inc()
+        _child(AUTH_FAILURES, exchange.error_code).inc()
+
+
+@functools.cache
+def _child(metric, *labels: str):
+    """``metric.labels(*labels)``, looked up once: labels() takes a lock and checks its
+    arguments on every call, and every request counts itself four times. Label values
+    are operation names, HTTP statuses and error codes, so this stays small."""
+    return metric.labels(*labels)
 
 
 class _LookupCounts:
@@ -107,15 +117,15 @@ def key_looked_up(authority) -> None:
     hits = getattr(authority, "hits", None)
     misses = getattr(authority, "misses", None)
     if not isinstance(hits, int) or not isinstance(misses, int):
-        KEY_LOOKUPS.labels("unknown").inc()
+        _child(KEY_LOOKUPS, "unknown").inc()
         return
     if hits < _seen.hits or misses < _seen.misses:
         # Another Authority (a test's), or counters that were reset.
         _seen.hits = _seen.misses = 0
     if hits > _seen.hits:
-        KEY_LOOKUPS.labels("hit").inc(hits - _seen.hits)
+        _child(KEY_LOOKUPS, "hit").inc(hits - _seen.hits)
     if misses > _seen.misses:
-        KEY_LOOKUPS.labels("miss").inc(misses - _seen.misses)
+        _child(KEY_LOOKUPS, "miss").inc(misses - _seen.misses)
     _seen.hits, _seen.misses = hits, misses
 
 
