@@ -130,4 +130,5 @@ bench: install services
 	DATABASE_URL=$(TEST_DATABASE_URL) $(DEV) $(PY) bench/usage_page.py
 	$(PY) bench/sigv4.py
 	$(PY) bench/gateway.py
+	$(PY) bench/redis_versions.py
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=redis://127.0.0.1:6379/11 $(DEV) $(PY) bench/gateway_cache.py
