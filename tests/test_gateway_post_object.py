@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 import requests
 import urllib3
@@ -29,7 +30,8 @@ from django.conf import settings
 from audit.trail import Actor
 from gateway import sigv4
 from gateway.post_object import PART_BYTES
-from keys.services import revoke_key
+from keys.scope import READ_ONLY, READ_WRITE, Scope
+from keys.services import narrow_key_scope, revoke_key
 from tests.conftest import new_key
 from tests.gateway_stack import gateway
 from tests.test_gateway_e2e import bucket_name, s3_client
@@ -432,6 +434,78 @@ def test_it_refuses_a_form_signed_with_a_revoked_key(store, own, owner):
     answer = _post(post["url"], post["fields"], "x.txt", b"x")
 
     assert _error(answer)[:2] == (403, "InvalidAccessKeyId")
+    assert _objects(store, bucket) == []
+
+
+def _post_while(post: dict, change) -> httpx.Response:
+    """Post a 1 MiB file with the form ``post``, calling ``change()`` once the first
+    quarter of the file has reached the gateway and sending the rest after it returned."""
+    piece = b"x" * (256 * 1024)
+    pieces = 4
+    parts = [*post["fields"].items(), ("file", ("slow.bin", piece * pieces))]
+    body, content_type = urllib3.encode_multipart_formdata(parts)
+    head, tail = body.split(piece * pieces)
+    first_sent = threading.Event()
+    changed = threading.Event()
+
+    def slow_body():
+        yield head
+        for index in range(pieces):
+            yield piece
+            if index == 0:
+                first_sent.set()
+                assert changed.wait(timeout=30)
+                time.sleep(0.2)
+        yield tail
+
+    def change_when_under_way() -> None:
+        assert first_sent.wait(timeout=30)
+        change()
+        changed.set()
+
+    changer = threading.Thread(target=change_when_under_way)
+    changer.start()
+    headers = {"Content-Type": content_type, "Content-Length": str(len(body))}
+    try:
+        return httpx.post(post["url"], headers=headers, content=slow_body(), timeout=60)
+    finally:
+        changer.join(timeout=30)
+
+
+@pytest.mark.parametrize(
+    "narrowed,refusal",
+    [
+        # Narrowed to a scope that still allows the upload: it completes.
+        ((READ_WRITE, ""), None),
+        ((READ_ONLY, ""), "AccessDenied"),
+        ((READ_WRITE, "elsewhere/"), "AccessDenied"),
+        (None, "InvalidAccessKeyId"),
+    ],
+    ids=["still-allowed", "read-only", "other-prefix", "revoked"],
+)
+def test_it_decides_the_end_of_a_form_upload_on_the_key_as_it_is_then(
+    store, own, owner, narrowed, refusal
+):
+    key, _, s3, bucket = own
+    post = _presigned_post(s3, bucket, max_bytes=2 * 1024 * 1024)
+    actor = Actor.for_user(owner.user)
+
+    def change() -> None:
+        if narrowed is None:
+            revoke_key(owner, actor, key)
+            return
+        permission, prefix = narrowed
+        scope = Scope.build(permission=permission, buckets=[(bucket, prefix)])
+        narrow_key_scope(owner, actor, key, scope)
+
+    answer = _post_while(post, change)
+
+    if refusal is None:
+        assert answer.status_code == 204, answer.text
+        assert _objects(store, bucket) == ["uploads/slow.bin"]
+        return
+    assert answer.status_code == 403, answer.text
+    assert f"<Code>{refusal}</Code>".encode() in answer.content
     assert _objects(store, bucket) == []
 
 
