@@ -549,6 +549,30 @@ def test_it_believes_x_forwarded_for_from_a_named_proxy(tmp_path, store, owner):
     assert other.status == 200, outcome(other)
 
 
+def test_it_counts_a_proxied_client_by_the_address_its_proxy_saw(tmp_path, store, owner):
+    """A client behind the proxy may write X-Forwarded-For itself; the proxy appends the
+    address it saw, and the rightmost address not of a named proxy is the source, so
+    varying the rest does not spread failures over made-up sources."""
+    key, _ = new_key(owner)
+    with gateway(
+        tmp_path,
+        store,
+        forwarded_allow_ips="127.0.0.1",
+        EXCLOUD_S3_FAILURE_LIMIT=str(FAILURE_LIMIT),
+    ) as running:
+        forger = Signer(_port(running), key.id, "wrong" * 8)
+        failed = [
+            outcome(
+                forger.request(
+                    "GET", "/", headers=[("X-Forwarded-For", f"192.0.2.{n + 1}, 203.0.113.201")]
+                )
+            )
+            for n in range(FAILURE_LIMIT + 1)
+        ]
+
+    assert failed == [SIGNATURE_DOES_NOT_MATCH] * FAILURE_LIMIT + [SLOW_DOWN]
+
+
 # ---------------------------------------------------------------------------------------
 # 5. CreateBucket racing itself in one org
 
