@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import secrets
 from collections.abc import Iterator
@@ -38,6 +40,11 @@ HEAD_TIMEOUT_SECONDS = 10.0
 # Request line plus every header line. S3 allows 8 KiB per header and 2 KiB of user
 # metadata per request; 64 KiB leaves room for every header an SDK sends.
 MAX_HEAD_BYTES = 64 * 1024
+# glibc's mallopt parameters, and what the gateway sets them to (see reuse_freed_memory).
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
+TRIM_THRESHOLD_BYTES = 32 * 1024 * 1024
 TOO_LARGE = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
     b"content-type: text/plain; charset=utf-8\r\n"
@@ -234,6 +241,22 @@ def config(
     )
 
 
+def reuse_freed_memory() -> None:
+    """Keep freed buffers of up to MMAP_THRESHOLD_BYTES in the heap for the next ones.
+
+    A streamed body passes through as pieces of 64 KiB to about 1 MiB. By default glibc
+    maps large allocations afresh and unmaps them when freed, and gives back the top of
+    the heap whenever a little lies free there, so each piece's pages were faulted in
+    and zeroed again: 5 to 8% of the CPU a 64 MiB GET cost the gateway."""
+    name = ctypes.util.find_library("c")
+    if name != "libc.so.6":
+        # Not glibc: its mallopt, if any, takes other parameters.
+        return
+    libc = ctypes.CDLL(name)
+    libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -247,6 +270,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--access-log", action="store_true")
     args = parser.parse_args(argv)
+    reuse_freed_memory()
     # Imported here: it sets Django up, which the protocols above do not need.
     from django.conf import settings
 
