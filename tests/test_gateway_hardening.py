@@ -515,14 +515,19 @@ def test_it_does_not_believe_x_forwarded_for_by_default(tmp_path, store, owner):
     assert int(honest.header("retry-after")) >= 1
 
 
-def test_it_believes_x_forwarded_for_from_a_named_proxy(tmp_path, store, owner):
-    key, secret = new_key(owner)
-    with gateway(
+def _behind_a_proxy(tmp_path, store):
+    """A gateway that believes X-Forwarded-For from 127.0.0.1, with the failure limit."""
+    return gateway(
         tmp_path,
         store,
         forwarded_allow_ips="127.0.0.1",
         EXCLOUD_S3_FAILURE_LIMIT=str(FAILURE_LIMIT),
-    ) as running:
+    )
+
+
+def test_it_believes_x_forwarded_for_from_a_named_proxy(tmp_path, store, owner):
+    key, secret = new_key(owner)
+    with _behind_a_proxy(tmp_path, store) as running:
         port = _port(running)
         forger = Signer(port, key.id, "wrong" * 8)
         honest = Signer(port, key.id, secret)
@@ -554,12 +559,7 @@ def test_it_counts_a_proxied_client_by_the_address_its_proxy_saw(tmp_path, store
     address it saw, and the rightmost address not of a named proxy is the source, so
     varying the rest does not spread failures over made-up sources."""
     key, _ = new_key(owner)
-    with gateway(
-        tmp_path,
-        store,
-        forwarded_allow_ips="127.0.0.1",
-        EXCLOUD_S3_FAILURE_LIMIT=str(FAILURE_LIMIT),
-    ) as running:
+    with _behind_a_proxy(tmp_path, store) as running:
         forger = Signer(_port(running), key.id, "wrong" * 8)
         failed = [
             outcome(

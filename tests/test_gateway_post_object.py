@@ -35,6 +35,7 @@ from keys.services import narrow_key_scope, revoke_key
 from tests.conftest import new_key
 from tests.gateway_stack import gateway
 from tests.test_gateway_e2e import bucket_name, s3_client
+from tests.test_gateway_revocation import send_changing_midway
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -441,35 +442,16 @@ def _post_while(post: dict, change) -> httpx.Response:
     """Post a 1 MiB file with the form ``post``, calling ``change()`` once the first
     quarter of the file has reached the gateway and sending the rest after it returned."""
     piece = b"x" * (256 * 1024)
-    pieces = 4
-    parts = [*post["fields"].items(), ("file", ("slow.bin", piece * pieces))]
+    parts = [*post["fields"].items(), ("file", ("slow.bin", piece * 4))]
     body, content_type = urllib3.encode_multipart_formdata(parts)
-    head, tail = body.split(piece * pieces)
-    first_sent = threading.Event()
-    changed = threading.Event()
-
-    def slow_body():
-        yield head
-        for index in range(pieces):
-            yield piece
-            if index == 0:
-                first_sent.set()
-                assert changed.wait(timeout=30)
-                time.sleep(0.2)
-        yield tail
-
-    def change_when_under_way() -> None:
-        assert first_sent.wait(timeout=30)
-        change()
-        changed.set()
-
-    changer = threading.Thread(target=change_when_under_way)
-    changer.start()
+    head, tail = body.split(piece * 4)
     headers = {"Content-Type": content_type, "Content-Length": str(len(body))}
-    try:
-        return httpx.post(post["url"], headers=headers, content=slow_body(), timeout=60)
-    finally:
-        changer.join(timeout=30)
+    return send_changing_midway(
+        [head, *[piece] * 4, tail],
+        1,
+        change,
+        lambda content: httpx.post(post["url"], headers=headers, content=content, timeout=60),
+    )
 
 
 @pytest.mark.parametrize(

@@ -105,40 +105,52 @@ def test_it_refuses_a_deactivated_key_on_the_next_request(gw, owner):
     assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
 
 
-def _upload_while(gw, key, secret, name: str, change) -> httpx.Response:
-    """PUT a 1 MiB object to ``name``/slow.bin, calling ``change()`` once the first quarter
-    of the body has reached the gateway and sending the rest after it returned."""
-    piece = b"x" * (256 * 1024)
-    pieces = 4
-    body = piece * pieces
-    url = f"{gw.url}/{name}/slow.bin"
-    request = AWSRequest(method="PUT", url=url, data=body)
-    request.headers["x-amz-content-sha256"] = hashlib.sha256(body).hexdigest()
-    S3SigV4Auth(Credentials(key.id, secret), "s3", "us-east-1").add_auth(request)
-    headers = dict(request.headers.items())
-    headers["Content-Length"] = str(len(body))
-    first_sent = threading.Event()
+def send_changing_midway(pieces: list[bytes], after: int, change, send):
+    """``send(body)`` with a body of ``pieces`` that stops after piece ``after`` until
+    ``change()``, called from another thread once that piece was handed over, has
+    returned (and 0.2 s more), then sends the rest; what ``send`` returns."""
+    handed_over = threading.Event()
     changed = threading.Event()
 
-    def slow_body():
-        for index in range(pieces):
+    def body():
+        for index, piece in enumerate(pieces):
             yield piece
-            if index == 0:
-                first_sent.set()
+            if index == after:
+                handed_over.set()
                 assert changed.wait(timeout=30)
                 time.sleep(0.2)
 
     def change_when_under_way() -> None:
-        assert first_sent.wait(timeout=30)
+        assert handed_over.wait(timeout=30)
         change()
         changed.set()
 
     changer = threading.Thread(target=change_when_under_way)
     changer.start()
     try:
-        return httpx.put(url, headers=headers, content=slow_body(), timeout=60)
+        return send(body())
     finally:
         changer.join(timeout=30)
+
+
+def _upload_while(gw, key, secret, name: str, change) -> httpx.Response:
+    """PUT a 1 MiB object to ``name``/slow.bin, calling ``change()`` once the first quarter
+    of the body has reached the gateway and sending the rest after it returned."""
+    piece = b"x" * (256 * 1024)
+    pieces = [piece] * 4
+    body = b"".join(pieces)
+    url = f"{gw.url}/{name}/slow.bin"
+    request = AWSRequest(method="PUT", url=url, data=body)
+    request.headers["x-amz-content-sha256"] = hashlib.sha256(body).hexdigest()
+    S3SigV4Auth(Credentials(key.id, secret), "s3", "us-east-1").add_auth(request)
+    headers = dict(request.headers.items())
+    headers["Content-Length"] = str(len(body))
+    return send_changing_midway(
+        pieces,
+        0,
+        change,
+        lambda content: httpx.put(url, headers=headers, content=content, timeout=60),
+    )
 
 
 def _stored(store, name: str) -> list[str]:
