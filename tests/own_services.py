@@ -122,7 +122,12 @@ class OwnRedis:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        _wait(self._answers, "redis-server", self.log)
+        try:
+            _wait(self._answers, "redis-server", self.log)
+        except BaseException:
+            # Not left running when it never answered.
+            self.kill()
+            raise
 
     def kill(self) -> None:
         """SIGKILL: gone, with whatever it held."""
