@@ -222,3 +222,59 @@ def test_it_reads_every_resp_value_only_once_it_has_all_arrived():
 
 def test_it_writes_commands_as_arrays_of_bulk_strings():
     assert pack("MGET", b"a b", 7) == b"*3\r\n$4\r\nMGET\r\n$3\r\na b\r\n$1\r\n7\r\n"
+
+
+async def _fake_redis(answer: bytes):
+    """A server on a free port that answers every read with ``answer``; (server, URL,
+    connections accepted so far)."""
+    accepted = []
+
+    async def serve(reader, writer):
+        accepted.append(writer)
+        while await reader.read(65536):
+            writer.write(answer)
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"redis://127.0.0.1:{port}/0", accepted
+
+
+@pytest.mark.parametrize(
+    "answer,refusal",
+    [
+        (b"?not resp\r\n", "could not be read"),
+        # An answer that claims more than a megabyte and never ends.
+        (b"$99999999\r\n" + b"x" * 65536, None),
+    ],
+    ids=["garbage", "endless"],
+)
+def test_a_server_that_does_not_speak_resp_fails_commands_and_never_hangs(answer, refusal):
+    async def work():
+        server, url, accepted = await _fake_redis(answer)
+        client = PipelinedRedis(url, timeout=TIMEOUT)
+        try:
+            for _ in range(2):
+                with pytest.raises(RedisError, match=refusal):
+                    await client.mget(["k"])
+        finally:
+            await client.aclose()
+            server.close()
+        return len(accepted)
+
+    # Each failure closed its connection; the next command made a new one.
+    assert run(work()) == 2
+
+
+def test_an_answer_nobody_asked_for_closes_the_connection_after_the_one_asked_for():
+    async def work():
+        server, url, accepted = await _fake_redis(b"*1\r\n$1\r\nv\r\n+extra\r\n")
+        client = PipelinedRedis(url, timeout=TIMEOUT)
+        try:
+            answers = [await client.mget(["k"]) for _ in range(2)]
+        finally:
+            await client.aclose()
+            server.close()
+        return answers, len(accepted)
+
+    assert run(work()) == ([[b"v"], [b"v"]], 2)
