@@ -133,6 +133,7 @@ class Gateway:
         try:
             await self._serve(exchange)
         finally:
+            exchange.close()
             self._count(exchange)
             metrics.request_done(exchange, time.perf_counter() - started)
 

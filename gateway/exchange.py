@@ -68,6 +68,11 @@ class Exchange:
             client_address(scope),
         )
 
+    def close(self) -> None:
+        """The exchange is over: its waits on the client are done."""
+        self.receive.close()
+        self.send.close()
+
     @property
     def headers(self) -> dict[str, list[str]]:
         """The request's headers by lowercase name."""
