@@ -62,8 +62,9 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.error: BaseException | None = None
-        self._writable = asyncio.Event()
-        self._writable.set()
+        # While the transport's buffer is full: resolved once it drains or the
+        # connection ends.
+        self._drained: asyncio.Future | None = None
         self._wakeup: asyncio.Future | None = None
         self._parser: httptools.HttpResponseParser | None = None
         self._pieces: collections.deque[bytes] = collections.deque()
@@ -76,6 +77,9 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.keep_alive = False
         self._head_only = False
+        # Bytes of a Content-Length body still to come, once its head has been read: they
+        # are taken as they arrive, not copied out by the parser piece by piece.
+        self._body_left: int | None = None
 
     # asyncio.Protocol
 
@@ -84,6 +88,9 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received_any = True
+        if self._body_left is not None and self._parser is not None:
+            self._take_body(data)
+            return
         if self._parser is None:
             self._fail(StoreError("the store sent bytes nobody asked for"))
             return
@@ -100,7 +107,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._ended(exc)
-        self._writable.set()
+        self._resume()
 
     def _ended(self, exc: Exception | None) -> None:
         if self.message_done or self._parser is None:
@@ -126,12 +133,24 @@ class _Connection(asyncio.Protocol):
         return self.status in (204, 304) or 100 <= self.status < 200
 
     def pause_writing(self) -> None:
-        self._writable.clear()
+        if self._drained is None:
+            self._drained = asyncio.get_running_loop().create_future()
 
     def resume_writing(self) -> None:
-        self._writable.set()
+        self._resume()
+
+    def _resume(self) -> None:
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
 
     # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        if self.message_done:
+            # The parser goes on past the end of an answer to whatever follows it in the
+            # same read: nothing may follow, and parsing stops here.
+            raise StoreError("the store sent bytes nobody asked for")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
@@ -142,8 +161,47 @@ class _Connection(asyncio.Protocol):
         if self._head_only:
             # No body follows an answer to HEAD, whatever its Content-Length says.
             self._complete()
+            return
+        self._body_left = self._content_length()
+
+    def _content_length(self) -> int | None:
+        """The body's length, when it is told by one Content-Length alone (no chunks)."""
+        if self.status in (204, 304) or self.status < 200:
+            return None
+        lengths = []
+        for name, value in self.headers:
+            name = name.lower()
+            if name == b"transfer-encoding":
+                return None
+            if name == b"content-length":
+                lengths.append(value)
+        if len(lengths) != 1 or not lengths[0].strip().isdigit():
+            return None
+        return int(lengths[0])
+
+    def _take_body(self, data: bytes) -> None:
+        """Body bytes past the head, as they came (the parser already checked the head)."""
+        left = self._body_left
+        assert left is not None
+        extra = b""
+        if len(data) > left:
+            data, extra = data[:left], data[left:]
+        self._body_left = left - len(data)
+        if data:
+            self._queue(data)
+        if self._body_left == 0:
+            self._complete()
+        if extra:
+            self._fail(StoreError("the store sent bytes nobody asked for"))
+        self._wake()
 
     def on_body(self, body: bytes) -> None:
+        if self._body_left is not None:
+            # Body bytes that came with the head, through the parser.
+            self._body_left -= len(body)
+        self._queue(body)
+
+    def _queue(self, body: bytes) -> None:
         self._pieces.append(body)
         self._buffered += len(body)
         if self._buffered > READ_AHEAD and not self._reading_paused:
@@ -161,6 +219,7 @@ class _Connection(asyncio.Protocol):
         self.message_done = True
         self.keep_alive = self._parser.should_keep_alive()
         self._parser = None
+        self._body_left = None
 
     def _fail(self, error: BaseException | None) -> None:
         if self.closed:
@@ -184,16 +243,21 @@ class _Connection(asyncio.Protocol):
         self.headers = []
         self.headers_done = self.message_done = False
         self.status = 0
+        self._body_left = None
 
     async def write(self, data: bytes) -> None:
         if self.closed:
             raise self.error or _Stale("the store closed the connection")
         self.transport.write(data)
-        if not self._writable.is_set():
+        drained = self._drained
+        if drained is not None:
+            # As in _wait, a timer rather than wait_for: this runs for most pieces of a
+            # large upload.
+            timer = asyncio.get_running_loop().call_later(self.timeout, self._stalled, drained)
             try:
-                await asyncio.wait_for(self._writable.wait(), self.timeout)
-            except TimeoutError:
-                raise StoreError(f"the store took no data for {self.timeout} s") from None
+                await drained
+            finally:
+                timer.cancel()
             if self.closed:
                 raise self.error or StoreError("the store's connection broke")
 
@@ -208,6 +272,10 @@ class _Connection(asyncio.Protocol):
         finally:
             timer.cancel()
             self._wakeup = None
+
+    def _stalled(self, drained: asyncio.Future) -> None:
+        if not drained.done():
+            drained.set_exception(StoreError(f"the store took no data for {self.timeout} s"))
 
     def _silent(self, wakeup: asyncio.Future) -> None:
         if not wakeup.done():

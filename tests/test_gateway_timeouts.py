@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 import time
 import uuid
 
@@ -155,6 +156,39 @@ def test_it_cuts_a_download_when_the_store_freezes_mid_way(gw, own, own_store):
     sock.close()
 
     assert len(body) < LARGE_OBJECT_BYTES
+
+
+def test_it_cuts_an_upload_when_the_store_freezes_mid_way(gw, own, own_store):
+    signer, bucket = own
+    first = MiB
+    connection = _send_head(
+        signer,
+        "PUT",
+        f"/{bucket}/cut-upload.bin",
+        body=os.urandom(first),
+        payload_hash=UNSIGNED_PAYLOAD,
+        content_length=LARGE_OBJECT_BYTES,
+    )
+    rest = os.urandom(LARGE_OBJECT_BYTES - first)
+
+    def send_the_rest() -> None:
+        # Blocks once the sockets are full; ends when the gateway closes the connection.
+        with contextlib.suppress(OSError):
+            connection.sock.sendall(rest)
+
+    with frozen(own_store):
+        sender = threading.Thread(target=send_the_rest, daemon=True)
+        sender.start()
+        answer = connection.receive()
+        closed = connection.closed(CLIENT_TIMEOUT)
+    sender.join(CLIENT_TIMEOUT)
+
+    assert answer.status == 503, answer
+    assert error_code(answer.body) == "ServiceUnavailable"
+    assert closed
+    assert not sender.is_alive()
+    assert not _in_store(own_store, bucket, "cut-upload.bin")
+    assert _in_store(own_store, bucket, "mine.txt")
 
 
 def test_it_closes_a_download_the_client_stops_reading(gw, own):

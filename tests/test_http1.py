@@ -1,0 +1,161 @@
+"""The gateway's HTTP/1.1 client against a store of the test's own that writes its answers
+byte for byte: split anywhere, with bytes past the end, cut off, chunked, to HEAD."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+
+import pytest
+
+from gateway import http1
+
+BODY = os.urandom(300_000)
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BODY)
+
+# What the store writes for each request: pieces, with a pause after each, then whether
+# it closes the connection.
+Script = Callable[[bytes], tuple[list[bytes], bool]]
+
+
+async def _serve(script: Script, connections: list[int]):
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                pieces, close = script(head)
+                for piece in pieces:
+                    writer.write(piece)
+                    await writer.drain()
+                    await asyncio.sleep(0.01)
+                if close:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+def _split(data: bytes, *cuts: int) -> list[bytes]:
+    edges = [0, *cuts, len(data)]
+    return [data[a:b] for a, b in zip(edges, edges[1:], strict=False)]
+
+
+async def _exchange(script: Script, method: str = "GET", times: int = 2):
+    """Each answer's status and body (or the error reading it), and how many
+    connections the store saw."""
+    connections: list[int] = []
+    server = await _serve(script, connections)
+    port = server.sockets[0].getsockname()[1]
+    client = http1.Client(f"http://127.0.0.1:{port}", connect_timeout=5, timeout=5)
+    answers = []
+    try:
+        for _ in range(times):
+            try:
+                response = await client.send(method, b"/b/k", [("host", "store")], None)
+                answers.append((response.status_code, await response.read()))
+            except http1.StoreError as error:
+                answers.append(("error", str(error)))
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()
+    return answers, len(connections)
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+@pytest.mark.parametrize(
+    "cuts",
+    [
+        (len(HEAD),),  # head alone, then the body whole
+        (len(HEAD) + 1,),  # one body byte with the head
+        (10, len(HEAD) + 7, len(HEAD) + 65_536, len(HEAD) + 65_537),  # anywhere
+        (),  # all in one write
+    ],
+)
+def test_a_length_delimited_body_arrives_whole_however_split_and_the_connection_is_kept(cuts):
+    answers, connections = run(_exchange(lambda head: (_split(HEAD + BODY, *cuts), False)))
+
+    assert answers == [(200, BODY), (200, BODY)]
+    assert connections == 1
+
+
+def test_bytes_past_the_length_are_not_read_as_the_next_answer():
+    answers, connections = run(
+        _exchange(lambda head: ([HEAD + BODY[:1000], BODY[1000:] + b"HTTP/1.1 200 OK\r\n"], False))
+    )
+
+    assert answers[0] == (200, BODY)
+    assert answers[1] == (200, BODY)
+    # The connection that carried extra bytes is not used again.
+    assert connections == 2
+
+
+def test_an_answer_after_the_answer_in_the_same_read_is_not_taken_for_anything():
+    junk = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-Junk: 1\r\n\r\nabc"
+
+    async def exchange():
+        connections: list[int] = []
+        # A body small enough that the head, the body and what follows come in one read.
+        answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello" + junk
+        server = await _serve(lambda head: ([answer], False), connections)
+        port = server.sockets[0].getsockname()[1]
+        client = http1.Client(f"http://127.0.0.1:{port}", connect_timeout=5, timeout=5)
+        try:
+            first = await client.send("GET", b"/b/k", [("host", "store")], None)
+            headers = first.headers
+            body = await first.read()
+            second = await client.send("GET", b"/b/k", [("host", "store")], None)
+            return headers, body, await second.read(), len(connections)
+        finally:
+            await client.aclose()
+            server.close()
+            await server.wait_closed()
+
+    headers, body, again, connections = run(exchange())
+
+    assert body == again == b"hello"
+    assert headers.get("x-junk") is None
+    assert connections == 2
+
+
+def test_an_answer_cut_off_before_its_length_is_an_error_not_a_short_body():
+    answers, _ = run(_exchange(lambda head: ([HEAD + BODY[:1000], BODY[1000:-1]], True), times=1))
+
+    assert answers[0][0] == "error"
+    assert "broke off" in answers[0][1]
+
+
+def test_a_chunked_body_arrives_whole():
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunked += b"%x\r\n%s\r\n0\r\n\r\n" % (len(BODY), BODY)
+
+    answers, connections = run(_exchange(lambda head: (_split(chunked, 40, 70_000), False)))
+
+    assert answers == [(200, BODY), (200, BODY)]
+    assert connections == 1
+
+
+def test_an_answer_to_head_has_no_body_whatever_its_length_says():
+    answers, connections = run(_exchange(lambda head: ([HEAD], False), method="HEAD"))
+
+    assert answers == [(200, b""), (200, b"")]
+    assert connections == 1
+
+
+def test_an_empty_body_and_a_204_end_at_their_head():
+    empty = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    no_content = b"HTTP/1.1 204 No Content\r\n\r\n"
+    replies = iter([empty, no_content])
+
+    answers, connections = run(_exchange(lambda head: ([next(replies)], False)))
+
+    assert answers == [(200, b""), (204, b"")]
+    assert connections == 1
