@@ -76,7 +76,8 @@ class WaitLimit:
     def _check(self) -> None:
         self._timer = None
         if self._task is None or self._expired:
-            # No wait in progress: the next one sets the timer again.
+            # No wait in progress (the next one sets the timer again), or this one is
+            # being cancelled already.
             return
         assert self._loop is not None
         if self._loop.time() < self._deadline:

@@ -130,6 +130,10 @@ class _Connection(asyncio.Protocol):
                 name == b"transfer-encoding" and b"chunked" in value.lower()
             ):
                 return True
+        return self._bodiless()
+
+    def _bodiless(self) -> bool:
+        """Is the answer's status one that never has a body?"""
         return self.status in (204, 304) or 100 <= self.status < 200
 
     def pause_writing(self) -> None:
@@ -166,7 +170,7 @@ class _Connection(asyncio.Protocol):
 
     def _content_length(self) -> int | None:
         """The body's length, when it is told by one Content-Length alone (no chunks)."""
-        if self.status in (204, 304) or self.status < 200:
+        if self._bodiless():
             return None
         lengths = []
         for name, value in self.headers:
@@ -249,37 +253,32 @@ class _Connection(asyncio.Protocol):
         if self.closed:
             raise self.error or _Stale("the store closed the connection")
         self.transport.write(data)
-        drained = self._drained
-        if drained is not None:
-            # As in _wait, a timer rather than wait_for: this runs for most pieces of a
-            # large upload.
-            timer = asyncio.get_running_loop().call_later(self.timeout, self._stalled, drained)
-            try:
-                await drained
-            finally:
-                timer.cancel()
+        if self._drained is not None:
+            await self._within_timeout(self._drained, "took no data")
             if self.closed:
                 raise self.error or StoreError("the store's connection broke")
 
     async def _wait(self) -> None:
-        # A timer that fails the future, rather than wait_for: this runs once or more per
-        # answer, and wait_for costs several times as much.
-        loop = asyncio.get_running_loop()
-        self._wakeup = wakeup = loop.create_future()
-        timer = loop.call_later(self.timeout, self._silent, wakeup)
+        self._wakeup = asyncio.get_running_loop().create_future()
         try:
-            await wakeup
+            await self._within_timeout(self._wakeup, "sent nothing")
         finally:
-            timer.cancel()
             self._wakeup = None
 
-    def _stalled(self, drained: asyncio.Future) -> None:
-        if not drained.done():
-            drained.set_exception(StoreError(f"the store took no data for {self.timeout} s"))
+    async def _within_timeout(self, future: asyncio.Future, what: str) -> None:
+        """Wait for ``future``; StoreError("the store <what> ...") after ``timeout`` s.
 
-    def _silent(self, wakeup: asyncio.Future) -> None:
-        if not wakeup.done():
-            wakeup.set_exception(StoreError(f"the store sent nothing for {self.timeout} s"))
+        A timer that fails the future, rather than wait_for: this runs once or more per
+        piece of a transfer, and wait_for costs several times as much."""
+        timer = asyncio.get_running_loop().call_later(self.timeout, self._expire, future, what)
+        try:
+            await future
+        finally:
+            timer.cancel()
+
+    def _expire(self, future: asyncio.Future, what: str) -> None:
+        if not future.done():
+            future.set_exception(StoreError(f"the store {what} for {self.timeout} s"))
 
     async def read_head(self) -> None:
         while not self.headers_done:
