@@ -1,10 +1,12 @@
 """The gateway's HTTP/1.1 client against a store of the test's own that writes its answers
-byte for byte: split anywhere, with bytes past the end, cut off, chunked, to HEAD."""
+byte for byte: split anywhere, with bytes past the end, cut off, chunked, to HEAD, in small
+pieces, slowly, stopping mid-body."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable
 
 import pytest
@@ -14,9 +16,9 @@ from gateway import http1
 BODY = os.urandom(300_000)
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BODY)
 
-# What the store writes for each request: pieces, with a pause after each, then whether
-# it closes the connection.
-Script = Callable[[bytes], tuple[list[bytes], bool]]
+# What the store writes for each request: pieces, with a pause after each (a float is a
+# pause of that many seconds instead), then whether it closes the connection.
+Script = Callable[[bytes], tuple[list[bytes | float], bool]]
 
 
 async def _serve(script: Script, connections: list[int]):
@@ -27,6 +29,9 @@ async def _serve(script: Script, connections: list[int]):
                 head = await reader.readuntil(b"\r\n\r\n")
                 pieces, close = script(head)
                 for piece in pieces:
+                    if isinstance(piece, float):
+                        await asyncio.sleep(piece)
+                        continue
                     writer.write(piece)
                     await writer.drain()
                     await asyncio.sleep(0.01)
@@ -45,19 +50,32 @@ def _split(data: bytes, *cuts: int) -> list[bytes]:
     return [data[a:b] for a, b in zip(edges, edges[1:], strict=False)]
 
 
-async def _exchange(script: Script, method: str = "GET", times: int = 2):
+async def _exchange(
+    script: Script,
+    method: str = "GET",
+    times: int = 2,
+    timeout: float = 5,
+    pieces: list[bytes] | None = None,
+):
     """Each answer's status and body (or the error reading it), and how many
-    connections the store saw."""
+    connections the store saw; the body's pieces as read go into ``pieces``."""
     connections: list[int] = []
     server = await _serve(script, connections)
     port = server.sockets[0].getsockname()[1]
-    client = http1.Client(f"http://127.0.0.1:{port}", connect_timeout=5, timeout=5)
+    client = http1.Client(f"http://127.0.0.1:{port}", connect_timeout=5, timeout=timeout)
     answers = []
+    read = [] if pieces is None else pieces
     try:
         for _ in range(times):
             try:
                 response = await client.send(method, b"/b/k", [("host", "store")], None)
-                answers.append((response.status_code, await response.read()))
+                read.clear()
+                try:
+                    async for piece in response.aiter_raw():
+                        read.append(piece)
+                finally:
+                    await response.aclose()
+                answers.append((response.status_code, b"".join(read)))
             except http1.StoreError as error:
                 answers.append(("error", str(error)))
     finally:
@@ -159,3 +177,51 @@ def test_an_empty_body_and_a_204_end_at_their_head():
 
     assert answers == [(200, b""), (204, b"")]
     assert connections == 1
+
+
+def test_a_body_written_in_small_pieces_is_read_in_batches():
+    # As Go's io.Copy writes: 32 KiB at a time, here 10 ms apart.
+    pieces: list[bytes] = []
+    answers, _ = run(
+        _exchange(
+            lambda head: ([HEAD, *_split(BODY, *range(32_768, len(BODY), 32_768))], False),
+            times=1,
+            pieces=pieces,
+        )
+    )
+
+    assert answers == [(200, BODY)]
+    # A batch of READ_BATCH, then the rest of the body: not one read per piece written.
+    assert len(BODY) // 32_768 >= 9
+    assert len(pieces) <= 3, [len(piece) for piece in pieces]
+
+
+def test_a_store_that_sends_slowly_but_steadily_is_not_cut():
+    # Less than a batch per timeout, but something every 0.3 s against a 0.5 s limit.
+    slow = [HEAD]
+    for start in range(0, 50_000, 10_000):
+        slow += [BODY[start : start + 10_000], 0.3]
+    slow.append(BODY[50_000:])
+
+    answers, _ = run(_exchange(lambda head: (slow, False), times=1, timeout=0.5))
+
+    assert answers == [(200, BODY)]
+
+
+def test_a_store_that_stops_mid_body_is_cut_after_what_it_sent_is_passed_on():
+    pieces: list[bytes] = []
+    started = time.monotonic()
+
+    answers, _ = run(
+        _exchange(
+            lambda head: ([HEAD + BODY[:10_000], 10.0], True),
+            times=1,
+            timeout=0.5,
+            pieces=pieces,
+        )
+    )
+
+    assert answers == [("error", "the store sent nothing for 0.5 s")]
+    assert b"".join(pieces) == BODY[:10_000]
+    # The bytes short of a batch wait one limit, then nothing comes for another.
+    assert time.monotonic() - started < 5
