@@ -13,11 +13,11 @@ of parsing (httptools, the parser uvicorn uses) rather than a general client's l
   gateway once READ_BATCH bytes (or the rest of the body) wait in the socket, not for
   each piece the store writes. A store that writes 32 KiB at a time (Go's io.Copy) would
   otherwise cost a wakeup, a task step and a write to the client per 32 KiB: batching
-  halves the gateway's CPU on a large GET (bench/gateway.py). When a read's time is up
-  with fewer bytes than a batch waiting, they are taken and the read waits again, so a
-  store that sends slowly but steadily is never cut, and one that stops mid-body is cut
-  within twice ``timeout``. TLS connections read piece by piece: their socket carries
-  records, whose bytes are not the body's.
+  halves the gateway's CPU on a large GET (bench/gateway.py). Bytes short of a batch
+  wait at most BATCH_PATIENCE: then they are taken, and the rest of that answer is read
+  piece by piece, so a slow store's bytes still reach the client as they come, and the
+  time limit still runs from the last byte. TLS connections read piece by piece: their
+  socket carries records, whose bytes are not the body's.
 - A connection goes back to the pool only after an answer was read whole and both sides
   allow keep-alive; an answer left unread closes it. A request that finds a pooled
   connection closed by the store before any answer came is sent again on a new one when
@@ -46,6 +46,8 @@ READ_AHEAD = 1024 * 1024
 # Body bytes the kernel gathers before it wakes the gateway (SO_RCVLOWAT); the size of
 # the event loop's reads.
 READ_BATCH = 256 * 1024
+# Seconds a batch may take to gather before what has come is taken as it is.
+BATCH_PATIENCE = 0.25
 
 
 class StoreError(Exception):
@@ -298,20 +300,36 @@ class _Connection(asyncio.Protocol):
 
         A timer that fails the future, rather than wait_for: this runs once or more per
         piece of a transfer, and wait_for costs several times as much."""
-        timer = asyncio.get_running_loop().call_later(self.timeout, self._expire, future, what)
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        timer: list[asyncio.TimerHandle] = []
+        self._arm(timer, future, what, deadline)
         try:
             await future
         finally:
-            timer.cancel()
+            timer[0].cancel()
 
-    def _expire(self, future: asyncio.Future, what: str) -> None:
+    def _arm(self, timer: list, future: asyncio.Future, what: str, deadline: float) -> None:
+        """(Re)arm ``timer[0]``: at the deadline, or sooner to look for a batch that has
+        not gathered."""
+        loop = asyncio.get_running_loop()
+        when = deadline
+        if future is self._wakeup and self._low_water > 1:
+            when = min(deadline, loop.time() + BATCH_PATIENCE)
+        timer[:] = [loop.call_at(when, self._expire, timer, future, what, deadline)]
+
+    def _expire(self, timer: list, future: asyncio.Future, what: str, deadline: float) -> None:
         if future.done():
             return
-        if future is self._wakeup and self._low_water > 1 and self._unread_bytes():
-            # Bytes came, fewer than a batch: take them now, and wait again.
-            self._set_low_water(1)
-            asyncio.get_running_loop().call_later(self.timeout, self._expire, future, what)
-            return
+        now = asyncio.get_running_loop().time()
+        if future is self._wakeup and self._low_water > 1:
+            if self._unread_bytes():
+                # Bytes came, fewer than a batch: take them as they are, and the rest of
+                # this answer as it comes. They count as the store's progress.
+                self._set_low_water(1)
+                deadline = now + self.timeout
+            if now < deadline:
+                self._arm(timer, future, what, deadline)
+                return
         future.set_exception(StoreError(f"the store {what} for {self.timeout} s"))
 
     def _set_low_water(self, mark: int | None = None) -> None:

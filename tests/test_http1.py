@@ -214,7 +214,7 @@ def test_a_store_that_stops_mid_body_is_cut_after_what_it_sent_is_passed_on():
 
     answers, _ = run(
         _exchange(
-            lambda head: ([HEAD + BODY[:10_000], 10.0], True),
+            lambda head: ([HEAD, BODY[:10_000], 10.0], True),
             times=1,
             timeout=0.5,
             pieces=pieces,
@@ -223,5 +223,31 @@ def test_a_store_that_stops_mid_body_is_cut_after_what_it_sent_is_passed_on():
 
     assert answers == [("error", "the store sent nothing for 0.5 s")]
     assert b"".join(pieces) == BODY[:10_000]
-    # The bytes short of a batch wait one limit, then nothing comes for another.
+    # The bytes short of a batch wait BATCH_PATIENCE, then nothing comes for the limit.
     assert time.monotonic() - started < 5
+
+
+def test_bytes_short_of_a_batch_reach_the_reader_without_waiting_for_the_limit():
+    arrived: list[float] = []
+
+    async def exchange():
+        server = await _serve(lambda head: ([HEAD, BODY[:10_000], 3.0, BODY[10_000:]], False), [])
+        port = server.sockets[0].getsockname()[1]
+        client = http1.Client(f"http://127.0.0.1:{port}", connect_timeout=5, timeout=10)
+        try:
+            response = await client.send("GET", b"/b/k", [("host", "store")], None)
+            sent = time.monotonic()
+            body = b""
+            async for piece in response.aiter_raw():
+                arrived.append(time.monotonic() - sent)
+                body += piece
+            await response.aclose()
+            return body
+        finally:
+            await client.aclose()
+            server.close()
+            await server.wait_closed()
+
+    assert run(exchange()) == BODY
+    # The first 10 KB came long before the store went on, 3 s later.
+    assert arrived[0] < 2, arrived
