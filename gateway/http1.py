@@ -215,9 +215,7 @@ class _Connection(asyncio.Protocol):
         extra = b""
         if len(data) > left:
             data, extra = data[:left], data[left:]
-        self._body_left = left - len(data)
-        if self._body_left < self._low_water:
-            self._set_low_water()
+        self._count_body(len(data))
         if data:
             self._queue(data)
         if self._body_left == 0:
@@ -229,10 +227,15 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self._body_left is not None:
             # Body bytes that came with the head, through the parser.
-            self._body_left -= len(body)
-            if self._body_left < self._low_water:
-                self._set_low_water()
+            self._count_body(len(body))
         self._queue(body)
+
+    def _count_body(self, size: int) -> None:
+        """``size`` more body bytes came: a low-water mark above what is left comes down
+        to it (and is never raised, so an answer read piece by piece stays so)."""
+        self._body_left -= size
+        if self._body_left < self._low_water:
+            self._set_low_water()
 
     def _queue(self, body: bytes) -> None:
         self._pieces.append(body)
@@ -313,7 +316,7 @@ class _Connection(asyncio.Protocol):
         not gathered."""
         loop = asyncio.get_running_loop()
         when = deadline
-        if future is self._wakeup and self._low_water > 1:
+        if self._gathering(future):
             when = min(deadline, loop.time() + BATCH_PATIENCE)
         timer[:] = [loop.call_at(when, self._expire, timer, future, what, deadline)]
 
@@ -321,7 +324,7 @@ class _Connection(asyncio.Protocol):
         if future.done():
             return
         now = asyncio.get_running_loop().time()
-        if future is self._wakeup and self._low_water > 1:
+        if self._gathering(future):
             if self._unread_bytes():
                 # Bytes came, fewer than a batch: take them as they are, and the rest of
                 # this answer as it comes. They count as the store's progress.
@@ -331,6 +334,10 @@ class _Connection(asyncio.Protocol):
                 self._arm(timer, future, what, deadline)
                 return
         future.set_exception(StoreError(f"the store {what} for {self.timeout} s"))
+
+    def _gathering(self, future: asyncio.Future) -> bool:
+        """Is ``future`` a read that waits for a batch to gather?"""
+        return future is self._wakeup and self._low_water > 1
 
     def _set_low_water(self, mark: int | None = None) -> None:
         """Wake on ``mark`` bytes; by default a batch of the Content-Length body still
