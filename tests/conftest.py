@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 import redis
 from django.core.cache import cache
@@ -119,6 +122,20 @@ def no_cached_hmac_pad_states() -> None:
     # pad states hashed then, and a fault in hashing them would go unseen by every later
     # test (and by every test when run in a process that ran them before).
     signing._PAD_STATES.clear()
+
+
+@pytest.fixture
+def certificate(tmp_path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key: trusted by nothing unless told."""
+    certificate, key = tmp_path / "server.crt", tmp_path / "server.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-keyout", str(key), "-out", str(certificate), "-subj", "/CN=127.0.0.1"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
+    return certificate, key
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,7 @@ logins, TLS, and what a frozen, killed or disconnecting Redis does to it."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
@@ -90,19 +88,6 @@ def test_it_logs_in_and_selects_the_database_its_url_names(tmp_path):
         anonymous = f"redis://127.0.0.1:{server.port}/3"
         with pytest.raises(RedisError, match="NOAUTH"):
             with_client(anonymous, lambda c: c.mget(["where"]))
-
-
-@pytest.fixture
-def certificate(tmp_path) -> tuple[Path, Path]:
-    certificate, key = tmp_path / "redis.crt", tmp_path / "redis.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-keyout", str(key), "-out", str(certificate), "-subj", "/CN=127.0.0.1"]
-        + ["-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True,
-        capture_output=True,
-    )
-    return certificate, key
 
 
 def test_it_speaks_tls_and_checks_the_certificate_unless_told_not_to(tmp_path, certificate):
