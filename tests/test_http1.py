@@ -9,6 +9,7 @@ import os
 import ssl
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -64,10 +65,12 @@ async def _exchange(
     timeout: float = 5,
     pieces: list[bytes] | None = None,
     settled: list[float] | None = None,
+    arrived: list[float] | None = None,
     tls: ssl.SSLContext | None = None,
 ):
     """Each answer's status and body (or the error reading it), and how many
-    connections the store saw; the body's pieces as read go into ``pieces``, and the
+    connections the store saw; the body's pieces as read go into ``pieces``, the seconds
+    after the answer's head at which each reached the reader into ``arrived``, and the
     time.monotonic() at which each answer ended (read or failed) into ``settled``. With
     ``tls`` (the store's side), the store speaks https."""
     connections: list[int] = []
@@ -75,14 +78,18 @@ async def _exchange(
     client = _client(server, tls, timeout)
     answers = []
     read = [] if pieces is None else pieces
+    times_read = [] if arrived is None else arrived
     try:
         for _ in range(times):
             try:
                 response = await client.send(method, b"/b/k", [("host", "store")], None)
+                head_read = time.monotonic()
                 read.clear()
+                times_read.clear()
                 try:
                     async for piece in response.aiter_raw():
                         read.append(piece)
+                        times_read.append(time.monotonic() - head_read)
                 finally:
                     await response.aclose()
                 answers.append((response.status_code, b"".join(read)))
@@ -241,38 +248,26 @@ def test_a_store_that_stops_mid_body_is_cut_after_what_it_sent_is_passed_on():
     assert settled[0] - started < 2.5
 
 
-async def _arrivals(script: Script, tls: ssl.SSLContext | None = None):
-    """The body of one answer, and when each piece of it reached the reader: seconds
-    after the answer's head."""
-    server = await _serve(script, [], tls)
-    client = _client(server, tls, timeout=10)
-    arrived: list[float] = []
-    try:
-        response = await client.send("GET", b"/b/k", [("host", "store")], None)
-        sent = time.monotonic()
-        body = b""
-        async for piece in response.aiter_raw():
-            arrived.append(time.monotonic() - sent)
-            body += piece
-        await response.aclose()
-        return body, arrived
-    finally:
-        await client.aclose()
-        server.close()
-        await server.wait_closed()
-
-
 def _pausing(head: bytes):
     """10 KB of the body, then nothing for 3 s, then the rest."""
     return [HEAD, BODY[:10_000], 3.0, BODY[10_000:]], False
 
 
 def test_bytes_short_of_a_batch_reach_the_reader_without_waiting_for_the_limit():
-    body, arrived = run(_arrivals(_pausing))
+    arrived: list[float] = []
 
-    assert body == BODY
+    answers, _ = run(_exchange(_pausing, times=1, arrived=arrived))
+
+    assert answers == [(200, BODY)]
     # The first 10 KB came long before the store went on, 3 s later.
     assert arrived[0] < 2, arrived
+
+
+def _store_side(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    """A store's side of TLS, serving ``certificate`` (its file and its key's)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    return context
 
 
 @pytest.fixture
@@ -280,9 +275,7 @@ def tls_store(certificate, monkeypatch) -> ssl.SSLContext:
     """A store's side of TLS, with a certificate the gateway trusts through
     SSL_CERT_FILE, as an operator points it at a private certificate authority."""
     monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(*certificate)
-    return context
+    return _store_side(certificate)
 
 
 def test_a_tls_store_s_answers_arrive_whole_on_a_kept_connection(tls_store):
@@ -298,16 +291,16 @@ def test_a_tls_store_s_body_is_passed_on_as_it_comes_not_held_for_a_batch(tls_st
     # A TLS socket's bytes are records, not the body's bytes, so the kernel cannot count
     # a batch of body there: nothing is held for one, however long the patience.
     monkeypatch.setattr(http1, "BATCH_PATIENCE", 100.0)
+    arrived: list[float] = []
 
-    body, arrived = run(_arrivals(_pausing, tls_store))
+    answers, _ = run(_exchange(_pausing, times=1, arrived=arrived, tls=tls_store))
 
-    assert body == BODY
+    assert answers == [(200, BODY)]
     assert arrived[0] < 2, arrived
 
 
 def test_a_tls_store_whose_certificate_is_not_trusted_is_refused(certificate):
-    store_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    store_side.load_cert_chain(*certificate)
+    store_side = _store_side(certificate)
 
     answers, _ = run(_exchange(lambda head: ([HEAD, BODY], False), times=1, tls=store_side))
 
